@@ -1,0 +1,1 @@
+"""recover: judge and repair a containerd 0.2.x state root after a crash."""

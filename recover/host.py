@@ -1,0 +1,315 @@
+"""The host view: what /proc (live, or a captured proc dir laid out the same way) says.
+
+One HostView per run.  Each pid's stat is read at most once (cached); the pass over every
+process that shim discovery needs is made at most once, and only when a process asks for it.
+Pointing the same code at a captured proc dir is how tests and forensics work.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .root import filesystem_type
+
+ShimStateName = Literal["alive", "stopped", "zombie", "gone"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """The fields of /proc/<pid>/stat that recover uses, plus the raw line for containerd's parser."""
+
+    pid: int
+    comm: str
+    state: str
+    ppid: int
+    starttime: int  # field 22: clock ticks since boot, exact
+    exit_code: int | None  # field 52 (Linux 3.5+): wait status of a zombie
+    raw: bytes
+
+
+def parse_stat(data: bytes) -> ProcStat | None:
+    """Parse a stat line, splitting at the FIRST "(" and the LAST ")": comm may hold anything."""
+    open_at = data.find(b"(")
+    close_at = data.rfind(b")")
+    if open_at < 0 or close_at < open_at:
+        return None
+    fields = data[close_at + 1:].split()
+    try:
+        pid = int(data[:open_at])
+        state = fields[0].decode("ascii")
+        ppid, starttime = int(fields[1]), int(fields[19])
+        exit_code = int(fields[49]) if len(fields) > 49 else None
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return None
+    comm = data[open_at + 1:close_at].decode("utf-8", "surrogateescape")
+    return ProcStat(pid, comm, state, ppid, starttime, exit_code, data)
+
+
+def wait_status_to_exit(status: int) -> int:
+    """A wait status (stat field 52) as the shim would record it: code, or 128+signal."""
+    signal = status & 0x7F
+    return 128 + signal if signal else (status >> 8) & 0xFF
+
+
+def shim_state(stat: ProcStat | None) -> ShimStateName:
+    if stat is None:
+        return "gone"
+    if stat.state in ("T", "t"):
+        return "stopped"
+    if stat.state in ("Z", "X", "x"):
+        return "zombie"
+    return "alive"
+
+
+def is_shim_of(argv: list[str], cwd: str | None, shim_name: str, cid: str, process_id: str) -> bool:
+    """SPEC §3: argv holds the shim (by basename) directly followed by the container id, at
+    argv[0] (the real shim) or argv[1] (a script shim under an interpreter); and when cwd is
+    readable, its last two components are <container>/<process>, so a copied root still matches.
+    """
+    want = os.path.basename(shim_name)
+    for i in (0, 1):
+        if i + 1 >= len(argv):
+            break
+        base = os.path.basename(argv[i])
+        named = base == want if want else base.endswith("containerd-shim")
+        if named and argv[i + 1] == cid:
+            if cwd is None:
+                return True
+            parts = cwd.rstrip("/").split("/")
+            return parts[-2:] == [cid, process_id]
+    return False
+
+
+def looks_like_shim(argv: list[str]) -> bool:
+    """Any containerd-shim-like process, before its container is known (for orphan shims)."""
+    return any(os.path.basename(a).endswith("shim") for a in argv[:2]) and len(argv) >= 3
+
+
+@dataclass(frozen=True, slots=True)
+class ShimProcess:
+    pid: int
+    argv: tuple[str, ...]
+    cwd: str | None
+    stat: ProcStat | None
+
+    @property
+    def container(self) -> str | None:
+        for i in (0, 1):
+            if i + 1 < len(self.argv) and os.path.basename(self.argv[i]).endswith("shim"):
+                return self.argv[i + 1]
+        return None
+
+    @property
+    def process(self) -> str | None:
+        return self.cwd.rstrip("/").rsplit("/", 1)[-1] if self.cwd else None
+
+
+@dataclass
+class HostView:
+    """Reads one proc root.  `live` is true when it is a real procfs (then pids can be signalled)."""
+
+    proc_root: str = "/proc"
+    live: bool = field(init=False)
+    btime: int | None = field(init=False)
+    boot_id: str | None = field(init=False)
+    clock_ticks: int = field(init=False)
+    hidepid: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        real = os.path.realpath(self.proc_root)
+        self.live = filesystem_type(real) == "proc"
+        self.btime = _btime(self._read(("stat",)))
+        boot_id = self._read(("sys", "kernel", "random", "boot_id"))
+        self.boot_id = boot_id.decode("ascii", "replace").strip() if boot_id else None
+        self.clock_ticks = os.sysconf("SC_CLK_TCK")
+        self.hidepid = self.live and os.geteuid() != 0 and _hidepid(real)
+        self._stats: dict[int, ProcStat | None] = {}
+        self._listed: set[int] | None = None
+        self._shims: dict[str, list[int]] | None = None
+        self._children: dict[int, list[int]] | None = None
+
+    @property
+    def readable(self) -> bool:
+        return os.path.isdir(self.proc_root)
+
+    def _read(self, parts: tuple[str, ...], limit: int = 1 << 16) -> bytes | None:
+        try:
+            with open(os.path.join(self.proc_root, *parts), "rb", buffering=0) as f:
+                return f.read(limit)
+        except OSError:
+            return None
+
+    def stat(self, pid: int) -> ProcStat | None:
+        if pid not in self._stats:
+            data = self._read((str(pid), "stat")) if pid > 0 else None
+            self._stats[pid] = parse_stat(data) if data else None
+        return self._stats[pid]
+
+    def listed(self) -> set[int]:
+        """Pids that `ls /proc` shows: thread-group leaders only (threads are reachable, not listed)."""
+        if self._listed is None:
+            try:
+                self._listed = {int(n) for n in os.listdir(self.proc_root) if n.isdigit()}
+            except OSError:
+                self._listed = set()
+        return self._listed
+
+    def tgid(self, pid: int) -> int | None:
+        if self.live and pid in self.listed():
+            return pid
+        data = self._read((str(pid), "status"))
+        for line in (data or b"").splitlines():
+            if line.startswith(b"Tgid:"):
+                try:
+                    return int(line.split()[1])
+                except (IndexError, ValueError):
+                    return None
+        return None
+
+    def cmdline(self, pid: int) -> list[str] | None:
+        data = self._read((str(pid), "cmdline"), limit=1 << 20)
+        if not data:
+            return None  # a zombie or kernel thread has none
+        return data.rstrip(b"\0").decode("utf-8", "surrogateescape").split("\0")
+
+    def cwd(self, pid: int) -> str | None:
+        try:
+            return os.readlink(os.path.join(self.proc_root, str(pid), "cwd"))
+        except OSError:
+            return None
+
+    def _shim_index(self) -> dict[str, list[int]]:
+        """Pids by the argv elements where a shim names its container (argv[1], argv[2]).
+        One pass over every process's cmdline, made once, when first needed."""
+        if self._shims is None:
+            self._shims = {}
+            for pid in sorted(self.listed()):
+                argv = self.cmdline(pid)
+                for candidate in {argv[i] for i in (1, 2) if argv and i < len(argv)}:
+                    self._shims.setdefault(candidate, []).append(pid)
+        return self._shims
+
+    def _shim_process(self, pid: int) -> ShimProcess | None:
+        argv = self.cmdline(pid)
+        return ShimProcess(pid, tuple(argv), self.cwd(pid), self.stat(pid)) if argv else None
+
+    def shims_named(self, cid: str) -> list[ShimProcess]:
+        """Processes whose argv names `cid` where a shim's argv would."""
+        found = (self._shim_process(pid) for pid in self._shim_index().get(cid, []))
+        return [s for s in found if s is not None]
+
+    def all_shims(self) -> list[ShimProcess]:
+        """Every shim-like process on the host (to find orphan shims)."""
+        pids = sorted({pid for group in self._shim_index().values() for pid in group})
+        found = (self._shim_process(pid) for pid in pids)
+        return [s for s in found if s is not None and looks_like_shim(list(s.argv))]
+
+    def children(self, pid: int) -> list[int]:
+        """Children of pid, from one pass over every process's stat (made once, when first asked)."""
+        if self._children is None:
+            self._children = {}
+            for child in sorted(self.listed()):
+                st = self.stat(child)
+                if st is not None:
+                    self._children.setdefault(st.ppid, []).append(child)
+        return self._children.get(pid, [])
+
+    def frozen(self, pid: int) -> bool | None:
+        """Whether pid's cgroup is frozen (paused container); None when it cannot be told."""
+        if not self.live:
+            return None
+        data = self._read((str(pid), "cgroup"))
+        if data is None:
+            return None
+        for line in data.decode("utf-8", "replace").splitlines():
+            _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+            try:
+                if "freezer" in controllers.split(","):
+                    with open(f"/sys/fs/cgroup/freezer{path}/freezer.state", "rb") as f:
+                        return f.read().strip() == b"FROZEN"
+                if controllers == "" and line.startswith("0::"):
+                    with open(f"/sys/fs/cgroup{path}/cgroup.events", "rb") as f:
+                        return b"frozen 1" in f.read()
+            except OSError:
+                continue
+        return None
+
+    def start_epoch(self, ticks: int) -> float | None:
+        return None if self.btime is None else self.btime + ticks / self.clock_ticks
+
+
+def _btime(data: bytes | None) -> int | None:
+    for line in (data or b"").splitlines():
+        if line.startswith(b"btime "):
+            try:
+                return int(line.split()[1])
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+def _hidepid(proc_real: str) -> bool:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) > 4 and fields[4] == proc_real and "hidepid=" in right:
+                    opts = right.split()[-1].split(",")
+                    return any(o.startswith("hidepid=") and o not in ("hidepid=0", "hidepid=off") for o in opts)
+    except OSError:
+        pass
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFacts:
+    """What the host says about one recorded process: the judge's only input from /proc."""
+
+    pid: int | None = None  # the pid judged: the pid file's, or the shim's only child
+    pid_source: Literal["pid-file", "shim-child"] | None = None
+    stat: ProcStat | None = None
+    tgid: int | None = None
+    parent: ProcStat | None = None
+    parent_is_shim: bool = False
+    shim_pid: int | None = None
+    shim_state: ShimStateName = "gone"
+    shim_children: int | None = None  # how many children the live shim has (pid file missing)
+    containerd_stat: ProcStat | None = None  # /proc/<Atoi(pid file)>/stat, as containerd reads it
+    frozen: bool | None = None  # the process's cgroup is frozen (only readable on a live host)
+
+
+def gather(host: HostView, container_id: str, shim_name: str, process_id: str,
+           pid: int | None, containerd_pid: int | None) -> ProcessFacts:
+    """Collect the host facts for one process (reads /proc; decides nothing)."""
+    def own_shim(shim_pid: int) -> bool:
+        return is_shim_of(host.cmdline(shim_pid) or [], host.cwd(shim_pid), shim_name, container_id, process_id)
+
+    source: Literal["pid-file", "shim-child"] | None = "pid-file" if pid else None
+    stat = host.stat(pid) if pid else None
+    parent = host.stat(stat.ppid) if stat else None
+    parent_is_shim = parent is not None and own_shim(parent.pid)
+    shim = parent if parent_is_shim else None
+    if shim is None:
+        for candidate in host.shims_named(container_id):
+            if is_shim_of(list(candidate.argv), candidate.cwd, shim_name, container_id, process_id):
+                shim = candidate.stat
+                break
+    children = None
+    if pid is None and shim is not None and shim_state(shim) in ("alive", "stopped"):
+        kids = host.children(shim.pid)
+        children = len(kids)
+        if children == 1:
+            pid, source = kids[0], "shim-child"
+            stat = host.stat(pid)
+            parent, parent_is_shim = shim, stat is not None
+    containerd_stat = stat if containerd_pid == pid else (host.stat(containerd_pid) if containerd_pid else None)
+    frozen = host.frozen(containerd_stat.pid) if containerd_stat and containerd_stat.ppid == 1 else None
+    return ProcessFacts(
+        pid=pid, pid_source=source, stat=stat,
+        tgid=host.tgid(pid) if stat and pid else None,
+        parent=parent, parent_is_shim=parent_is_shim,
+        shim_pid=shim.pid if shim else None, shim_state=shim_state(shim),
+        shim_children=children, containerd_stat=containerd_stat, frozen=frozen)

@@ -1,0 +1,355 @@
+"""The containerd 0.2.x on-disk layout: file names, and how each file is parsed.
+
+Every parser takes the facts of one file (`FileFact`, read by root.py) and returns a value plus
+findings; none of them raises on bad input.  Each file is read two ways:
+
+* how recover reads it (lenient where the meaning is clear, with a finding), and
+* how containerd 0.2.9 reads it (Go's `strconv` and `encoding/json`, byte for byte), because
+  what the daemon will do on restart follows from what it can parse, not from what is true.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .rules import Finding, finding
+
+STATE_FILE = "state.json"
+PROCESS_FILE = "process.json"
+PID_FILE = "pid"
+PID_TEMP_FILE = ".pid"  # runc writes `.pid` and renames it to `pid`
+STARTTIME_FILE = "starttime"
+EXIT_STATUS_FILE = "exitStatus"
+EXIT_FIFO = "exit"
+CONTROL_FIFO = "control"
+EVENTS_LOG = "events.log"
+INIT_PROCESS = "init"
+PROCESS_FILES = (PROCESS_FILE, PID_FILE, STARTTIME_FILE, EXIT_STATUS_FILE)
+
+MAX_FILE_BYTES = 1 << 20
+UINT32_MAX = (1 << 32) - 1
+# What 0.2.4-0.2.8 wrote on restore: fmt.Sprintf("%u", uint32(255)) is not a Go verb.
+_DAEMON_FORMAT_BUG = re.compile(rb"%!u\(uint32=(\d+)\)")
+_DECIMAL = re.compile(rb"[0-9]+")
+_GO_ATOI = re.compile(rb"[+-]?[0-9]+")
+
+Kind = Literal["file", "missing", "fifo", "socket", "device", "dir", "symlink", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileFact:
+    """What reading one name in the root found.  `data` is set only for a regular file read whole."""
+
+    rel: str
+    kind: Kind
+    data: bytes | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    problem: Literal["too-big", "vanished", "unreadable", "link-out"] | None = None
+    detail: str = ""  # errno text, or a symlink's target
+
+    @property
+    def readable(self) -> bool:
+        return self.data is not None
+
+
+GoReadKind = Literal["ok", "missing", "error", "blocks", "follows-link"]
+
+
+def go_read(fact: FileFact) -> GoReadKind:
+    """What containerd's ioutil.ReadFile would get from this name.
+
+    A FIFO blocks the daemon forever; a symlink is followed (recover does not follow it, so the
+    outcome is unknown); a file over 1 MiB is read whole by Go (its content is then unparseable
+    for every small file of the layout, which is what "error" means to the callers).
+    """
+    if fact.kind == "file":
+        return "ok" if fact.readable else ("missing" if fact.problem == "vanished" else "error")
+    if fact.kind == "missing":
+        return "missing"
+    if fact.kind == "fifo":
+        return "blocks"
+    if fact.kind == "symlink":
+        return "follows-link"
+    return "error"
+
+
+def file_findings(fact: FileFact, *, required: bool) -> list[Finding]:
+    """Findings about the file itself (type, size, readability), before its content is parsed."""
+    rel = fact.rel
+    if fact.kind == "missing":
+        return [finding("F001", f"{rel} is missing", rel)] if required else []
+    if fact.kind in ("fifo", "socket", "device", "other"):
+        return [finding("F007", f"{rel} is a {fact.kind}, not a regular file; not opened", rel)]
+    if fact.kind == "dir":
+        return [finding("F008", f"{rel} is a directory, not a regular file", rel)]
+    if fact.kind == "symlink":
+        if fact.problem == "link-out":
+            return [finding("F010", f"{rel} links out of the root (to {fact.detail!r}); not followed", rel)]
+        return [finding("F009", f"{rel} is a symbolic link (to {fact.detail!r}); not followed", rel)]
+    if fact.problem == "too-big":
+        return [finding("F006", f"{rel} is {fact.size} bytes, over the 1 MiB limit; not read", rel)]
+    if fact.problem == "vanished":
+        return [finding("F011", f"{rel} vanished between listing and reading", rel)]
+    if fact.problem == "unreadable":
+        return [finding("F012", f"{rel} cannot be read: {fact.detail}", rel)]
+    return []
+
+
+def _content_findings(fact: FileFact) -> list[Finding]:
+    """Findings shared by every file's content: empty, NUL-filled, not UTF-8."""
+    data = fact.data or b""
+    if not data:
+        return [finding("F002", f"{fact.rel} is empty", fact.rel)]
+    out = []
+    if b"\0" in data:
+        out.append(finding("F004", f"{fact.rel} holds {data.count(0)} NUL byte(s)", fact.rel))
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        out.append(finding("F005", f"{fact.rel} is not UTF-8 (byte {e.start})", fact.rel))
+    return out
+
+
+# --- small decimal files -------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class PidFile:
+    value: int | None  # what recover reads (surrounding white space tolerated, with a finding)
+    containerd: int | None  # strconv.Atoi, or None when containerd cannot load the process
+    containerd_read: GoReadKind
+    mtime_ns: int | None
+    findings: tuple[Finding, ...]
+
+
+def go_atoi(data: bytes) -> int | None:
+    """strconv.Atoi: optional sign, ASCII digits, nothing else (no white space), int64 range."""
+    if not _GO_ATOI.fullmatch(data):
+        return None
+    n = int(data)
+    return n if -(1 << 63) <= n < (1 << 63) else None
+
+
+def go_parse_uint32(data: bytes) -> int | None:
+    """strconv.ParseUint(s, 10, 32): ASCII digits only, no sign, at most 2^32-1."""
+    if not _DECIMAL.fullmatch(data):
+        return None
+    n = int(data)
+    return n if n <= UINT32_MAX else None
+
+
+def _lenient_decimal(data: bytes) -> int | None:
+    stripped = data.strip(b" \t\r\n")
+    return int(stripped) if _DECIMAL.fullmatch(stripped) else None
+
+
+def parse_pid(fact: FileFact) -> PidFile:
+    read = go_read(fact)
+    found = file_findings(fact, required=False)
+    if fact.kind == "missing":
+        found.append(finding("F030", f"{fact.rel} is missing: the runtime never wrote it", fact.rel))
+    value = containerd = None
+    if fact.readable:
+        data = fact.data or b""
+        containerd = go_atoi(data)
+        lenient = _lenient_decimal(data)
+        if containerd is not None and containerd > 0 and data.isdigit():
+            value = containerd
+        elif lenient is not None and lenient > 0:
+            value = lenient
+            found.append(finding("F032", f"{fact.rel} holds {_show(data)}: white space around the pid", fact.rel))
+        else:
+            found.extend(f for f in _content_findings(fact) if f.code != "F002")
+            found.append(finding("F031", f"{fact.rel} holds {_show(data)}, not a pid", fact.rel))
+    return PidFile(value, containerd, read, fact.mtime_ns, tuple(found))
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimeFile:
+    value: int | None  # recorded start ticks as recover reads them
+    containerd_raw: bytes  # what containerd compares byte for byte ("" = not recorded: assumed same)
+    containerd_read: GoReadKind
+    findings: tuple[Finding, ...]
+
+
+def parse_starttime(fact: FileFact) -> StartTimeFile:
+    read = go_read(fact)
+    found = file_findings(fact, required=False)
+    if fact.kind == "missing":
+        found.append(finding("F033", f"{fact.rel} is missing", fact.rel))
+    value = None
+    raw = fact.data or b""
+    if fact.readable and raw:
+        if _DECIMAL.fullmatch(raw):
+            value = int(raw)
+        else:
+            value = _lenient_decimal(raw)
+            found.extend(f for f in _content_findings(fact) if f.code != "F002")
+            found.append(finding("F034", f"{fact.rel} holds {_show(raw)}", fact.rel))
+    return StartTimeFile(value, raw, read, tuple(found))
+
+
+ExitSource = Literal["exitStatus", "daemon-format-bug"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatusFile:
+    value: int | None  # the exit status as recover reads it
+    source: ExitSource | None
+    # containerd's view: "valid" (ParseUint succeeds), "not-exited" (no file or empty),
+    # "invalid" (present, unparseable or unreadable), "blocks" (a FIFO: ReadFile never returns)
+    containerd: Literal["valid", "not-exited", "invalid", "blocks"]
+    mtime_ns: int | None
+    findings: tuple[Finding, ...]
+
+
+def parse_exit_status(fact: FileFact) -> ExitStatusFile:
+    read = go_read(fact)
+    found = file_findings(fact, required=False)
+    value: int | None = None
+    source: ExitSource | None = None
+    if read == "missing":
+        state = "not-exited"
+    elif read == "blocks":
+        state = "blocks"
+    elif not fact.readable:
+        state = "invalid"
+    elif not fact.data:
+        state = "not-exited"
+    else:
+        data = fact.data
+        strict = go_parse_uint32(data)
+        bug = _DAEMON_FORMAT_BUG.fullmatch(data.strip())
+        lenient = _lenient_decimal(data)
+        if strict is not None:
+            state, value, source = "valid", strict, "exitStatus"
+        elif bug and int(bug.group(1)) <= UINT32_MAX:
+            state, value, source = "invalid", int(bug.group(1)), "daemon-format-bug"
+            found.append(finding(
+                "F036", f"{fact.rel} holds {_show(data)}: status {value} written by the daemon's "
+                "own restore (containerd 0.2.4-0.2.8), not by the process", fact.rel))
+        elif lenient is not None and lenient <= UINT32_MAX:
+            state, value, source = "invalid", lenient, "exitStatus"
+            found.append(finding("F037", f"{fact.rel} holds {_show(data)}", fact.rel))
+        else:
+            state = "invalid"
+            found.extend(_content_findings(fact))
+            found.append(finding("F035", f"{fact.rel} holds {_show(data)}, not an exit status", fact.rel))
+    return ExitStatusFile(value, source, state, fact.mtime_ns, tuple(found))
+
+
+# --- JSON documents ------------------------------------------------------------------------
+
+# Go types of the fields containerd 0.2.9 decodes.  A value of the wrong type makes
+# encoding/json fail, and containerd then deletes the whole container dir (SPEC §2 rule 1).
+# "u32" etc. are integer kinds with their range; a dict is a struct; ("list", T) a slice.
+_U32 = ("int", 0, UINT32_MAX)
+_U64 = _UINT = ("int", 0, (1 << 64) - 1)  # Go's uint is 64 bits on every platform docker ran on
+_INT = ("int", -(1 << 63), (1 << 63) - 1)
+_STRINGS = ("list", "str")
+STATE_SCHEMA: dict[str, Any] = {
+    "bundle": "str", "labels": _STRINGS, "stdin": "str", "stdout": "str", "stderr": "str",
+    "runtime": "str", "runtimeArgs": _STRINGS, "shim": "str", "noPivotRoot": "bool",
+}
+PROCESS_SCHEMA: dict[str, Any] = {
+    "terminal": "bool",
+    "consoleSize": {"height": _UINT, "width": _UINT},
+    "user": {"uid": _U32, "gid": _U32, "additionalGids": ("list", _U32), "username": "str"},
+    "args": _STRINGS, "env": _STRINGS, "cwd": "str",
+    "capabilities": {k: _STRINGS for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
+    "rlimits": ("list", {"type": "str", "hard": _U64, "soft": _U64}),
+    "noNewPrivileges": "bool", "apparmorProfile": "str", "selinuxLabel": "str",
+    "exec": "bool", "containerdStdin": "str", "containerdStdout": "str", "containerdStderr": "str",
+    "runtimeArgs": _STRINGS, "noPivotRoot": "bool", "checkpoint": "str",
+    "rootUID": _INT, "rootGID": _INT,
+}
+
+
+def go_type_error(value: Any, schema: Any, where: str) -> str | None:
+    """The first place where encoding/json would refuse `value` for `schema`, or None.
+
+    null decodes into anything; unknown object keys are ignored; keys match case-insensitively.
+    """
+    if value is None:
+        return None
+    if schema == "str":
+        return None if isinstance(value, str) else f"{where}: want a string"
+    if schema == "bool":
+        return None if isinstance(value, bool) else f"{where}: want true or false"
+    if isinstance(schema, tuple) and schema[0] == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool) and schema[1] <= value <= schema[2]
+        return None if ok else f"{where}: want an integer in [{schema[1]}, {schema[2]}]"
+    if isinstance(schema, tuple) and schema[0] == "list":
+        if not isinstance(value, list):
+            return f"{where}: want a list"
+        for i, item in enumerate(value):
+            if err := go_type_error(item, schema[1], f"{where}[{i}]"):
+                return err
+        return None
+    if not isinstance(value, dict):
+        return f"{where}: want an object"
+    fields = {k.lower(): (k, v) for k, v in schema.items()}
+    for key, item in value.items():
+        known = fields.get(key.lower())
+        if known and (err := go_type_error(item, known[1], f"{where}.{known[0]}" if where else known[0])):
+            return err
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class JsonDoc:
+    value: dict[str, Any] | None  # the decoded object (all fields kept), when recover could decode it
+    containerd_decodes: bool  # json.NewDecoder(f).Decode(&s) succeeds in containerd 0.2.9
+    containerd_read: GoReadKind
+    findings: tuple[Finding, ...]
+
+
+def parse_json_doc(fact: FileFact, schema: dict[str, Any], shape_code: str) -> JsonDoc:
+    """Decode state.json or process.json as recover and as containerd would.
+
+    Go's Decoder reads the FIRST JSON value and ignores what follows, so an object followed by
+    NUL blocks from a power loss still loads in containerd; recover decodes it the same way and
+    reports the trailing bytes.
+    """
+    read = go_read(fact)
+    found = file_findings(fact, required=True)
+    if not fact.readable:
+        return JsonDoc(None, False, read, tuple(found))
+    data = fact.data or b""
+    found.extend(_content_findings(fact))
+    text = data.decode("utf-8", "replace")  # Go replaces invalid UTF-8 the same way
+    start = len(text) - len(text.lstrip(" \t\r\n"))
+    try:
+        value, end = json.JSONDecoder().raw_decode(text, start)
+    except (ValueError, RecursionError) as e:
+        if data:
+            found.append(finding("F003", f"{fact.rel} is not valid JSON ({_short(e)})", fact.rel))
+        return JsonDoc(None, False, read, tuple(found))
+    if text[end:].strip(" \t\r\n\0"):
+        found.append(finding("F003", f"{fact.rel} has {len(text) - end} bytes after the JSON value "
+                             "(containerd ignores them)", fact.rel))
+    if value is not None and not isinstance(value, dict):
+        found.append(finding(shape_code, f"{fact.rel} holds a JSON {type(value).__name__}, not an object", fact.rel))
+        return JsonDoc(None, False, read, tuple(found))
+    error = go_type_error(value, schema, "")
+    if error:
+        caps = value.get("capabilities") if value else None
+        if schema is PROCESS_SCHEMA and isinstance(caps, list):
+            found.append(finding("F022", f"{fact.rel}: capabilities is a list (containerd 0.2.8 or "
+                                 "older wrote it); containerd 0.2.9 cannot decode it", fact.rel))
+        else:
+            found.append(finding(shape_code, f"{fact.rel}: {error}", fact.rel))
+    return JsonDoc(value or {}, error is None and read == "ok", read, tuple(found))
+
+
+def _show(data: bytes, limit: int = 40) -> str:
+    """A short, escaped rendering of file bytes for a message."""
+    shown = repr(data[:limit])[2:-1]
+    return f'"{shown}"' + ("..." if len(data) > limit else "")
+
+
+def _short(e: Exception) -> str:
+    return str(e).split(":")[0] if isinstance(e, ValueError) else type(e).__name__

@@ -1,0 +1,159 @@
+"""The catalog of finding codes: one place that says what each problem is and what to do.
+
+Codes are a family letter and three digits:
+  F  files and formats in the root      L  liveness of recorded processes
+  R  what containerd 0.2.9 would do      H  the host, /proc and the shims
+Every finding recover emits is made by `finding()`, so a code cannot be emitted without a
+catalog entry (and tests check that every entry is documented in the README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Severity = Literal["error", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    code: str
+    severity: Severity
+    title: str
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    severity: Severity
+    message: str
+    path: str | None = None  # relative to the root, where the finding is about one file or dir
+
+
+_RULES = [
+    # --- files and formats -------------------------------------------------------------------
+    Rule("F001", "error", "required file missing",
+         "containerd cannot load this entry; keep the directory for evidence and run `recover repair`"),
+    Rule("F002", "error", "file is empty",
+         "the write was interrupted; the file cannot be trusted"),
+    Rule("F003", "error", "file is not valid JSON",
+         "the write was interrupted (truncated JSON); containerd will delete the container dir: "
+         "quarantine it with `recover repair --quarantine DIR`"),
+    Rule("F004", "error", "file holds NUL bytes",
+         "a power loss left zero-filled blocks; treat the file as lost"),
+    Rule("F005", "error", "file is not UTF-8",
+         "the file is corrupt; treat it as lost"),
+    Rule("F006", "error", "file is larger than 1 MiB",
+         "not read: no file of a containerd root is that large; inspect it by hand"),
+    Rule("F007", "error", "FIFO, socket or device where a regular file belongs",
+         "not opened (reading it could block forever); remove it by hand after saving evidence"),
+    Rule("F008", "error", "directory where a regular file belongs",
+         "not read; containerd fails to read it too"),
+    Rule("F009", "warning", "symbolic link where a regular file belongs",
+         "not followed; containerd would follow it: check where it points"),
+    Rule("F010", "error", "symbolic link points out of the root",
+         "not followed; the root may be hostile or was copied badly: inspect it"),
+    Rule("F011", "warning", "file vanished while it was read",
+         "the root changed during the scan (is a daemon running?); scan again"),
+    Rule("F012", "error", "file cannot be read",
+         "check permissions and the disk; run recover as root"),
+    Rule("F020", "error", "state.json has the wrong shape",
+         "a field has the wrong type; containerd cannot decode it and will delete the container dir"),
+    Rule("F021", "error", "process.json has the wrong shape",
+         "a field has the wrong type; containerd cannot decode it and will delete the container dir"),
+    Rule("F022", "error", "process.json written by containerd 0.2.8 or older (capabilities is a list)",
+         "containerd 0.2.9 cannot decode it and deletes the whole container dir: do not upgrade "
+         "over live containers, or quarantine the dir first"),
+    Rule("F030", "error", "pid file missing",
+         "containerd skips this process; if its shim lives, `recover repair` can rewrite pid"),
+    Rule("F031", "error", "pid file is not a decimal integer",
+         "containerd skips this process; if its shim lives, `recover repair` can rewrite pid"),
+    Rule("F032", "error", "pid file has white space (containerd cannot parse it)",
+         "recover read the pid anyway; containerd will skip the process: rewrite the file "
+         "without the white space"),
+    Rule("F033", "info", "starttime file missing",
+         "old root (before Sept 2016) or the process died at once; pid reuse is judged from the "
+         "pid file's mtime instead"),
+    Rule("F034", "warning", "starttime is not a bare decimal integer",
+         "containerd compares it byte for byte and will call the process 'not the same' (255)"),
+    Rule("F035", "error", "exitStatus cannot be parsed",
+         "containerd treats the process as not exited and may skip it; recover judges liveness"),
+    Rule("F036", "warning", "exitStatus written by the daemon's format bug (%!u(uint32=N))",
+         "containerd 0.2.4-0.2.8 wrote this on restore; no containerd can read it back: "
+         "the status is N, set by the daemon, not by the process"),
+    Rule("F037", "warning", "exitStatus has white space (containerd cannot parse it)",
+         "recover read the status anyway; rewrite the file as a bare decimal"),
+    Rule("F038", "warning", "leftover .pid file",
+         "the runtime died while writing the pid file: the start did not finish cleanly"),
+    Rule("F040", "info", "unexpected entry in the root",
+         "not part of a containerd root; left alone"),
+    Rule("F041", "warning", "name holds control characters or is not UTF-8",
+         "shown escaped; the root may be hostile or damaged"),
+    Rule("F042", "error", "container dir cannot be listed",
+         "check permissions; the container was not judged"),
+    # --- liveness ----------------------------------------------------------------------------
+    Rule("L001", "error", "process vanished without an exit status",
+         "the process died while nothing watched it; `recover repair --apply` records 255"),
+    Rule("L002", "error", "recorded pid now belongs to another process",
+         "never signal that pid; `recover repair --apply` records 255"),
+    Rule("L003", "error", "process orphaned: its shim is gone",
+         "nothing will record its exit; stop it cleanly or `recover repair --kill-orphans --apply`"),
+    Rule("L004", "error", "process is a zombie nobody reaps",
+         "its shim is hung; `recover repair --apply` records the exit status read from /proc"),
+    Rule("L005", "warning", "process never started",
+         "the start did not finish; the container can be removed"),
+    Rule("L006", "warning", "liveness cannot be decided",
+         "run on the live host (or give --proc-root a capture of it) to decide"),
+    Rule("L007", "warning", "process is alive but exitStatus is already written",
+         "the exit status is stale or the pid was reused; check before trusting it"),
+    Rule("L008", "info", "identity of the live pid assumed",
+         "no starttime and no usable pid file mtime: the pid could have been reused"),
+    Rule("L009", "warning", "files predate this boot",
+         "no pid recorded before the reboot can be alive now, whatever /proc shows"),
+    Rule("L010", "info", "pid taken from the shim's only child",
+         "the pid file is missing but the shim lives: `recover repair --apply` rewrites pid"),
+    # --- what containerd 0.2.9 would do ------------------------------------------------------
+    Rule("R001", "error", "containerd would delete the container dir (cannot decode it)",
+         "restarting the daemon now loses this container's state and leaks what still runs: "
+         "`recover repair --quarantine DIR` first"),
+    Rule("R002", "error", "containerd would delete the container dir (no process loads)",
+         "restarting the daemon now loses this container's state and leaks what still runs: "
+         "fix the pid files or quarantine the dir first"),
+    Rule("R003", "error", "containerd would kill and delete the container (bundle dir missing)",
+         "containerd runs `<runtime> delete -f` and removes the state dir; restore the bundle first"),
+    Rule("R004", "warning", "containerd would skip this process",
+         "its exit will never be reported"),
+    Rule("R005", "warning", "containerd would record 255",
+         "the real exit status is lost; if recover knows it, `recover repair --apply` records it"),
+    Rule("R006", "error", "containerd would SIGKILL this process",
+         "a live process will be killed on restart; stop it cleanly first if it matters"),
+    Rule("R007", "error", "containerd would crash at start (stat parser panic)",
+         "the daemon panics on every start and takes every container with it: `recover repair "
+         "--apply` writes the exit status so containerd never parses this pid's stat"),
+    Rule("R008", "error", "containerd would hang at start",
+         "the daemon never finishes starting (frozen process or a FIFO where a file belongs): "
+         "thaw the container or fix the file first"),
+    Rule("R009", "error", "containerd would decide wrongly",
+         "containerd's decision differs from what the process really did; `recover repair` "
+         "writes the right exit status"),
+    # --- host, /proc, shims -------------------------------------------------------------------
+    Rule("H001", "warning", "shim is stopped (hung or under a debugger)",
+         "a stopped shim reaps nothing and records nothing; resume it (SIGCONT) or kill it"),
+    Rule("H002", "warning", "shim is a zombie", "its parent does not reap it; check the daemon"),
+    Rule("H003", "error", "orphan shim: its container or process dir is gone",
+         "containerd never looks for it; it and its child live on untracked: stop them by hand"),
+    Rule("H004", "info", "/proc not read", "liveness was not judged (offline analysis)"),
+    Rule("H005", "warning", "/proc hides other users' processes (hidepid)",
+         "absence is not proof of death: run as root"),
+    Rule("H006", "warning", "cannot read boot time or boot id",
+         "previous-boot detection and start epochs are unavailable"),
+]
+
+RULES: dict[str, Rule] = {r.code: r for r in _RULES}
+
+
+def finding(code: str, message: str, path: str | None = None) -> Finding:
+    """A finding of a catalogued code; the severity comes from the catalog."""
+    return Finding(code, RULES[code].severity, message, path)

@@ -1,0 +1,179 @@
+"""The scan pipeline: read root -> host view -> judge, one container at a time.
+
+`Scan` is what every command consumes: a header (root, host), a stream of judged containers
+(each read, gathered and judged when the consumer asks for it, so memory stays flat), then the
+orphan shims and a summary, known once the stream is drained.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .host import HostView, ProcessFacts, gather
+from .judge import ContainerJudgement, HostFacts, judge_container
+from .root import Root, filesystem_type, printable
+from .rules import Finding, finding
+
+DEFAULT_ROOTS = ("/run/containerd", "/var/run/docker/libcontainerd/containerd")
+
+
+class SelectionError(Exception):
+    """A --container value matches no container, or more than one."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanShim:
+    pid: int
+    container: str
+    process: str | None
+    cwd: str | None
+    state: str
+    reason: str
+
+
+@dataclass
+class Summary:
+    containers: int = 0
+    processes: int = 0
+    verdicts: Counter = field(default_factory=Counter)
+    containerd_would: Counter = field(default_factory=Counter)
+    severities: Counter = field(default_factory=Counter)
+
+
+class Scan:
+    """One scan of one root.  Iterate `containers()` once; then read `orphan_shims`, `summary`."""
+
+    def __init__(self, root_path: str, *, proc_root: str = "/proc", offline: bool = False,
+                 select: list[str] | None = None):
+        self.root = Root(root_path)
+        self.findings: list[Finding] = []
+        self.host: HostView | None = None if offline else HostView(proc_root)
+        proc_read = self.host is not None and self.host.readable
+        if offline:
+            self.findings.append(finding("H004", "offline: /proc was not read; liveness is not judged"))
+        elif not proc_read:
+            self.findings.append(finding("H004", f"{proc_root} cannot be read; liveness is not judged"))
+        elif self.host.btime is None or self.host.boot_id is None:
+            self.findings.append(finding("H006", f"{proc_root}: boot time or boot id cannot be read"))
+        if self.host is not None and self.host.hidepid:
+            self.findings.append(finding("H005", f"{proc_root} is mounted with hidepid and recover is not root"))
+        fs = filesystem_type(self.root.real)
+        self.host_facts = HostFacts(
+            proc_read=proc_read, live=bool(self.host and self.host.live),
+            btime=self.host.btime if self.host else None,
+            clock_ticks=self.host.clock_ticks if self.host else os.sysconf("SC_CLK_TCK"),
+            hidepid=bool(self.host and self.host.hidepid),
+            root_on_tmpfs=None if fs is None else fs == "tmpfs")
+        self.ids = select_containers(self.root.containers(), select)
+        self._all_ids = set(self.root.containers())
+        self.findings.extend(self.root.findings)
+        self.orphan_shims: list[OrphanShim] = []
+        self.summary = Summary()
+        self._seen: dict[str, set[str]] = {}
+        self._exited: set[tuple[str, str]] = set()
+
+    def close(self) -> None:
+        self.root.close()
+
+    def __enter__(self) -> Scan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def host_json(self) -> dict:
+        h = self.host
+        return {"live": self.host_facts.live, "proc_root": h.proc_root if h else None,
+                "boot_id": h.boot_id if h else None, "btime": self.host_facts.btime,
+                "clock_ticks": self.host_facts.clock_ticks}
+
+    def containers(self) -> Iterator[ContainerJudgement]:
+        for cid in self.ids:
+            judged = self.judge(cid)
+            self._count(judged)
+            yield judged
+        self.orphan_shims = self._find_orphan_shims()
+        for shim in self.orphan_shims:
+            self.findings.append(finding("H003", f"shim pid {shim.pid} ({printable(shim.container)}/"
+                                         f"{printable(shim.process or '?')}): {shim.reason}"))
+        self.summary.severities.update(f.severity for f in self.findings)
+
+    def judge(self, cid: str) -> ContainerJudgement:
+        record = self.root.read(cid)
+        facts = {}
+        for p in record.processes:
+            if self.host is None or not self.host_facts.proc_read:
+                facts[p.id] = ProcessFacts(pid=p.pid.value, pid_source="pid-file" if p.pid.value else None)
+            else:
+                facts[p.id] = gather(self.host, record.id, record.shim, p.id, p.pid.value, p.pid.containerd)
+        bundle_exists = None
+        if self.host_facts.live and record.bundle:
+            bundle_exists = os.path.exists(record.bundle)  # os.Stat, as containerd does: follows links
+        judged = judge_container(record, facts, self.host_facts, bundle_exists)
+        self._seen[cid] = {p.id for p in record.processes}
+        self._exited.update((cid, p.id) for p in judged.processes if p.verdict == "exited")
+        return judged
+
+    def _count(self, judged: ContainerJudgement) -> None:
+        s = self.summary
+        s.containers += 1
+        s.processes += len(judged.processes)
+        s.verdicts.update(p.verdict for p in judged.processes)
+        s.containerd_would.update(p.containerd_would or "unknown" for p in judged.processes)
+        s.severities.update(f.severity for f in judged.findings)
+        s.severities.update(f.severity for p in judged.processes for f in p.findings)
+
+    def _find_orphan_shims(self) -> list[OrphanShim]:
+        """Live shims containerd will never look for: their dir is gone, or their process has exited."""
+        if self.host is None or not self.host_facts.proc_read:
+            return []
+        out = []
+        for shim in self.host.all_shims():
+            cid, pid_id = shim.container, shim.process
+            if cid is None:
+                continue
+            if self.host_facts.live and shim.cwd and os.path.dirname(os.path.dirname(shim.cwd)) != self.root.real:
+                continue  # the shim of another state root
+            if cid not in self._seen:
+                if cid in self._all_ids or len(self.ids) != len(self._all_ids):
+                    continue  # a container that was not selected, or a selection is in force
+                reason = "its container dir is missing"
+            elif pid_id is not None and pid_id not in self._seen[cid]:
+                reason = "its process dir is missing"
+            elif pid_id is not None and (cid, pid_id) in self._exited:
+                reason = "its process already has an exitStatus"
+            else:
+                continue
+            state = "alive" if shim.stat is None else {"T": "stopped", "t": "stopped", "Z": "zombie"}.get(
+                shim.stat.state, "alive")
+            out.append(OrphanShim(shim.pid, cid, pid_id, shim.cwd, state, reason))
+        return out
+
+
+def select_containers(ids: list[str], wanted: list[str] | None) -> list[str]:
+    """Resolve --container values (an id or a unique prefix) against the root's ids."""
+    if not wanted:
+        return ids
+    chosen = set()
+    for w in wanted:
+        if w in ids:
+            chosen.add(w)
+            continue
+        matches = [i for i in ids if i.startswith(w)]
+        if not matches:
+            raise SelectionError(f"no container matches {printable(w)!r}")
+        if len(matches) > 1:
+            shown = ", ".join(printable(m) for m in matches[:10])
+            raise SelectionError(f"{printable(w)!r} is ambiguous: it matches {shown}")
+        chosen.add(matches[0])
+    return sorted(chosen)
+
+
+def default_root() -> str | None:
+    for path in DEFAULT_ROOTS:
+        if os.path.isdir(path):
+            return path
+    return None
