@@ -176,9 +176,10 @@ class HostView:
 
     def cwd(self, pid: int) -> str | None:
         try:
-            return os.readlink(os.path.join(self.proc_root, str(pid), "cwd"))
+            target = os.readlink(os.path.join(self.proc_root, str(pid), "cwd"))
         except OSError:
             return None
+        return target.removesuffix(" (deleted)")  # the dir was removed: its last path still names it
 
     def _shim_index(self) -> dict[str, list[int]]:
         """Pids by the argv elements where a shim names its container (argv[1], argv[2]).
