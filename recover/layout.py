@@ -31,6 +31,7 @@ PROCESS_FILES = (PROCESS_FILE, PID_FILE, STARTTIME_FILE, EXIT_STATUS_FILE)
 
 MAX_FILE_BYTES = 1 << 20
 UINT32_MAX = (1 << 32) - 1
+PID_MAX_LIMIT = 1 << 22  # the kernel's ceiling for /proc/sys/kernel/pid_max
 # What 0.2.4-0.2.8 wrote on restore: fmt.Sprintf("%u", uint32(255)) is not a Go verb.
 _DAEMON_FORMAT_BUG = re.compile(rb"%!u\(uint32=(\d+)\)")
 _DECIMAL = re.compile(rb"[0-9]+")
@@ -156,9 +157,9 @@ def parse_pid(fact: FileFact) -> PidFile:
         data = fact.data or b""
         containerd = go_atoi(data)
         lenient = _lenient_decimal(data)
-        if containerd is not None and containerd > 0 and data.isdigit():
+        if containerd is not None and 0 < containerd <= PID_MAX_LIMIT and data.isdigit():
             value = containerd
-        elif lenient is not None and lenient > 0:
+        elif lenient is not None and 0 < lenient <= PID_MAX_LIMIT:
             value = lenient
             found.append(finding("F032", f"{fact.rel} holds {_show(data)}: white space around the pid", fact.rel))
         else:

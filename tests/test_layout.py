@@ -1,0 +1,162 @@
+"""Parsers of each file, read as recover reads them and as containerd 0.2.9 does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from recover import layout
+from recover.builder import process_json, state_json
+from recover.layout import FileFact
+
+
+def fact(data: bytes | None, rel="c/init/x", kind="file") -> FileFact:
+    return FileFact(rel, kind if data is not None or kind != "file" else "missing", data=data,
+                    size=None if data is None else len(data), mtime_ns=1)
+
+
+@pytest.mark.parametrize("data, recover, containerd, codes", [
+    (b"123", 123, 123, []),
+    (b"123\n", 123, None, ["F032"]),
+    (b" 123", 123, None, ["F032"]),
+    (b"+123", None, 123, ["F031"]),  # Go's Atoi takes a sign
+    (b"0", None, 0, ["F031"]),
+    (b"-1", None, -1, ["F031"]),
+    (b"", None, None, ["F031"]),
+    (b"12a", None, None, ["F031"]),
+    (b"\xff", None, None, ["F005", "F031"]),
+    (b"\0\0", None, None, ["F004", "F031"]),
+    (b"\xd9\xa3", None, None, ["F031"]),  # an Arabic-Indic digit: int() would take it, Go does not
+    (b"99999999999999999999", None, None, ["F031"]),
+])
+def test_pid(data, recover, containerd, codes):
+    parsed = layout.parse_pid(fact(data))
+    assert (parsed.value, parsed.containerd) == (recover, containerd)
+    assert [f.code for f in parsed.findings] == codes
+
+
+def test_pid_missing():
+    parsed = layout.parse_pid(fact(None))
+    assert (parsed.value, parsed.containerd, parsed.containerd_read) == (None, None, "missing")
+    assert [f.code for f in parsed.findings] == ["F030"]
+
+
+@pytest.mark.parametrize("data, value, source, state, codes", [
+    (None, None, None, "not-exited", []),
+    (b"", None, None, "not-exited", []),
+    (b"0", 0, "exitStatus", "valid", []),
+    (b"137", 137, "exitStatus", "valid", []),
+    (b"4294967295", 4294967295, "exitStatus", "valid", []),
+    (b"4294967296", None, None, "invalid", ["F035"]),
+    (b"0\n", 0, "exitStatus", "invalid", ["F037"]),
+    (b"%!u(uint32=255)", 255, "daemon-format-bug", "invalid", ["F036"]),
+    (b"%!u(uint32=0)", 0, "daemon-format-bug", "invalid", ["F036"]),
+    (b"-1", None, None, "invalid", ["F035"]),
+    (b"0x10", None, None, "invalid", ["F035"]),
+    (b"\0\0\0", None, None, "invalid", ["F004", "F035"]),
+])
+def test_exit_status(data, value, source, state, codes):
+    parsed = layout.parse_exit_status(fact(data))
+    assert (parsed.value, parsed.source, parsed.containerd) == (value, source, state)
+    assert [f.code for f in parsed.findings] == codes
+
+
+def test_exit_status_fifo_blocks_containerd():
+    parsed = layout.parse_exit_status(FileFact("c/init/exitStatus", "fifo"))
+    assert parsed.containerd == "blocks" and parsed.value is None
+    assert [f.code for f in parsed.findings] == ["F007"]
+
+
+@pytest.mark.parametrize("data, value, raw, codes", [
+    (b"194198", 194198, b"194198", []),
+    (b"194198\n", 194198, b"194198\n", ["F034"]),
+    (b"", None, b"", []),  # empty: containerd assumes the same process
+    (b"abc", None, b"abc", ["F034"]),
+])
+def test_starttime(data, value, raw, codes):
+    parsed = layout.parse_starttime(fact(data))
+    assert (parsed.value, parsed.containerd_raw) == (value, raw)
+    assert [f.code for f in parsed.findings] == codes
+
+
+def doc(data: bytes, schema=layout.PROCESS_SCHEMA, code="F021"):
+    return layout.parse_json_doc(fact(data, "c/init/process.json"), schema, code)
+
+
+def test_process_json_shapes_of_every_02x_release():
+    p = process_json(["sleep", "1"])
+    assert doc(json.dumps(p).encode()).containerd_decodes
+    p.pop("consoleSize")
+    p["labels"] = None
+    p["runtimeArgs"] = None
+    p["someFutureField"] = {"kept": True}
+    parsed = doc(json.dumps(p).encode())
+    assert parsed.containerd_decodes and parsed.findings == ()
+    assert parsed.value["someFutureField"] == {"kept": True}  # unknown fields are kept
+
+
+def test_capabilities_as_a_list_is_the_0_2_8_shape_that_0_2_9_drops():
+    parsed = doc(json.dumps(process_json(["sleep", "1"], capabilities_as_list=True)).encode())
+    assert not parsed.containerd_decodes
+    assert [f.code for f in parsed.findings] == ["F022"]
+    assert parsed.value["capabilities"]  # recover still reads it
+
+
+@pytest.mark.parametrize("patch, ok", [
+    ({"args": "sleep"}, False),
+    ({"terminal": 1}, False),
+    ({"user": {"uid": -1}}, False),
+    ({"user": {"uid": 4294967296}}, False),
+    ({"user": {"uid": 1.5}}, False),
+    ({"rootUID": -5}, True),
+    ({"Args": ["x"]}, True),  # Go matches keys case-insensitively
+    ({"ARGS": "x"}, False),
+    ({"args": None}, True),  # null decodes into anything
+    ({"rlimits": [{"type": "RLIMIT_NOFILE", "hard": -1, "soft": 1}]}, False),
+])
+def test_go_type_rules(patch, ok):
+    p = process_json(["sleep", "1"])
+    p.update(patch)
+    assert doc(json.dumps(p).encode()).containerd_decodes is ok
+
+
+def test_trailing_bytes_after_the_json_value():
+    good = json.dumps(process_json(["sleep", "1"])).encode()
+    nul = doc(good + b"\0" * 64)
+    assert nul.containerd_decodes and [f.code for f in nul.findings] == ["F004"]
+    junk = doc(good + b"}garbage")
+    assert junk.containerd_decodes and [f.code for f in junk.findings] == ["F003"]
+
+
+@pytest.mark.parametrize("data, codes", [
+    (b"", ["F002"]), (b"{", ["F003"]), (b"[1]", ["F021"]), (b"null", []), (b"\xff{}", ["F005", "F003"]),
+    (b"[" * 100000, ["F003"]),
+])
+def test_bad_documents(data, codes):
+    parsed = doc(data)
+    assert [f.code for f in parsed.findings] == codes
+
+
+def test_state_json():
+    parsed = doc(json.dumps(state_json("/b")).encode(), layout.STATE_SCHEMA, "F020")
+    assert parsed.containerd_decodes and parsed.value["bundle"] == "/b"
+
+
+@given(st.binary(max_size=64))
+def test_small_file_parsers_never_raise(data):
+    f = fact(data)
+    layout.parse_pid(f)
+    layout.parse_starttime(f)
+    layout.parse_exit_status(f)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                    lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids), max_leaves=30))
+def test_json_parser_never_raises(value):
+    data = json.dumps(value).encode()
+    for schema, code in ((layout.PROCESS_SCHEMA, "F021"), (layout.STATE_SCHEMA, "F020")):
+        parsed = layout.parse_json_doc(fact(data), schema, code)
+        assert parsed.containerd_decodes in (True, False)
