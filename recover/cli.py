@@ -40,13 +40,13 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 
 RootArg = Annotated[Optional[str], typer.Argument(
     help="The state root. Default: the first that exists of /run/containerd and "
-         "/var/run/docker/libcontainerd/containerd.", show_default=False)]
+         "/var/run/docker/libcontainerd/containerd.", show_default=False, metavar="ROOT")]
 ProcRootOpt = Annotated[str, typer.Option(
-    "--proc-root", help="A live proc mount, or a captured proc dir laid out like /proc.")]
+    "--proc-root", metavar="DIR", help="A live proc mount, or a captured proc dir laid out like /proc.")]
 OfflineOpt = Annotated[bool, typer.Option(
     "--offline", help="Read no proc at all: processes that have not exited are 'unknown'.")]
 ContainerOpt = Annotated[Optional[list[str]], typer.Option(
-    "--container", "-c", help="A container id or unique prefix (repeatable).", show_default=False)]
+    "--container", "-c", metavar="ID", help="A container id or unique prefix (repeatable).", show_default=False)]
 
 
 def _resolve_root(root: str | None) -> str:
@@ -80,7 +80,7 @@ def scan(
     proc_root: ProcRootOpt = "/proc",
     offline: OfflineOpt = False,
     format: Annotated[str, typer.Option(
-        "--format", "-f", help="table, json (one document) or jsonl (a line per container, then a summary).")] = "table",
+        "--format", "-f", metavar="FORMAT", help="table, json (one document) or jsonl (a line per container, then a summary).")] = "table",
     container: ContainerOpt = None,
 ) -> None:
     """Read ROOT and /proc, and report a verdict for every process and what containerd would do.
