@@ -91,8 +91,8 @@ _RULES = [
          "not part of a containerd root; left alone"),
     Rule("F041", "warning", "name holds control characters or is not UTF-8",
          "shown escaped; the root may be hostile or damaged"),
-    Rule("F042", "error", "container dir cannot be listed",
-         "check permissions; the container was not judged"),
+    Rule("F042", "error", "directory cannot be listed",
+         "check permissions; what it holds was not judged"),
     # --- liveness ----------------------------------------------------------------------------
     Rule("L001", "error", "process vanished without an exit status",
          "the process died while nothing watched it; `recover repair --apply` records 255"),
@@ -130,8 +130,9 @@ _RULES = [
     Rule("R006", "error", "containerd would SIGKILL this process",
          "a live process will be killed on restart; stop it cleanly first if it matters"),
     Rule("R007", "error", "containerd would crash at start (stat parser panic)",
-         "the daemon panics on every start and takes every container with it: `recover repair "
-         "--apply` writes the exit status so containerd never parses this pid's stat"),
+         "the daemon panics on every start and takes every container with it: if the pid was "
+         "reused, `recover repair --apply` records 255 so containerd never parses its stat; if it "
+         "is the container's own process, stop it before restarting the daemon"),
     Rule("R008", "error", "containerd would hang at start",
          "the daemon never finishes starting (frozen process or a FIFO where a file belongs): "
          "thaw the container or fix the file first"),
