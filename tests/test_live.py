@@ -222,8 +222,9 @@ def test_ugly_comm_crashes_containerd_not_recover(builder, comm, starttime, woul
         assert "R007" in codes(p)
 
 
-def test_ugly_comm_through_a_captured_proc_dir(builder, tmp_path):
-    ugly = builder.spawn_unrelated(comm="(ugly )pr()cess(")
+@pytest.mark.parametrize("comm, would", [("(ugly )pr()cess(", "keep-running"), ("a) b", "crash-daemon")])
+def test_ugly_comm_through_a_captured_proc_dir(builder, tmp_path, comm, would):
+    ugly = builder.spawn_unrelated(comm=comm)
     builder.container(C)
     builder.write_process(C, "init", pid=ugly.pid, starttime=ticks(ugly.pid))
     proc_dir = capture_proc(tmp_path / "proc", [ugly.pid, 1])
@@ -232,9 +233,9 @@ def test_ugly_comm_through_a_captured_proc_dir(builder, tmp_path):
     p = proc(scan(builder.root, "--proc-root", str(proc_dir)))
     assert p["verdict"] == "orphaned"
     assert p["observed_start"] == p["recorded_start"]
-    # runc's test vector: parens, but no ") " inside the 15-character comm, so containerd's parser
-    # survives it too
-    assert p["containerd_would"] == "keep-running"
+    # runc's test vector has parens but no ") " inside the 15-character comm: containerd's parser
+    # survives it; "a) b" panics it
+    assert p["containerd_would"] == would
 
 
 def test_previous_boot(builder):
