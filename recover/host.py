@@ -47,6 +47,17 @@ def parse_stat(data: bytes) -> ProcStat | None:
     return ProcStat(pid, comm, state, ppid, starttime, exit_code, data)
 
 
+def read_stat(proc_root: str, pid: int) -> ProcStat | None:
+    """A fresh, uncached read of /proc/<pid>/stat (repair re-verifies with this)."""
+    if pid <= 0:
+        return None
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), "rb", buffering=0) as f:
+            return parse_stat(f.read(4096))
+    except OSError:
+        return None
+
+
 def wait_status_to_exit(status: int) -> int:
     """A wait status (stat field 52) as the shim would record it: code, or 128+signal."""
     signal = status & 0x7F
@@ -63,10 +74,14 @@ def shim_state(stat: ProcStat | None) -> ShimStateName:
     return "alive"
 
 
-def is_shim_of(argv: list[str], cwd: str | None, shim_name: str, cid: str, process_id: str) -> bool:
+def is_shim_of(argv: list[str], cwd: str | None, shim_name: str, cid: str, process_id: str,
+               live_root: str | None = None) -> bool:
     """SPEC §3: argv holds the shim (by basename) directly followed by the container id, at
     argv[0] (the real shim) or argv[1] (a script shim under an interpreter); and when cwd is
     readable, its last two components are <container>/<process>, so a copied root still matches.
+
+    On a live host (`live_root` = the real path of the root being judged), a shim whose cwd lies
+    in ANOTHER root that exists on this host belongs to that root, whatever its last components.
     """
     want = os.path.basename(shim_name)
     for i in (0, 1):
@@ -78,7 +93,10 @@ def is_shim_of(argv: list[str], cwd: str | None, shim_name: str, cid: str, proce
             if cwd is None:
                 return True
             parts = cwd.rstrip("/").split("/")
-            return parts[-2:] == [cid, process_id]
+            if parts[-2:] != [cid, process_id]:
+                return False
+            its_root = "/".join(parts[:-2]) or "/"
+            return live_root is None or its_root == live_root or not os.path.isdir(its_root)
     return False
 
 
@@ -143,8 +161,7 @@ class HostView:
 
     def stat(self, pid: int) -> ProcStat | None:
         if pid not in self._stats:
-            data = self._read((str(pid), "stat")) if pid > 0 else None
-            self._stats[pid] = parse_stat(data) if data else None
+            self._stats[pid] = read_stat(self.proc_root, pid)
         return self._stats[pid]
 
     def listed(self) -> set[int]:
@@ -282,11 +299,14 @@ class ProcessFacts:
     frozen: bool | None = None  # the process's cgroup is frozen (only readable on a live host)
 
 
-def gather(host: HostView, container_id: str, shim_name: str, process_id: str,
+def gather(host: HostView, root_real: str, container_id: str, shim_name: str, process_id: str,
            pid: int | None, containerd_pid: int | None) -> ProcessFacts:
     """Collect the host facts for one process (reads /proc; decides nothing)."""
+    live_root = root_real if host.live else None
+
     def own_shim(shim_pid: int) -> bool:
-        return is_shim_of(host.cmdline(shim_pid) or [], host.cwd(shim_pid), shim_name, container_id, process_id)
+        return is_shim_of(host.cmdline(shim_pid) or [], host.cwd(shim_pid), shim_name, container_id,
+                          process_id, live_root)
 
     source: Literal["pid-file", "shim-child"] | None = "pid-file" if pid else None
     stat = host.stat(pid) if pid else None
@@ -295,7 +315,7 @@ def gather(host: HostView, container_id: str, shim_name: str, process_id: str,
     shim = parent if parent_is_shim else None
     if shim is None:
         for candidate in host.shims_named(container_id):
-            if is_shim_of(list(candidate.argv), candidate.cwd, shim_name, container_id, process_id):
+            if is_shim_of(list(candidate.argv), candidate.cwd, shim_name, container_id, process_id, live_root):
                 shim = candidate.stat
                 break
     children = None

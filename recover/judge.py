@@ -62,6 +62,7 @@ class ProcessJudgement:
     exec: bool | None
     verdict: Verdict
     pid: int | None
+    pid_from_shim: bool  # the pid file was missing: pid is the live shim's only child
     recorded_start: int | None
     observed_start: int | None
     identity: Identity | None
@@ -416,6 +417,7 @@ def _process_judgement(rec: ProcessRecord, d: Decision, f: ProcessFacts, would: 
     return ProcessJudgement(
         id=rec.id, rel=rec.rel, exec=exec_ if isinstance(exec_, bool) else None,
         verdict=d.verdict, pid=f.pid if f.pid is not None else rec.pid.value,
+        pid_from_shim=f.pid_source == "shim-child",
         recorded_start=rec.starttime.value,
         observed_start=f.stat.starttime if f.stat else None,
         identity=d.identity, ppid=f.stat.ppid if f.stat else None,

@@ -28,6 +28,8 @@ CONTROL_FIFO = "control"
 EVENTS_LOG = "events.log"
 INIT_PROCESS = "init"
 PROCESS_FILES = (PROCESS_FILE, PID_FILE, STARTTIME_FILE, EXIT_STATUS_FILE)
+# recover repair publishes through temp files with this prefix; never read as state
+RECOVER_TEMP_PREFIX = ".recover-tmp-"
 
 MAX_FILE_BYTES = 1 << 20
 UINT32_MAX = (1 << 32) - 1

@@ -33,6 +33,7 @@ class ProcessRecord:
     starttime: layout.StartTimeFile
     exit_status: layout.ExitStatusFile
     findings: tuple[Finding, ...]
+    temp_files: tuple[str, ...] = ()  # leftovers of an interrupted `recover repair`
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +194,11 @@ class Root:
         if layout.PID_TEMP_FILE in entries:
             found.append(finding("F038", f"{rel}/.pid is left over: the runtime died while writing the pid",
                                  f"{rel}/.pid"))
-        return ProcessRecord(name, rel, spec, pid, starttime, exit_status, tuple(found))
+        temps = tuple(sorted(n for n in entries if n.startswith(layout.RECOVER_TEMP_PREFIX)))
+        for temp in temps:
+            found.append(finding("F043", f"{rel}/{printable(temp)} is left over by an interrupted "
+                                 "`recover repair`", f"{rel}/{printable(temp)}"))
+        return ProcessRecord(name, rel, spec, pid, starttime, exit_status, tuple(found), temps)
 
     def _read_entry(self, dir_fd: int, entry: os.DirEntry | None, rel: str) -> FileFact:
         if entry is None or dir_fd < 0:

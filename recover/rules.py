@@ -93,6 +93,8 @@ _RULES = [
          "shown escaped; the root may be hostile or damaged"),
     Rule("F042", "error", "directory cannot be listed",
          "check permissions; what it holds was not judged"),
+    Rule("F043", "info", "temp file left by an interrupted repair",
+         "never read as state; the next `recover repair --apply` removes it"),
     # --- liveness ----------------------------------------------------------------------------
     Rule("L001", "error", "process vanished without an exit status",
          "the process died while nothing watched it; `recover repair --apply` records 255"),

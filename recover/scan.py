@@ -108,7 +108,7 @@ class Scan:
             if self.host is None or not self.host_facts.proc_read:
                 facts[p.id] = ProcessFacts(pid=p.pid.value, pid_source="pid-file" if p.pid.value else None)
             else:
-                facts[p.id] = gather(self.host, record.id, record.shim, p.id, p.pid.value, p.pid.containerd)
+                facts[p.id] = gather(self.host, self.root.real, record.id, record.shim, p.id, p.pid.value, p.pid.containerd)
         bundle_exists = None
         if self.host_facts.live and record.bundle:
             bundle_exists = os.path.exists(record.bundle)  # os.Stat, as containerd does: follows links

@@ -264,3 +264,13 @@ def test_offline_scan_reads_no_proc(builder):
     builder.start_process(C, "init")
     p = proc(scan(builder.root, "--offline"))
     assert p["verdict"] == "unknown" and p["shim"] is None
+
+
+def test_a_shim_of_another_live_root_is_not_this_roots_shim(builder, tmp_path):
+    live = builder.start_process(C, "init")
+    live.kill_shim()  # orphaned here...
+    with RootBuilder(tmp_path / "other-root") as other:
+        twin = other.start_process(C, "init")  # ...while another root has a live shim for the same ids
+        p = proc(scan(builder.root))
+        assert p["verdict"] == "orphaned" and p["shim"]["state"] == "gone"
+        assert proc(scan(other.root))["shim"] == {"pid": twin.shim.pid, "state": "alive"}
