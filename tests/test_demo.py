@@ -1,0 +1,220 @@
+"""`recover demo` as a real subprocess: its output, and that it leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+VERDICTS = ("running", "exited", "orphaned", "zombie", "pid-reused", "vanished", "not-started")
+TAG_VAR = "RECOVER_DEMO_TEST_TAG"  # inherited by every process the demo starts: how we find them
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="real processes, /proc")
+
+
+def demo_env(tag: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("RECOVER_DEMO_PAUSE", None)
+    env.update({TAG_VAR: tag, "NO_COLOR": "1", "TERM": "dumb"}, **extra)
+    return env
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """Live processes that inherited our tag, i.e. started by the demo (zombies have no environ)."""
+    needle = f"{TAG_VAR}={tag}".encode()
+    found = []
+    for ent in os.scandir("/proc"):
+        if not ent.name.isdigit():
+            continue
+        try:
+            env = Path(ent.path, "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in env.split(b"\0"):
+            found.append(int(ent.name))
+    return found
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Processes whose argv mentions `text` (the demo's shims: their bundle is under its temp dir)."""
+    found = []
+    for ent in os.scandir("/proc"):
+        if not ent.name.isdigit() or int(ent.name) == os.getpid():
+            continue
+        try:
+            cmdline = Path(ent.path, "cmdline").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline:
+            found.append(int(ent.name))
+    return found
+
+
+def announced_dir(stderr: str) -> Path:
+    m = re.search(r"building demo root in (\S+) \.\.\.", stderr)
+    assert m, stderr
+    return Path(m.group(1))
+
+
+def table(stdout: str) -> list[dict[str, str]]:
+    """The scan table's rows, split by the column spans of tabulate's dashed rule."""
+    lines = stdout.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith("----"))
+    spans = [m.span() for m in re.finditer(r"-+", lines[rule])]
+    spans[-1] = (spans[-1][0], None)  # the last column may be wider than its rule
+    headers = [lines[rule - 1][a:b].strip() for a, b in spans]
+    rows = []
+    for line in lines[rule + 1:]:
+        if not line.strip():
+            break
+        rows.append(dict(zip(headers, (line[a:b].strip() for a, b in spans))))
+    return rows
+
+
+def test_demo_shows_every_verdict_and_cleans_up():
+    tag = uuid.uuid4().hex
+    started = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "recover", "demo"], cwd=REPO, env=demo_env(tag),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - started < 30
+
+    rows = table(r.stdout)
+    assert sorted(row["VERDICT"] for row in rows) == sorted(("running",) + VERDICTS)  # init + exec
+    assert all(re.fullmatch(r"[0-9a-f]{12}", row["CONTAINER"]) for row in rows)
+    running = [row["PROCESS"] for row in rows if row["VERDICT"] == "running"]
+    assert sorted(running) == ["debug-shell", "init"]
+
+    head, sep, section = r.stdout.partition("\nWhat each row means:\n")
+    assert sep, r.stdout
+    matched = [re.match(r"^([0-9a-f]{12}) ([a-z]+/[a-z-]+: .*)$", line) for line in section.splitlines()]
+    matched = [m for m in matched if m]
+    # each line names the row's container as the table shows it, then the container's name
+    assert [m.group(1) for m in matched] == [row["CONTAINER"] for row in rows]
+    explained = [m.group(2) for m in matched]
+    assert len(explained) == len(rows) == 8
+    # Same order as the table, one line per row, each naming the row's verdict.
+    assert [line.split(": ", 1)[1].split(" — ", 1)[0] for line in explained] == [row["VERDICT"] for row in rows]
+    assert all(" — " in line and "containerd 0.2.9 would" in line for line in explained)
+    assert {line.split(": ", 1)[0] for line in explained} == {
+        "web/init", "web/debug-shell", "batch/init", "cron/init", "cache/init", "queue/init",
+        "old/init", "broken/init"}
+    assert "status 3" in next(line for line in explained if line.startswith("batch/init"))
+    assert "137" in next(line for line in explained if line.startswith("cache/init"))
+    assert "`recover scan`" in section and "recover scan --format json" in section
+
+    # Progress on stderr only.
+    assert "building demo root in" in r.stderr and "scanning" in r.stderr
+    assert "building demo root" not in r.stdout and "scanning" not in r.stdout
+
+    # Nothing left: the temp dir, the processes in the table, anything else it started.
+    assert not announced_dir(r.stderr).exists()
+    pids = [int(row["PID"]) for row in rows if row["PID"] != "-"]
+    assert len(pids) == 7
+    survivors = set(tagged_pids(tag))
+    # Gone, or the number now belongs to a process the demo did not start (pids get reused; the
+    # pid-reused row's unrelated process was started, and killed, by the demo too).
+    assert not survivors & set(pids)
+    zombie = int(next(row["PID"] for row in rows if row["VERDICT"] == "zombie"))
+    try:  # a zombie has no environ to tag: it must be reaped, not just dead
+        assert Path(f"/proc/{zombie}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        pass
+    assert survivors == set()
+    assert pids_mentioning(str(announced_dir(r.stderr))) == []
+
+
+def test_demo_keep_leaves_the_root_but_no_process():
+    tag = uuid.uuid4().hex
+    r = subprocess.run([sys.executable, "-m", "recover", "demo", "--keep"], cwd=REPO,
+                       env=demo_env(tag), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    kept = announced_dir(r.stderr)
+    try:
+        assert str(kept) in r.stderr.split("kept the demo root", 1)[1]
+        assert (kept / "root").is_dir() and len(list((kept / "root").iterdir())) == 7
+        assert tagged_pids(tag) == []
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
+
+
+class StderrReader(threading.Thread):
+    def __init__(self, stream):
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.lines: list[str] = []
+        self.changed = threading.Condition()
+
+    def run(self):
+        for line in self.stream:
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for line in self.lines:
+                    if m := re.search(pattern, line):
+                        return m
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {pattern!r} on stderr: {''.join(self.lines)}"
+                self.changed.wait(left)
+
+
+def default_sigint() -> None:
+    # A shell starts background jobs (`pytest &`) with SIGINT ignored, and the ignore is
+    # inherited: Python then installs no KeyboardInterrupt handler at all. Undo it in the child.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def kill_leftovers(tag: str) -> None:
+    """After a failed test only: SIGKILL what the demo started (found by the tag), by pid."""
+    for pid in tagged_pids(tag):
+        try:
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_sigint_mid_demo_removes_everything():
+    tag = uuid.uuid4().hex
+    p = subprocess.Popen([sys.executable, "-m", "recover", "demo"], cwd=REPO,
+                         env=demo_env(tag, RECOVER_DEMO_PAUSE="30"), preexec_fn=default_sigint,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reader = StderrReader(p.stderr)
+    reader.start()
+    try:
+        tmp = Path(reader.wait_for(r"building demo root in (\S+) \.\.\.", 30).group(1))
+        reader.wait_for(r"^built ", 30)  # the root is built; the demo now sleeps before scanning
+        assert (tmp / "root").is_dir()
+        shims = pids_mentioning(str(tmp))
+        assert len(shims) >= 3  # web/init, web/debug-shell, cache/init (stopped)
+        assert len(tagged_pids(tag)) >= len(shims) + 4  # + their children, the orphan, the reuser
+
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+        stdout = p.stdout.read()  # nothing was written before the interrupt: cannot have blocked
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+            kill_leftovers(tag)
+    reader.join(5)
+    assert p.returncode == 130, "".join(reader.lines)
+    assert stdout == ""  # interrupted before the scan: no partial table
+    assert not tmp.exists()
+    assert pids_mentioning(str(tmp)) == []
+    assert tagged_pids(tag) == []
