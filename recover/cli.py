@@ -12,12 +12,16 @@ EXIT_OK = 0  # the root was scanned, whatever was found
 EXIT_FINDINGS = 1  # check: findings at or above --fail-on remain
 EXIT_USAGE = 2  # bad options, or a root that is not a readable directory
 EXIT_INTERNAL = 3  # a bug in recover: never means "findings"
+EXIT_REFUSED = 4  # repair: a daemon runs on the root, or another repair holds the lock
 
 EXIT_CODES_HELP = """\b
 Exit codes:
-  0  scanned (scan reports; it does not judge the root by its exit code)
+  0  scanned (scan reports; it does not judge the root by its exit code);
+     repair: every planned action applied, or a dry run, or nothing to do
+  1  repair: some action failed or was skipped by re-verification
   2  usage error, or ROOT is not a readable directory
-  3  internal error in recover (a bug: please report it)"""
+  3  internal error in recover (a bug: please report it)
+  4  repair refused: a containerd daemon runs on ROOT, or another repair holds the lock"""
 
 app = typer.Typer(
     name="recover",
@@ -96,6 +100,101 @@ def scan(
     with _open_scan(root, proc_root, offline, container) as s:
         RENDERERS[fmt](s, sys.stdout.buffer)
         sys.stdout.flush()
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def repair(
+    root: RootArg = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Carry the plan out. Without it: print the plan, change nothing.")] = False,
+    kill_orphans: Annotated[bool, typer.Option(
+        "--kill-orphans", help="SIGKILL orphaned processes (through a pidfd) and record 137.")] = False,
+    quarantine: Annotated[Optional[str], typer.Option(
+        "--quarantine", metavar="DIR", help="Move container dirs that containerd would delete out of the root, whole.")] = None,
+    journal: Annotated[Optional[str], typer.Option(
+        "--journal", metavar="PATH", help="Where to append the journal. Default: ROOT.recover-journal.jsonl beside ROOT.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write even while a daemon runs on ROOT, without a live /proc, or move live containers.")] = False,
+    undo: Annotated[Optional[str], typer.Option(
+        "--undo", metavar="JOURNAL", help="Revert what a journal recorded, where files are still as it left them.")] = None,
+    proc_root: ProcRootOpt = "/proc",
+    container: ContainerOpt = None,
+    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table or json.")] = "table",
+) -> None:
+    """Write what the daemon should have written: exit statuses for vanished, reused and zombie
+    processes, pid files from live shims; optionally kill orphans and move doomed dirs out.
+
+    Never deletes, never overwrites a valid exitStatus, never touches a running process.
+    Every change is re-verified first and journalled. Run it BEFORE restarting the daemon.
+    """
+    import os
+
+    from . import repair as rp
+    from .host import HostView
+    from .render import REPAIR_RENDERERS, RepairFormat
+
+    try:
+        fmt = RepairFormat(format)
+    except ValueError:
+        raise _fail(f"--format must be one of: {', '.join(f.value for f in RepairFormat)}") from None
+    if undo is not None:
+        _undo(undo)
+        return
+    with _open_scan(root, proc_root, False, container) as s:
+        opts = rp.Options(kill_orphans=kill_orphans, quarantine=quarantine, force=force)
+        journal_path = journal or rp.default_journal(s.root.real)
+        meta = {"root": s.root.path, "apply": apply, "journal": journal_path if apply else None}
+        if not apply:
+            if s.host is not None and (daemons := rp.daemons_on_root(s.host, s.root.real)):
+                typer.echo(f"recover: note: a containerd daemon runs on this root ({daemons[0]}); "
+                           "--apply will refuse", err=True)
+            actions = list(rp.run(s.containers(), opts, None))
+            REPAIR_RENDERERS[fmt](actions, meta, sys.stdout.buffer)
+            return
+        if not s.host_facts.live and not force:
+            raise _fail(f"--apply needs the live /proc to re-verify every target ({proc_root} is not one); "
+                        "--force to write anyway")
+        if s.host is not None and not force and (daemons := rp.daemons_on_root(s.host, s.root.real)):
+            raise _fail(f"refusing: a containerd daemon runs on {s.root.real}: {'; '.join(daemons)} "
+                        "(stop it, or --force)", EXIT_REFUSED)
+        try:
+            lock = rp.take_lock(s.root.real)
+        except rp.Refused as e:
+            raise _fail(f"refusing: {e}", EXIT_REFUSED) from None
+        try:
+            log = rp.Journal(journal_path)
+            applier = rp.Applier(s.root.real, proc_root, log)
+            try:
+                actions = []
+                for action in rp.run(s.containers(), opts, applier):
+                    actions.append(action)
+                    if action.result in ("applied", "skipped", "failed"):
+                        typer.echo(f"recover: {action.result} {action.kind} {action.rel}"
+                                   + (f": {action.detail}" if action.detail else ""), err=True)
+            finally:
+                applier.close()
+                log.close()
+        finally:
+            os.close(lock)
+        REPAIR_RENDERERS[fmt](actions, meta, sys.stdout.buffer)
+        if any(a.result in ("skipped", "failed") for a in actions):
+            raise typer.Exit(EXIT_FINDINGS)
+
+
+def _undo(journal_path: str) -> None:
+    from . import repair as rp
+
+    try:
+        log = rp.Journal(journal_path)
+    except OSError as e:
+        raise _fail(f"{journal_path}: {e.strerror}") from None
+    try:
+        reverted = rp.undo(journal_path, log)
+    finally:
+        log.close()
+    for r in reverted:
+        typer.echo(f"{r.result:<13} {r.action:<20} {r.path}: {r.detail}")
+    if any(r.result == "not-reverted" for r in reverted):
+        raise typer.Exit(EXIT_FINDINGS)
 
 
 @app.command()

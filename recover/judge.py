@@ -73,6 +73,7 @@ class ProcessJudgement:
     exit_status_source: str | None
     containerd_would: ContainerdWould | None
     findings: tuple[Finding, ...]
+    temp_files: tuple[str, ...] = ()  # left by an interrupted repair: removed by the next one
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +424,7 @@ def _process_judgement(rec: ProcessRecord, d: Decision, f: ProcessFacts, would: 
         identity=d.identity, ppid=f.stat.ppid if f.stat else None,
         shim_pid=f.shim_pid, shim_state=f.shim_state if host.proc_read else None,
         exit_status=d.exit_status, exit_status_source=d.exit_status_source,
-        containerd_would=would, findings=tuple(found))
+        containerd_would=would, findings=tuple(found), temp_files=rec.temp_files)
 
 
 def _str(value: object) -> str:

@@ -13,6 +13,7 @@ from typing import BinaryIO
 import orjson
 
 from .judge import VERDICTS, ContainerJudgement, ProcessJudgement
+from .repair import Action
 from .root import printable
 from .rules import Finding
 from .scan import Scan
@@ -141,6 +142,53 @@ def render_table(scan: Scan, out: BinaryIO) -> None:
     if every:
         lines += ["", "findings:"] + ["  " + finding_line(f) for f in every]
     out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+
+
+# --- repair -------------------------------------------------------------------------------
+
+class RepairFormat(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+REPAIR_HEADERS = ("CONTAINER", "PROCESS", "ACTION", "VALUE", "RESULT", "REASON")
+
+
+def action_json(a: Action) -> dict:
+    return {"container": json_text(a.container), "process": None if a.process is None else json_text(a.process),
+            "action": a.kind, "value": a.value, "result": a.result, "reason": a.reason,
+            "detail": a.detail or None, "pid": a.pid}
+
+
+def repair_summary(actions: list[Action]) -> dict:
+    counts: dict[str, int] = {}
+    for a in actions:
+        counts[a.result] = counts.get(a.result, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def render_repair_table(actions: list[Action], meta: dict, out: BinaryIO) -> None:
+    from tabulate import tabulate
+
+    rows = [(printable(a.container)[:12], printable(a.process or "-"), a.kind, a.value or "-", a.result,
+             a.reason + (f" [{a.detail}]" if a.detail else "")) for a in actions]
+    lines = [tabulate(rows, headers=REPAIR_HEADERS, tablefmt="simple", disable_numparse=True,
+                      maxcolwidths=[None, None, None, None, None, 70]) if rows else "(nothing to repair)", ""]
+    counts = ", ".join(f"{k} {v}" for k, v in repair_summary(actions).items()) or "no actions"
+    mode = f"applied; journal: {meta['journal']}" if meta["apply"] else "dry run: nothing was changed (add --apply)"
+    lines.append(f"{len(actions)} action(s): {counts}. {mode}")
+    out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+
+
+def render_repair_json(actions: list[Action], meta: dict, out: BinaryIO) -> None:
+    out.write(orjson.dumps({"schema": "recover.repair/1", **meta, "actions": [action_json(a) for a in actions],
+                            "summary": repair_summary(actions)}) + b"\n")
+
+
+REPAIR_RENDERERS: dict[RepairFormat, Callable[[list[Action], dict, BinaryIO], None]] = {
+    RepairFormat.table: render_repair_table,
+    RepairFormat.json: render_repair_json,
+}
 
 
 RENDERERS: dict[ScanFormat, Callable[[Scan, BinaryIO], None]] = {

@@ -1,0 +1,568 @@
+"""Repair: plan (pure, from judgements) then apply (re-verify, publish, journal).
+
+The plan is data: a dry run IS the plan.  Applying an action re-verifies its target against a
+fresh read of /proc first, publishes files without ever clobbering one (temp file, fsync,
+link, unlink, fsync dir), signals only through a pidfd opened before the final identity check,
+and writes a journal entry before (intent) and after (outcome) every change, so that a crash at
+any step leaves the root and the journal consistent, and `--undo` can revert what was done.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import shutil
+import signal
+import stat
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import orjson
+
+from . import layout
+from .host import HostView, read_stat, wait_status_to_exit
+from .judge import ContainerJudgement, ProcessJudgement
+from .root import printable
+
+ActionKind = Literal["write-exit-status", "rewrite-exit-status", "kill-orphan", "rewrite-pid",
+                     "quarantine", "none"]
+Result = Literal["planned", "applied", "skipped", "failed", "info"]
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+KILL_TIMEOUT_S = 5.0
+FAULT_ENV = "RECOVER_FAULT"  # test hook: "<step>" makes apply SIGKILL itself at that step
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    container: str
+    process: str | None
+    kind: ActionKind
+    value: str | None  # what is written (a status, a pid) or where a dir goes
+    reason: str
+    # what the plan saw, re-checked just before acting
+    pid: int | None = None
+    start_ticks: int | None = None
+    ppid: int | None = None
+    result: Result = "planned"
+    detail: str = ""
+
+    @property
+    def rel(self) -> str:
+        return self.container if self.process is None else f"{self.container}/{self.process}"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    kill_orphans: bool = False
+    quarantine: str | None = None
+    force: bool = False
+
+
+# --- plan ----------------------------------------------------------------------------------
+
+def plan_repair(containers: Iterable[ContainerJudgement], opts: Options) -> Iterator[Action]:
+    """The actions for every judged container, in order.  Pure."""
+    for c in containers:
+        drop = c.containerd_would == "drop-container"
+        for p in c.processes:
+            yield from _plan_process(c, p, opts, drop)
+        if drop:
+            yield _plan_quarantine(c, opts)
+
+
+def _plan_process(c: ContainerJudgement, p: ProcessJudgement, opts: Options, drop: bool) -> Iterator[Action]:
+    def act(kind: ActionKind, value: object, reason: str, **seen) -> Action:
+        return Action(c.id, p.id, kind, None if value is None else str(value), reason, **seen)
+
+    seen = {"pid": p.pid, "start_ticks": p.observed_start, "ppid": p.ppid}
+    codes = {f.code for f in p.findings}
+    if p.verdict in ("vanished", "pid-reused") and not drop:
+        why = "the process is gone" if p.verdict == "vanished" else f"pid {p.pid} is now another process"
+        # start_ticks: the RECORDED process's, re-checked to be still gone before writing
+        yield act("write-exit-status", 255, f"{why} and its exit was missed: 255, as containerd would record "
+                  "(without ever signalling the pid)", pid=p.pid, start_ticks=p.recorded_start)
+    elif p.verdict == "zombie" and p.exit_status is not None and not drop:
+        if p.shim_state in ("stopped", "gone"):
+            yield act("write-exit-status", p.exit_status, f"the process exited with {p.exit_status} (stat field 52); "
+                      f"its shim is {p.shim_state} and will not record it", **seen)
+        else:
+            yield act("none", None, "a zombie whose shim is alive: the shim reaps it and records the status itself")
+    elif p.verdict == "exited" and codes & {"F036", "F037"} and not drop:
+        yield act("rewrite-exit-status", p.exit_status, "containerd cannot parse the recorded status: rewrite it "
+                  "as a bare decimal, the same value")
+    elif p.verdict == "orphaned":
+        if opts.kill_orphans:
+            yield act("kill-orphan", 137, "its shim is gone: SIGKILL through a pidfd, then record 137 as "
+                      "containerd would", **seen)
+        else:
+            later = {"kill-record-137": "containerd would SIGKILL it on restart",
+                     "keep-running": "containerd would never notice it (its parent is not pid 1) and never "
+                                     "record its exit"}.get(p.containerd_would or "", "nothing records its exit")
+            yield act("none", None, f"left running (no --kill-orphans): {later}")
+    if p.pid_from_shim and p.verdict in ("running", "orphaned"):
+        yield act("rewrite-pid", p.pid, "the pid file is missing but the shim's only child is the process: "
+                  "rewrite pid and starttime so that containerd loads it", **seen)
+
+
+def _plan_quarantine(c: ContainerJudgement, opts: Options) -> Action:
+    live = [p for p in c.processes if p.verdict in ("running", "orphaned", "zombie")]
+    running = [p for p in live if p.verdict == "running"]
+    reason = "containerd would delete this container dir on restart: move it out whole, keep the evidence"
+    if opts.quarantine is None:
+        return Action(c.id, None, "none", None, f"{reason} (give --quarantine DIR)")
+    if live and not opts.force and (running or not opts.kill_orphans):
+        names = ", ".join(p.id for p in live)
+        need = "--force" if running else "--kill-orphans (kills them first) or --force"
+        return Action(c.id, None, "none", None, f"{reason}; not moved: {names} still alive, needs {need}")
+    return Action(c.id, None, "quarantine", opts.quarantine, reason)
+
+
+# --- apply ---------------------------------------------------------------------------------
+
+class Refused(Exception):
+    """repair will not write at all (exit 4)."""
+
+
+class Journal:
+    """JSON lines, appended and fsynced: an intent before each change and its outcome after."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def write(self, **entry: object) -> None:
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
+        os.write(self._fd, orjson.dumps(entry) + b"\n")
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def default_journal(root_real: str) -> str:
+    parent, name = os.path.split(root_real.rstrip("/"))
+    return os.path.join(parent, f"{name}.recover-journal.jsonl")
+
+
+def lock_path(root_real: str) -> str:
+    parent, name = os.path.split(root_real.rstrip("/"))
+    return os.path.join(parent, f".{name}.recover.lock")
+
+
+def take_lock(root_real: str) -> int:
+    """An exclusive flock on a file outside the root; Refused if another repair holds it."""
+    import fcntl
+
+    fd = os.open(lock_path(root_real), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise Refused(f"another recover repair holds {lock_path(root_real)}") from None
+    return fd
+
+
+def daemons_on_root(host: HostView, root_real: str) -> list[str]:
+    """containerd daemons running on this root: by --state-dir, or docker-containerd.pid beside it."""
+    found = []
+    for pid in sorted(host.listed()):
+        argv = host.cmdline(pid)
+        if argv and os.path.basename(argv[0]) in ("containerd", "docker-containerd"):
+            if os.path.realpath(_state_dir(argv[1:])) == root_real:
+                found.append(f"pid {pid} ({' '.join(argv[:3])})")
+    pid_file = os.path.join(os.path.dirname(root_real), "docker-containerd.pid")
+    try:
+        with open(pid_file, "rb") as f:
+            recorded = int(f.read(32).strip() or b"0")
+    except (OSError, ValueError):
+        recorded = 0
+    if recorded > 0 and host.stat(recorded) is not None:
+        argv = host.cmdline(recorded) or []
+        if argv and "containerd" in os.path.basename(argv[0]) and f"pid {recorded} " not in " ".join(found):
+            found.append(f"pid {recorded} (named by {pid_file})")
+    return found
+
+
+def _state_dir(args: list[str]) -> str:
+    for i, a in enumerate(args):
+        for flag in ("--state-dir", "-state-dir"):
+            if a == flag and i + 1 < len(args):
+                return args[i + 1]
+            if a.startswith(flag + "="):
+                return a.split("=", 1)[1]
+    return "/run/containerd"  # containerd 0.2's default
+
+
+def _fault(step: str) -> None:
+    if os.environ.get(FAULT_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Applier:
+    """Carries out a plan on one root.  Every action ends applied, skipped or failed; none raises."""
+
+    def __init__(self, root_real: str, proc_root: str, journal: Journal):
+        self.root_real = root_real
+        self.proc_root = proc_root
+        self.journal = journal
+        self._root_fd = os.open(root_real, _DIR_FLAGS)
+
+    def close(self) -> None:
+        os.close(self._root_fd)
+
+    def clean_temp_files(self, c: ContainerJudgement) -> None:
+        """Remove what an interrupted run left: temp files are never state."""
+        for p in c.processes:
+            if not p.temp_files:
+                continue
+            try:
+                with self._process_dir(c.id, p.id) as pfd:
+                    for name in p.temp_files:
+                        if name.startswith(layout.RECOVER_TEMP_PREFIX):
+                            try:
+                                os.unlink(name, dir_fd=pfd)
+                            except FileNotFoundError:
+                                pass
+            except OSError:
+                continue
+
+    def apply(self, action: Action) -> Action:
+        handler = {"write-exit-status": self._write_exit_status, "rewrite-exit-status": self._rewrite_exit_status,
+                   "kill-orphan": self._kill_orphan, "rewrite-pid": self._rewrite_pid,
+                   "quarantine": self._quarantine}[action.kind]
+        try:
+            return handler(action)
+        except _Skip as e:
+            return replace(action, result="skipped", detail=str(e))
+        except OSError as e:
+            return replace(action, result="failed", detail=f"{e.strerror or e}")
+
+    # each handler: verify, journal intent, change, journal outcome
+
+    def _write_exit_status(self, a: Action) -> Action:
+        if a.start_ticks is not None and a.pid is not None:
+            now = read_stat(self.proc_root, a.pid)
+            if a.value != "255":  # a zombie's status: it must still be that zombie, unreaped
+                if now is None or now.starttime != a.start_ticks or now.state not in "ZXx":
+                    raise _Skip(f"pid {a.pid} is no longer the same unreaped zombie")
+                if now.exit_code is not None and str(wait_status_to_exit(now.exit_code)) != a.value:
+                    raise _Skip(f"pid {a.pid}'s exit status changed")
+            elif now is not None and now.starttime == a.start_ticks and now.state not in "ZXx":
+                raise _Skip(f"pid {a.pid} holds a live process with the recorded start time")
+        self._publish(a, layout.EXIT_STATUS_FILE, a.value.encode())
+        return replace(a, result="applied")
+
+    def _rewrite_exit_status(self, a: Action) -> Action:
+        with self._process_dir(a.container, a.process) as pfd:
+            before = _read_small(pfd, layout.EXIT_STATUS_FILE)
+            if before is None or before == a.value.encode():
+                raise _Skip("exitStatus changed since the plan")
+            entry = self._intent(a, layout.EXIT_STATUS_FILE, before, a.value.encode())
+            tmp = _write_temp(pfd, a.value.encode())
+            _fault("rewrite-before-rename")
+            if _read_small(pfd, layout.EXIT_STATUS_FILE) != before:  # re-verify at the last moment
+                os.unlink(tmp, dir_fd=pfd)
+                raise _Skip("exitStatus changed while rewriting it")
+            os.rename(tmp, layout.EXIT_STATUS_FILE, src_dir_fd=pfd, dst_dir_fd=pfd)
+            os.fsync(pfd)
+            self._outcome(entry, "done")
+        return replace(a, result="applied")
+
+    def _kill_orphan(self, a: Action) -> Action:
+        assert a.pid is not None
+        try:
+            pidfd = os.pidfd_open(a.pid)
+        except ProcessLookupError:
+            raise _Skip(f"pid {a.pid} is gone already") from None
+        try:
+            now = read_stat(self.proc_root, a.pid)  # identity checked AFTER the pidfd pins the process
+            if now is None or now.starttime != a.start_ticks or now.ppid != a.ppid or now.state in "ZXx":
+                raise _Skip(f"pid {a.pid} changed since the plan (start, parent or state)")
+            entry = self._intent(replace(a, kind="kill-orphan"), f"/proc/{a.pid}", b"alive", b"SIGKILL")
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            if not poller.poll(KILL_TIMEOUT_S * 1000):
+                self._outcome(entry, "failed", "still alive after SIGKILL (frozen?)")
+                return replace(a, result="failed", detail=f"pid {a.pid} did not die within {KILL_TIMEOUT_S} s")
+            self._outcome(entry, "done")
+        finally:
+            os.close(pidfd)
+        self._publish(a, layout.EXIT_STATUS_FILE, b"137")
+        return replace(a, result="applied")
+
+    def _rewrite_pid(self, a: Action) -> Action:
+        assert a.pid is not None
+        now = read_stat(self.proc_root, a.pid)
+        if now is None or now.starttime != a.start_ticks or now.ppid != a.ppid:
+            raise _Skip(f"pid {a.pid} is no longer the shim's child it was")
+        self._publish(a, layout.PID_FILE, str(a.pid).encode())
+        try:
+            self._publish(a, layout.STARTTIME_FILE, str(now.starttime).encode())
+        except _Skip:
+            pass  # a starttime already there is kept
+        return replace(a, result="applied")
+
+    def _quarantine(self, a: Action) -> Action:
+        assert a.value is not None
+        os.makedirs(a.value, exist_ok=True)
+        dest = _free_name(a.value, a.container)
+        src = os.path.join(self.root_real, a.container)
+        if not os.path.isdir(src) or os.path.islink(src):
+            raise _Skip("the container dir is gone already")
+        entry = self._intent(a, "", None, dest.encode(), path=src)
+        move_tree(src, dest)
+        _fsync_dir(os.path.dirname(src))
+        self._outcome(entry, "done")
+        return replace(a, result="applied", detail=f"moved to {dest}")
+
+    # publishing and journalling
+
+    def _publish(self, a: Action, name: str, data: bytes) -> None:
+        """Create `name` with `data` atomically, never replacing a file that exists."""
+        with self._process_dir(a.container, a.process) as pfd:
+            entry = self._intent(a, name, None, data)
+            tmp = _write_temp(pfd, data)
+            _fault(f"{name}-before-link")
+            try:
+                os.link(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd, follow_symlinks=False)
+            except FileExistsError:
+                os.unlink(tmp, dir_fd=pfd)
+                now = _read_small(pfd, name)
+                self._outcome(entry, "skipped", f"{name} appeared meanwhile: {now!r}")
+                raise _Skip(f"{name} appeared meanwhile (now {printable(repr(now))}); left as it is") from None
+            _fault(f"{name}-before-unlink")
+            os.unlink(tmp, dir_fd=pfd)
+            os.fsync(pfd)
+            self._outcome(entry, "done")
+
+    def _intent(self, a: Action, name: str, before: bytes | None, after: bytes, path: str | None = None) -> str:
+        entry = uuid.uuid4().hex
+        self.journal.write(id=entry, phase="intent", action=a.kind,
+                           path=path or os.path.join(self.root_real, a.container, a.process or "", name),
+                           before=_text(before), after=_text(after), reason=a.reason,
+                           container=a.container, process=a.process)
+        return entry
+
+    def _outcome(self, entry: str, phase: str, detail: str = "") -> None:
+        self.journal.write(id=entry, phase=phase, detail=detail)
+
+    def _process_dir(self, container: str, process: str | None) -> _DirFd:
+        return _DirFd(self._root_fd, container, process)
+
+
+class _Skip(Exception):
+    """Re-verification found the target changed: the action is skipped, nothing written."""
+
+
+class _DirFd:
+    """A process dir opened from the root fd without following links, as a context manager."""
+
+    def __init__(self, root_fd: int, container: str, process: str | None):
+        self._fds: list[int] = []
+        self._path = [container] + ([process] if process else [])
+        self._root_fd = root_fd
+
+    def __enter__(self) -> int:
+        fd = self._root_fd
+        for part in self._path:
+            fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            self._fds.append(fd)
+        return fd
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in reversed(self._fds):
+            os.close(fd)
+
+
+def _write_temp(dir_fd: int, data: bytes) -> str:
+    name = f"{layout.RECOVER_TEMP_PREFIX}{uuid.uuid4().hex[:12]}"
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+    try:
+        _fault("temp-partial")  # dies with an empty temp file: must never be read as state
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return name
+
+
+def _read_small(dir_fd: int, name: str) -> bytes | None:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", "backslashreplace")
+
+
+def _free_name(directory: str, name: str) -> str:
+    dest = os.path.join(directory, name)
+    n = 1
+    while os.path.lexists(dest):
+        dest = os.path.join(directory, f"{name}.{n}")
+        n += 1
+    return dest
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, _DIR_FLAGS)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def move_tree(src: str, dest: str) -> None:
+    """rename on one filesystem; otherwise copy (FIFOs recreated, links kept, nothing opened but
+    regular files), fsync, verify, then remove the source."""
+    try:
+        os.rename(src, dest)
+        _fsync_dir(os.path.dirname(dest))
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    shutil.copytree(src, dest, symlinks=True, copy_function=_copy_entry)
+    for d, _, files in os.walk(dest):
+        for n in files:
+            p = os.path.join(d, n)
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+        _fsync_dir(d)
+    if _tree(src) != _tree(dest):
+        raise OSError(errno.EIO, f"the copy of {src} differs from the original; original kept")
+    shutil.rmtree(src)
+
+
+def _copy_entry(src: str, dst: str) -> None:
+    mode = os.lstat(src).st_mode
+    if stat.S_ISFIFO(mode):
+        os.mkfifo(dst, stat.S_IMODE(mode))
+    elif stat.S_ISREG(mode):
+        shutil.copy2(src, dst)
+    # sockets and devices are not copied: they are not evidence, and opening them is unsafe
+
+
+def _tree(top: str) -> dict[str, tuple[int, bytes | None]]:
+    out = {}
+    for d, dirs, files in os.walk(top):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            mode = os.lstat(p).st_mode
+            if stat.S_ISSOCK(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                continue
+            data = None
+            if stat.S_ISREG(mode):
+                with open(p, "rb") as f:
+                    data = f.read()
+            elif stat.S_ISLNK(mode):
+                data = os.readlink(p).encode()
+            out[os.path.relpath(p, top)] = (stat.S_IFMT(mode), data)
+    return out
+
+
+# --- undo ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Reverted:
+    path: str
+    action: str
+    result: Literal["reverted", "not-reverted"]
+    detail: str
+
+
+def undo(journal_path: str, journal: Journal) -> list[Reverted]:
+    """Revert what a journal recorded, newest first, where the file is still as that run left it."""
+    entries: dict[str, dict] = {}
+    order: list[str] = []
+    with open(journal_path, "rb") as f:
+        for line in f:
+            try:
+                e = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a line cut by a crash
+            if e.get("phase") == "intent" and not str(e.get("action", "")).startswith("undo"):
+                entries[e["id"]] = e
+                order.append(e["id"])
+            elif e.get("id") in entries:
+                entries[e["id"]]["outcome"] = e.get("phase")
+    out = []
+    for entry_id in reversed(order):
+        e = entries[entry_id]
+        if e.get("outcome") not in (None, "done"):
+            continue  # skipped or failed: nothing was changed
+        out.append(_undo_one(e, journal))
+    return out
+
+
+def _undo_one(e: dict, journal: Journal) -> Reverted:
+    path, action = e["path"], e["action"]
+    after = (e.get("after") or "").encode("utf-8", "surrogateescape")
+    if action == "kill-orphan":
+        return Reverted(path, action, "not-reverted", "a killed process cannot be revived")
+    if action == "quarantine":
+        dest = e["after"]
+        if os.path.lexists(path) or not os.path.isdir(dest):
+            return Reverted(path, action, "not-reverted", f"{dest} is gone or {path} exists again")
+        _journal_undo(journal, e, dest, path)
+        move_tree(dest, path)
+        return Reverted(path, action, "reverted", f"moved back from {dest}")
+    try:
+        with open(path, "rb") as f:
+            now = f.read(4096)
+    except OSError:
+        return Reverted(path, action, "not-reverted", "the file is gone")
+    if now != after:
+        if e.get("outcome") is None:  # the run died before the change: nothing to revert
+            return Reverted(path, action, "reverted", "never written (the run stopped before it)")
+        return Reverted(path, action, "not-reverted", f"changed since (now {now!r})")
+    _journal_undo(journal, e, path, path)
+    if e.get("before") is None:
+        os.unlink(path)  # it did not exist before the repair wrote it
+        _fsync_dir(os.path.dirname(path))
+    else:
+        directory = os.path.dirname(path)
+        fd = os.open(directory, _DIR_FLAGS)
+        try:
+            tmp = _write_temp(fd, e["before"].encode("utf-8", "surrogateescape"))
+            os.rename(tmp, os.path.basename(path), src_dir_fd=fd, dst_dir_fd=fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return Reverted(path, action, "reverted", "restored")
+
+
+def _journal_undo(journal: Journal, e: dict, src: str, dest: str) -> None:
+    journal.write(id=uuid.uuid4().hex, phase="done", action=f"undo-{e['action']}", path=src,
+                  before=e.get("after"), after=e.get("before") if e["action"] != "quarantine" else dest,
+                  reason=f"undo of {e['id']}", container=e.get("container"), process=e.get("process"))
+
+
+# --- a whole run ---------------------------------------------------------------------------
+
+def run(containers: Iterable[ContainerJudgement], opts: Options, applier: Applier | None) -> Iterator[Action]:
+    """Plan each container and, with an applier, carry its actions out before the next container."""
+    for c in containers:
+        if applier is not None:
+            applier.clean_temp_files(c)
+        for action in plan_repair([c], opts):
+            if action.kind == "none":
+                yield replace(action, result="info")
+            else:
+                yield action if applier is None else applier.apply(action)
