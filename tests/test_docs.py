@@ -42,7 +42,7 @@ def test_every_containerd_would_value_is_documented():
 
 def test_every_command_option_and_format_is_documented():
     runner = CliRunner()
-    for command in ("scan", "demo"):
+    for command in ("scan", "repair", "demo"):
         assert f"### `recover {command}" in README
         help_text = runner.invoke(app, [command, "--help"]).stdout
         for option in re.findall(r"(--[a-z][a-z-]+)", help_text):
@@ -54,4 +54,16 @@ def test_every_command_option_and_format_is_documented():
 
 def test_exit_codes_documented():
     codes = {r[0] for r in table_rows("## Exit codes")[1:]}
-    assert {"0", "2", "3"} <= codes
+    assert {"0", "1", "2", "3", "4"} <= codes
+    help_text = CliRunner().invoke(app, ["--help"]).stdout
+    for code in codes:
+        assert f"  {code}  " in help_text
+
+
+def test_every_repair_action_is_documented():
+    from typing import get_args
+
+    from recover.repair import ActionKind
+
+    rows = {r[0].strip("`") for r in table_rows("### `recover repair")[1:] if r[0].startswith("`")}
+    assert set(get_args(ActionKind)) <= rows
