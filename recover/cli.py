@@ -17,8 +17,10 @@ EXIT_REFUSED = 4  # repair: a daemon runs on the root, or another repair holds t
 EXIT_CODES_HELP = """\b
 Exit codes:
   0  scanned (scan reports; it does not judge the root by its exit code);
+     check: no finding at or above --fail-on remains;
      repair: every planned action applied, or a dry run, or nothing to do
-  1  repair: some action failed or was skipped by re-verification
+  1  check: findings at or above --fail-on remain;
+     repair: some action failed or was skipped by re-verification
   2  usage error, or ROOT is not a readable directory
   3  internal error in recover (a bug: please report it)
   4  repair refused: a containerd daemon runs on ROOT, or another repair holds the lock"""
@@ -100,6 +102,83 @@ def scan(
     with _open_scan(root, proc_root, offline, container) as s:
         RENDERERS[fmt](s, sys.stdout.buffer)
         sys.stdout.flush()
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def check(
+    root: RootArg = None,
+    proc_root: ProcRootOpt = "/proc",
+    offline: OfflineOpt = False,
+    container: ContainerOpt = None,
+    select: Annotated[Optional[str], typer.Option(
+        "--select", metavar="CODES", help="Only these codes or prefixes (comma-separated), e.g. L,R006.")] = None,
+    ignore: Annotated[Optional[str], typer.Option(
+        "--ignore", metavar="CODES", help="Not these codes or prefixes (comma-separated).")] = None,
+    fail_on: Annotated[str, typer.Option(
+        "--fail-on", metavar="SEVERITY", help="The lowest severity that fails the gate: error, warning or info.")] = "error",
+    baseline: Annotated[Optional[str], typer.Option(
+        "--baseline", metavar="FILE", help="Findings listed in FILE do not fail the gate.")] = None,
+    write_baseline: Annotated[Optional[str], typer.Option(
+        "--write-baseline", metavar="FILE", help="Write every reported finding to FILE as a baseline.")] = None,
+    format: Annotated[str, typer.Option(
+        "--format", "-f", metavar="FORMAT",
+        help="text, json, jsonl, junit, github, sarif or prometheus.")] = "text",
+) -> None:
+    """A CI gate: exit 1 when a finding at or above --fail-on remains after --select, --ignore
+    and --baseline; 0 when none does.
+    """
+    import time
+
+    from . import check as ck
+    from .render import CHECK_RENDERERS, CheckFormat
+    from .rules import SEVERITIES
+
+    try:
+        fmt = CheckFormat(format)
+    except ValueError:
+        raise _fail(f"--format must be one of: {', '.join(f.value for f in CheckFormat)}") from None
+    if fail_on not in SEVERITIES:
+        raise _fail(f"--fail-on must be one of: {', '.join(SEVERITIES)}")
+    try:
+        known = ck.read_baseline(baseline) if baseline else frozenset()
+    except (OSError, ValueError) as e:
+        raise _fail(f"--baseline: {e}") from None
+    gate = ck.Gate(ck.parse_codes(select), ck.parse_codes(ignore), fail_on, known)
+    with _open_scan(root, proc_root, offline, container) as s:
+        containers = list(s.containers())
+        report = ck.CheckReport(
+            root=s.root.path, findings=tuple(ck.locate(containers, s.findings)),
+            subjects=tuple(x for c in containers for x in ck.subjects_of(c)),
+            verdicts=dict(s.summary.verdicts), gate=gate, timestamp=time.time())
+    if write_baseline:
+        with open(write_baseline, "wb") as f:
+            f.write(ck.baseline_json(report.reported))
+    CHECK_RENDERERS[fmt](report, sys.stdout.buffer)
+    sys.stdout.flush()
+    if not report.passed:
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+@app.command()
+def rules(
+    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table or json.")] = "table",
+) -> None:
+    """Print the catalog of finding codes: severity, title, and what to do."""
+    import orjson
+
+    from .rules import RULES
+
+    if format == "json":
+        sys.stdout.buffer.write(orjson.dumps([{"code": r.code, "severity": r.severity, "title": r.title,
+                                               "action": r.action} for r in RULES.values()]) + b"\n")
+    elif format == "table":
+        from tabulate import tabulate
+
+        rows = [(r.code, r.severity, r.title, r.action) for r in RULES.values()]
+        typer.echo(tabulate(rows, headers=("CODE", "SEVERITY", "TITLE", "WHAT TO DO"), disable_numparse=True,
+                            maxcolwidths=[None, None, 40, 60]))
+    else:
+        raise _fail("--format must be one of: table, json")
 
 
 @app.command(epilog=EXIT_CODES_HELP)

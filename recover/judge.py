@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .host import ProcessFacts, ProcStat, ShimStateName, wait_status_to_exit
-from .root import ContainerRecord, ProcessRecord
+from .root import ContainerRecord, ProcessRecord, printable
 from .rules import Finding, finding
 
 Verdict = Literal["running", "exited", "orphaned", "zombie", "pid-reused", "vanished", "not-started", "unknown"]
@@ -100,7 +100,7 @@ def _exit_recorded(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> 
         return None
     found = []
     if facts.stat is not None and _same_start(rec, facts) and facts.stat.state not in "ZXx":
-        found.append(finding("L007", f"{rec.rel}: pid {facts.pid} is alive and is the recorded process, "
+        found.append(finding("L007", f"pid {facts.pid} is alive and is the recorded process, "
                              f"but exitStatus says {es.value}", rec.rel))
     return Decision("exited", exit_status=es.value, exit_status_source=es.source, findings=tuple(found))
 
@@ -108,7 +108,7 @@ def _exit_recorded(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> 
 def _proc_unreadable(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decision | None:
     if host.proc_read:
         return None
-    return Decision("unknown", findings=(finding("L006", f"{rec.rel}: /proc was not read", rec.rel),))
+    return Decision("unknown", findings=(finding("L006", "/proc was not read", rec.rel),))
 
 
 def _no_pid(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decision | None:
@@ -116,12 +116,12 @@ def _no_pid(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decisio
         return None
     if facts.shim_children and facts.shim_children > 1:
         return Decision("unknown", findings=(finding(
-            "L006", f"{rec.rel}: no pid file, and its shim (pid {facts.shim_pid}) has "
+            "L006", f"no pid file, and its shim (pid {facts.shim_pid}) has "
             f"{facts.shim_children} children: which one is the process cannot be told", rec.rel),))
     why = (f"its shim (pid {facts.shim_pid}) is {facts.shim_state} without a child"
            if facts.shim_pid else "no shim is alive for it")
     return Decision("not-started", findings=(finding(
-        "L005", f"{rec.rel}: no usable pid file and {why}: the start never finished", rec.rel),))
+        "L005", f"no usable pid file and {why}: the start never finished", rec.rel),))
 
 
 def _pid_gone(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decision | None:
@@ -129,10 +129,10 @@ def _pid_gone(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decis
         return None
     if host.hidepid:
         return Decision("unknown", findings=(finding(
-            "L006", f"{rec.rel}: pid {facts.pid} is not visible, but /proc hides other users' "
+            "L006", f"pid {facts.pid} is not visible, but /proc hides other users' "
             "processes (hidepid): run as root", rec.rel),))
     return Decision("vanished", findings=(finding(
-        "L001", f"{rec.rel}: pid {facts.pid} is gone and no exit status was recorded", rec.rel),))
+        "L001", f"pid {facts.pid} is gone and no exit status was recorded", rec.rel),))
 
 
 def _previous_boot(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decision | None:
@@ -140,8 +140,8 @@ def _previous_boot(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> 
     if evidence is None:
         return None
     return Decision("pid-reused", findings=(
-        finding("L009", f"{rec.rel}: {evidence}", rec.rel),
-        finding("L002", f"{rec.rel}: pid {facts.pid} is alive, but the pid file was written before "
+        finding("L009", evidence, rec.rel),
+        finding("L002", f"pid {facts.pid} is alive, but the pid file was written before "
                 "this boot: it is another process", rec.rel)))
 
 
@@ -149,7 +149,7 @@ def _thread(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decisio
     if facts.tgid is None or facts.tgid == facts.pid:
         return None
     return Decision("pid-reused", findings=(finding(
-        "L002", f"{rec.rel}: pid {facts.pid} is now a thread of process {facts.tgid}", rec.rel),))
+        "L002", f"pid {facts.pid} is now a thread of process {facts.tgid}", rec.rel),))
 
 
 def _identity(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decision | None:
@@ -161,13 +161,13 @@ def _identity(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decis
         if recorded == observed:
             return None
         return Decision("pid-reused", "start-time", findings=(finding(
-            "L002", f"{rec.rel}: pid {facts.pid} started at tick {observed}, the recorded process at "
+            "L002", f"pid {facts.pid} started at tick {observed}, the recorded process at "
             f"tick {recorded}: it is another process", rec.rel),))
     mtime_ns = rec.pid.mtime_ns if facts.pid_source == "pid-file" else None
     started = host.start_epoch(observed)
     if mtime_ns is not None and started is not None and started > mtime_ns / 1e9 + PID_FILE_MTIME_SLACK_S:
         return Decision("pid-reused", "pid-file-mtime", findings=(finding(
-            "L002", f"{rec.rel}: pid {facts.pid} started {started - mtime_ns / 1e9:.0f} s after the pid "
+            "L002", f"pid {facts.pid} started {started - mtime_ns / 1e9:.0f} s after the pid "
             "file was written: it is another process", rec.rel),))
     return None
 
@@ -180,7 +180,7 @@ def _zombie(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decisio
     status = wait_status_to_exit(code) if code is not None else None
     shown = f"exit status {status}" if status is not None else "exit status unreadable (kernel < 3.5)"
     return Decision("zombie", identity_of(rec, facts, host), status, "zombie-stat" if status is not None else None,
-                    (finding("L004", f"{rec.rel}: pid {facts.pid} exited ({shown}) and its shim "
+                    (finding("L004", f"pid {facts.pid} exited ({shown}) and its shim "
                              f"(pid {facts.shim_pid}, {facts.shim_state}) does not reap it", rec.rel),))
 
 
@@ -195,7 +195,7 @@ def _orphaned(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decis
     parent = facts.parent
     who = f"pid {parent.pid} ({parent.comm!r})" if parent else f"pid {facts.stat.ppid}"
     return Decision("orphaned", identity_of(rec, facts, host), findings=(finding(
-        "L003", f"{rec.rel}: pid {facts.pid} is alive but its parent is {who}, not its shim "
+        "L003", f"pid {facts.pid} is alive but its parent is {who}, not its shim "
         f"(shim {facts.shim_state})", rec.rel),))
 
 
@@ -347,12 +347,11 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
     # ends the load of the container there.
     if record.state.containerd_read == "blocks":
         container_would = "hang-daemon"
-        found.append(finding("R008", f"{record.rel}/state.json is a FIFO: containerd's read blocks forever",
+        found.append(finding("R008", "state.json is a FIFO: containerd's read blocks forever",
                              record.rel))
     elif not record.state.containerd_decodes:
         container_would = "drop-container"
-        found.append(finding("R001", f"{record.rel}: state.json cannot be decoded: containerd would delete "
-                             "the container dir", record.rel))
+        found.append(finding("R001", "state.json cannot be decoded: containerd would delete the container dir", record.rel))
     else:
         for p in record.processes:
             if p.spec.containerd_read == "blocks":
@@ -361,7 +360,7 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
                 break
             if not p.spec.containerd_decodes:
                 container_would = "drop-container"
-                found.append(finding("R001", f"{record.rel}: {p.rel}/process.json cannot be decoded: "
+                found.append(finding("R001", f"{printable(p.id)}/process.json cannot be decoded: "
                                      "containerd would delete the whole container dir", record.rel))
                 break
             predictions[p.id] = predict_process(p, facts[p.id], host)
@@ -372,11 +371,11 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
             loaded = [w for w in predictions.values() if w.would != "skip-process"]
             if bundle_exists is False:
                 container_would = "drop-container"
-                found.append(finding("R003", f"{record.rel}: bundle {record.bundle!r} is missing: containerd "
+                found.append(finding("R003", f"bundle {record.bundle!r} is missing: containerd "
                                      "would run `delete -f` (killing the container) and delete the dir", record.rel))
             elif not loaded:
                 container_would = "drop-container"
-                found.append(finding("R002", f"{record.rel}: no process would load: containerd would delete "
+                found.append(finding("R002", "no process would load: containerd would delete "
                                      "the container dir", record.rel))
             elif any(w.would is None for w in predictions.values()):
                 container_would = None
@@ -390,19 +389,19 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
         pred = predictions.get(p.id, Prediction(None, "containerd stops before it reaches this process"))
         pfound = list(p.findings) + list(d.findings)
         if pred.would in _PREDICTION_CODES:
-            pfound.append(finding(_PREDICTION_CODES[pred.would], f"{p.rel}: {pred.why}", p.rel))
+            pfound.append(finding(_PREDICTION_CODES[pred.would], pred.why, p.rel))
         if (why := _disagreement(p, d, pred, f)) is not None:
-            pfound.append(finding("R009", f"{p.rel}: {why}", p.rel))
+            pfound.append(finding("R009", why, p.rel))
         if f.pid_source == "shim-child":
-            pfound.append(finding("L010", f"{p.rel}: pid {f.pid} is the only child of its shim "
+            pfound.append(finding("L010", f"pid {f.pid} is the only child of its shim "
                                   f"(pid {f.shim_pid})", p.rel))
         if d.identity == "assumed" and d.verdict in ("running", "orphaned", "zombie") and f.pid_source == "pid-file":
-            pfound.append(finding("L008", f"{p.rel}: no starttime and no usable pid file mtime: pid "
+            pfound.append(finding("L008", f"no starttime and no usable pid file mtime: pid "
                                   f"{f.pid} is assumed to be the recorded process", p.rel))
         if f.shim_state == "stopped":
-            pfound.append(finding("H001", f"{p.rel}: its shim (pid {f.shim_pid}) is stopped", p.rel))
+            pfound.append(finding("H001", f"its shim (pid {f.shim_pid}) is stopped", p.rel))
         elif f.shim_state == "zombie":
-            pfound.append(finding("H002", f"{p.rel}: its shim (pid {f.shim_pid}) is a zombie", p.rel))
+            pfound.append(finding("H002", f"its shim (pid {f.shim_pid}) is a zombie", p.rel))
         processes.append(_process_judgement(p, d, f, pred.would, host, pfound))
     labels = (record.state.value or {}).get("labels")
     return ContainerJudgement(

@@ -58,6 +58,11 @@ class FileFact:
     def readable(self) -> bool:
         return self.data is not None
 
+    @property
+    def name(self) -> str:
+        """The file's own name: messages say it; the finding's path says where it is."""
+        return self.rel.rsplit("/", 1)[-1]
+
 
 GoReadKind = Literal["ok", "missing", "error", "blocks", "follows-link"]
 
@@ -84,21 +89,21 @@ def file_findings(fact: FileFact, *, required: bool) -> list[Finding]:
     """Findings about the file itself (type, size, readability), before its content is parsed."""
     rel = fact.rel
     if fact.kind == "missing":
-        return [finding("F001", f"{rel} is missing", rel)] if required else []
+        return [finding("F001", f"{fact.name} is missing", rel)] if required else []
     if fact.kind in ("fifo", "socket", "device", "other"):
-        return [finding("F007", f"{rel} is a {fact.kind}, not a regular file; not opened", rel)]
+        return [finding("F007", f"{fact.name} is a {fact.kind}, not a regular file; not opened", rel)]
     if fact.kind == "dir":
-        return [finding("F008", f"{rel} is a directory, not a regular file", rel)]
+        return [finding("F008", f"{fact.name} is a directory, not a regular file", rel)]
     if fact.kind == "symlink":
         if fact.problem == "link-out":
-            return [finding("F010", f"{rel} links out of the root (to {fact.detail!r}); not followed", rel)]
-        return [finding("F009", f"{rel} is a symbolic link (to {fact.detail!r}); not followed", rel)]
+            return [finding("F010", f"{fact.name} links out of the root (to {fact.detail!r}); not followed", rel)]
+        return [finding("F009", f"{fact.name} is a symbolic link (to {fact.detail!r}); not followed", rel)]
     if fact.problem == "too-big":
-        return [finding("F006", f"{rel} is {fact.size} bytes, over the 1 MiB limit; not read", rel)]
+        return [finding("F006", f"{fact.name} is {fact.size} bytes, over the 1 MiB limit; not read", rel)]
     if fact.problem == "vanished":
-        return [finding("F011", f"{rel} vanished between listing and reading", rel)]
+        return [finding("F011", f"{fact.name} vanished between listing and reading", rel)]
     if fact.problem == "unreadable":
-        return [finding("F012", f"{rel} cannot be read: {fact.detail}", rel)]
+        return [finding("F012", f"{fact.name} cannot be read: {fact.detail}", rel)]
     return []
 
 
@@ -106,14 +111,14 @@ def _content_findings(fact: FileFact) -> list[Finding]:
     """Findings shared by every file's content: empty, NUL-filled, not UTF-8."""
     data = fact.data or b""
     if not data:
-        return [finding("F002", f"{fact.rel} is empty", fact.rel)]
+        return [finding("F002", f"{fact.name} is empty", fact.rel)]
     out = []
     if b"\0" in data:
-        out.append(finding("F004", f"{fact.rel} holds {data.count(0)} NUL byte(s)", fact.rel))
+        out.append(finding("F004", f"{fact.name} holds {data.count(0)} NUL byte(s)", fact.rel))
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:
-        out.append(finding("F005", f"{fact.rel} is not UTF-8 (byte {e.start})", fact.rel))
+        out.append(finding("F005", f"{fact.name} is not UTF-8 (byte {e.start})", fact.rel))
     return out
 
 
@@ -153,7 +158,7 @@ def parse_pid(fact: FileFact) -> PidFile:
     read = go_read(fact)
     found = file_findings(fact, required=False)
     if fact.kind == "missing":
-        found.append(finding("F030", f"{fact.rel} is missing: the runtime never wrote it", fact.rel))
+        found.append(finding("F030", f"{fact.name} is missing: the runtime never wrote it", fact.rel))
     value = containerd = None
     if fact.readable:
         data = fact.data or b""
@@ -163,10 +168,10 @@ def parse_pid(fact: FileFact) -> PidFile:
             value = containerd
         elif lenient is not None and 0 < lenient <= PID_MAX_LIMIT:
             value = lenient
-            found.append(finding("F032", f"{fact.rel} holds {_show(data)}: white space around the pid", fact.rel))
+            found.append(finding("F032", f"{fact.name} holds {_show(data)}: white space around the pid", fact.rel))
         else:
             found.extend(f for f in _content_findings(fact) if f.code != "F002")
-            found.append(finding("F031", f"{fact.rel} holds {_show(data)}, not a pid", fact.rel))
+            found.append(finding("F031", f"{fact.name} holds {_show(data)}, not a pid", fact.rel))
     return PidFile(value, containerd, read, fact.mtime_ns, tuple(found))
 
 
@@ -182,7 +187,7 @@ def parse_starttime(fact: FileFact) -> StartTimeFile:
     read = go_read(fact)
     found = file_findings(fact, required=False)
     if fact.kind == "missing":
-        found.append(finding("F033", f"{fact.rel} is missing", fact.rel))
+        found.append(finding("F033", f"{fact.name} is missing", fact.rel))
     value = None
     raw = fact.data or b""
     if fact.readable and raw:
@@ -191,7 +196,7 @@ def parse_starttime(fact: FileFact) -> StartTimeFile:
         else:
             value = _lenient_decimal(raw)
             found.extend(f for f in _content_findings(fact) if f.code != "F002")
-            found.append(finding("F034", f"{fact.rel} holds {_show(raw)}", fact.rel))
+            found.append(finding("F034", f"{fact.name} holds {_show(raw)}", fact.rel))
     return StartTimeFile(value, raw, read, tuple(found))
 
 
@@ -232,15 +237,15 @@ def parse_exit_status(fact: FileFact) -> ExitStatusFile:
         elif bug and int(bug.group(1)) <= UINT32_MAX:
             state, value, source = "invalid", int(bug.group(1)), "daemon-format-bug"
             found.append(finding(
-                "F036", f"{fact.rel} holds {_show(data)}: status {value} written by the daemon's "
+                "F036", f"{fact.name} holds {_show(data)}: status {value} written by the daemon's "
                 "own restore (containerd 0.2.4-0.2.8), not by the process", fact.rel))
         elif lenient is not None and lenient <= UINT32_MAX:
             state, value, source = "invalid", lenient, "exitStatus"
-            found.append(finding("F037", f"{fact.rel} holds {_show(data)}", fact.rel))
+            found.append(finding("F037", f"{fact.name} holds {_show(data)}", fact.rel))
         else:
             state = "invalid"
             found.extend(_content_findings(fact))
-            found.append(finding("F035", f"{fact.rel} holds {_show(data)}, not an exit status", fact.rel))
+            found.append(finding("F035", f"{fact.name} holds {_show(data)}, not an exit status", fact.rel))
     return ExitStatusFile(value, source, state, fact.mtime_ns, tuple(found))
 
 
@@ -329,22 +334,22 @@ def parse_json_doc(fact: FileFact, schema: dict[str, Any], shape_code: str) -> J
         value, end = json.JSONDecoder().raw_decode(text, start)
     except (ValueError, RecursionError) as e:
         if data:
-            found.append(finding("F003", f"{fact.rel} is not valid JSON ({_short(e)})", fact.rel))
+            found.append(finding("F003", f"{fact.name} is not valid JSON ({_short(e)})", fact.rel))
         return JsonDoc(None, False, read, tuple(found))
     if text[end:].strip(" \t\r\n\0"):
-        found.append(finding("F003", f"{fact.rel} has {len(text) - end} bytes after the JSON value "
+        found.append(finding("F003", f"{fact.name} has {len(text) - end} bytes after the JSON value "
                              "(containerd ignores them)", fact.rel))
     if value is not None and not isinstance(value, dict):
-        found.append(finding(shape_code, f"{fact.rel} holds a JSON {type(value).__name__}, not an object", fact.rel))
+        found.append(finding(shape_code, f"{fact.name} holds a JSON {type(value).__name__}, not an object", fact.rel))
         return JsonDoc(None, False, read, tuple(found))
     error = go_type_error(value, schema, "")
     if error:
         caps = value.get("capabilities") if value else None
         if schema is PROCESS_SCHEMA and isinstance(caps, list):
-            found.append(finding("F022", f"{fact.rel}: capabilities is a list (containerd 0.2.8 or "
+            found.append(finding("F022", f"{fact.name}: capabilities is a list (containerd 0.2.8 or "
                                  "older wrote it); containerd 0.2.9 cannot decode it", fact.rel))
         else:
-            found.append(finding(shape_code, f"{fact.rel}: {error}", fact.rel))
+            found.append(finding(shape_code, f"{fact.name}: {error}", fact.rel))
     return JsonDoc(value or {}, error is None and read == "ok", read, tuple(found))
 
 

@@ -7,14 +7,16 @@ each container as it is judged, so memory stays flat however large the root.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable
 from typing import BinaryIO
 
 import orjson
 
 from .judge import VERDICTS, ContainerJudgement, ProcessJudgement
+from .check import CheckReport, Gate, Located, locate
 from .repair import Action
-from .root import printable
+from .root import json_text, printable
 from .rules import Finding
 from .scan import Scan
 
@@ -25,15 +27,7 @@ class ScanFormat(str, enum.Enum):
     table = "table"
     json = "json"
     jsonl = "jsonl"
-
-
-def json_text(name: str) -> str:
-    """A name for JSON: exact, except bytes that are not UTF-8, which JSON cannot hold (\\xNN)."""
-    try:
-        name.encode("utf-8")
-        return name
-    except UnicodeEncodeError:
-        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    prometheus = "prometheus"
 
 
 def finding_json(f: Finding) -> dict:
@@ -124,8 +118,7 @@ def summary_line(scan: Scan) -> str:
 
 
 def finding_line(f: Finding) -> str:
-    where = f"{f.path}: " if f.path and not f.message.startswith(f.path) else ""
-    return f"{f.code} {f.severity:<7} {where}{f.message}"
+    return f"{f.code} {f.severity:<7} {f.path + ': ' if f.path else ''}{f.message}"
 
 
 def render_table(scan: Scan, out: BinaryIO) -> None:
@@ -142,6 +135,170 @@ def render_table(scan: Scan, out: BinaryIO) -> None:
     if every:
         lines += ["", "findings:"] + ["  " + finding_line(f) for f in every]
     out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+
+
+# --- check ----------------------------------------------------------------------------------
+
+class CheckFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+    jsonl = "jsonl"
+    junit = "junit"
+    github = "github"
+    sarif = "sarif"
+    prometheus = "prometheus"
+
+
+def located_json(f: Located, gate: Gate) -> dict:
+    return {"code": f.code, "severity": f.severity,
+            "container": None if f.container is None else json_text(f.container),
+            "process": None if f.process is None else json_text(f.process),
+            "path": f.path, "message": f.message, "fingerprint": f.fingerprint,
+            "baselined": f.fingerprint in gate.baseline, "fails": gate.fails(f)}
+
+
+def check_text(r: CheckReport, out: BinaryIO) -> None:
+    lines = [f"{f.code} {f.severity} {printable(f.subject)}: {f.message}" for f in r.reported]
+    s = r.summary()
+    sev = ", ".join(f"{n} {k}" for k, n in s["by_severity"].items())
+    verdict = "passed" if r.passed else "FAILED"
+    lines.append(f"{verdict}: {s['failing']} finding(s) at or above {r.gate.fail_on} fail the gate "
+                 f"({s['findings']} reported: {sev}; {s['baselined']} in the baseline)")
+    out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+
+
+def check_json(r: CheckReport, out: BinaryIO) -> None:
+    out.write(orjson.dumps({"schema": "recover.check/1", "root": json_text(r.root),
+                            "findings": [located_json(f, r.gate) for f in r.reported],
+                            "summary": r.summary()}) + b"\n")
+
+
+def check_jsonl(r: CheckReport, out: BinaryIO) -> None:
+    for f in r.reported:
+        out.write(orjson.dumps(located_json(f, r.gate)) + b"\n")
+    out.write(orjson.dumps({"summary": r.summary()}) + b"\n")
+
+
+def check_junit(r: CheckReport, out: BinaryIO) -> None:
+    import xml.etree.ElementTree as ET
+
+    by_subject: dict[str, list[Located]] = {}
+    for f in r.failing:
+        by_subject.setdefault(f.subject, []).append(f)
+    subjects = list(r.subjects) + (["(root)"] if "(root)" in by_subject else [])
+    suite = ET.Element("testsuite", name="recover", tests=str(len(subjects)),
+                       failures=str(sum(len(v) for v in by_subject.values())), errors="0")
+    for subject in subjects:
+        container, _, process = subject.partition("/")
+        case = ET.SubElement(suite, "testcase", classname=printable(container), name=printable(process or container))
+        for f in by_subject.get(subject, []):
+            failure = ET.SubElement(case, "failure", message=f"{f.code}: {printable(f.message)}", type=f.code)
+            failure.text = f"{f.code} {f.severity} {printable(f.path or subject)}: {printable(f.message)}"
+    out.write(ET.tostring(suite, encoding="utf-8", xml_declaration=True) + b"\n")
+
+
+def _gh_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _gh_property(text: str) -> str:
+    return _gh_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+GITHUB_LEVEL = {"error": "error", "warning": "warning", "info": "notice"}
+
+
+def check_github(r: CheckReport, out: BinaryIO) -> None:
+    lines = []
+    for f in r.reported:
+        props = [f"title={_gh_property(f.code)}"]
+        if f.path:
+            props.insert(0, f"file={_gh_property(f.path)}")
+        lines.append(f"::{GITHUB_LEVEL[f.severity]} {','.join(props)}::{_gh_data(f.message)}")
+    out.write("".join(x + "\n" for x in lines).encode("utf-8", "backslashreplace"))
+
+
+SARIF_LEVEL = {"error": "error", "warning": "warning", "info": "note"}
+
+
+def check_sarif(r: CheckReport, out: BinaryIO) -> None:
+    from urllib.parse import quote
+
+    from . import __version__
+    from .rules import RULES
+
+    codes = sorted(RULES)
+    rules = [{"id": c, "name": RULES[c].title, "shortDescription": {"text": RULES[c].title},
+              "help": {"text": RULES[c].action},
+              "defaultConfiguration": {"level": SARIF_LEVEL[RULES[c].severity]}} for c in codes]
+    results = []
+    for f in r.reported:
+        result = {"ruleId": f.code, "ruleIndex": codes.index(f.code), "level": SARIF_LEVEL[f.severity],
+                  "message": {"text": f.message},
+                  "partialFingerprints": {"recoverFingerprint/v1": f.fingerprint}}
+        if f.path:
+            result["locations"] = [{"physicalLocation": {"artifactLocation": {
+                "uri": quote(f.path.encode("utf-8", "backslashreplace")), "uriBaseId": "ROOT"}}}]
+        if f.fingerprint in r.gate.baseline:
+            result["baselineState"] = "unchanged"
+        results.append(result)
+    root_uri = "file://" + quote(os.path.realpath(r.root).encode("utf-8", "backslashreplace")).rstrip("/") + "/"
+    doc = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
+           "runs": [{"tool": {"driver": {"name": "recover", "version": __version__, "rules": rules}},
+                     "originalUriBaseIds": {"ROOT": {"uri": root_uri}},
+                     "results": results}]}
+    out.write(orjson.dumps(doc) + b"\n")
+
+
+def _prom_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(root: str, verdicts: dict[str, int], findings: dict[tuple[str, str], int],
+                    timestamp: float) -> bytes:
+    """node_exporter textfile metrics: HELP and TYPE once per metric, then its samples."""
+    r = _prom_label(root)
+    lines = ["# HELP recover_processes Processes in the containerd state root, by verdict.",
+             "# TYPE recover_processes gauge"]
+    lines += [f'recover_processes{{root="{r}",verdict="{v}"}} {verdicts.get(v, 0)}' for v in VERDICTS]
+    lines += ["# HELP recover_findings Findings of the last scan, by code and severity.",
+              "# TYPE recover_findings gauge"]
+    lines += [f'recover_findings{{root="{r}",code="{code}",severity="{sev}"}} {n}'
+              for (code, sev), n in sorted(findings.items())]
+    lines += ["# HELP recover_scan_timestamp_seconds When the scan ran (Unix time).",
+              "# TYPE recover_scan_timestamp_seconds gauge",
+              f'recover_scan_timestamp_seconds{{root="{r}"}} {timestamp:.3f}']
+    return ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
+
+
+def check_prometheus(r: CheckReport, out: BinaryIO) -> None:
+    counts: dict[tuple[str, str], int] = {}
+    for f in r.reported:
+        counts[(f.code, f.severity)] = counts.get((f.code, f.severity), 0) + 1
+    out.write(prometheus_text(r.root, r.verdicts, counts, r.timestamp))
+
+
+def render_prometheus(scan: Scan, out: BinaryIO) -> None:
+    import time
+
+    counts: dict[tuple[str, str], int] = {}
+    for c in scan.containers():
+        for f in locate([c], ()):
+            counts[(f.code, f.severity)] = counts.get((f.code, f.severity), 0) + 1
+    for f in scan.findings:
+        counts[(f.code, f.severity)] = counts.get((f.code, f.severity), 0) + 1
+    out.write(prometheus_text(scan.root.path, dict(scan.summary.verdicts), counts, time.time()))
+
+
+CHECK_RENDERERS: dict[CheckFormat, Callable[[CheckReport, BinaryIO], None]] = {
+    CheckFormat.text: check_text,
+    CheckFormat.json: check_json,
+    CheckFormat.jsonl: check_jsonl,
+    CheckFormat.junit: check_junit,
+    CheckFormat.github: check_github,
+    CheckFormat.sarif: check_sarif,
+    CheckFormat.prometheus: check_prometheus,
+}
 
 
 # --- repair -------------------------------------------------------------------------------
@@ -195,6 +352,7 @@ RENDERERS: dict[ScanFormat, Callable[[Scan, BinaryIO], None]] = {
     ScanFormat.table: render_table,
     ScanFormat.json: render_json,
     ScanFormat.jsonl: render_jsonl,
+    ScanFormat.prometheus: render_prometheus,
 }
 
 

@@ -75,6 +75,15 @@ def printable(name: str) -> str:
     return "".join(out)
 
 
+def json_text(name: str) -> str:
+    """A name for JSON: exact, except bytes that are not UTF-8, which JSON cannot hold (\\xNN)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _name_findings(name: str, rel: str) -> list[Finding]:
     if name.isprintable():
         return []
@@ -125,7 +134,7 @@ class Root:
                 what = "symbolic link (not followed)" if entry.is_symlink() else "file"
             except OSError:
                 continue  # vanished while listed
-            self.findings.append(finding("F040", f"{rel}: a {what} in the root; containerd ignores it", rel))
+            self.findings.append(finding("F040", f"a {what} in the root; containerd ignores it", rel))
         self._names = sorted(names)
         return self._names
 
@@ -162,7 +171,7 @@ class Root:
                     processes.append(self._read_process(cfd, name, f"{rel}/{printable(name)}"))
                 elif entry.is_symlink():
                     prel = f"{rel}/{printable(name)}"
-                    found.append(finding("F040", f"{prel}: a symbolic link in a container dir; not followed", prel))
+                    found.append(finding("F040", "a symbolic link in a container dir; not followed", prel))
             return ContainerRecord(cid, rel, state, tuple(processes), tuple(found))
         finally:
             os.close(cfd)
@@ -192,11 +201,11 @@ class Root:
         for parsed in (spec, pid, starttime, exit_status):
             found.extend(parsed.findings)
         if layout.PID_TEMP_FILE in entries:
-            found.append(finding("F038", f"{rel}/.pid is left over: the runtime died while writing the pid",
+            found.append(finding("F038", ".pid is left over: the runtime died while writing the pid",
                                  f"{rel}/.pid"))
         temps = tuple(sorted(n for n in entries if n.startswith(layout.RECOVER_TEMP_PREFIX)))
         for temp in temps:
-            found.append(finding("F043", f"{rel}/{printable(temp)} is left over by an interrupted "
+            found.append(finding("F043", f"{printable(temp)} is left over by an interrupted "
                                  "`recover repair`", f"{rel}/{printable(temp)}"))
         return ProcessRecord(name, rel, spec, pid, starttime, exit_status, tuple(found), temps)
 
@@ -276,10 +285,10 @@ def _kind(mode: int) -> layout.Kind:
 
 def _dir_problem(e: OSError, rel: str) -> Finding:
     if e.errno == errno.ELOOP or e.errno == errno.ENOTDIR:
-        return finding("F042", f"{rel} is no longer a directory (replaced while scanning)", rel)
+        return finding("F042", "no longer a directory (replaced while scanning)", rel)
     if e.errno == errno.ENOENT:
-        return finding("F011", f"{rel} vanished while it was scanned", rel)
-    return finding("F042", f"{rel} cannot be listed: {e.strerror}", rel)
+        return finding("F011", "vanished while it was scanned", rel)
+    return finding("F042", f"cannot be listed: {e.strerror}", rel)
 
 
 def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
