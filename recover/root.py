@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -291,6 +292,9 @@ def _dir_problem(e: OSError, rel: str) -> Finding:
     return finding("F042", f"cannot be listed: {e.strerror}", rel)
 
 
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
 def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
     """The type of the filesystem holding `path` (e.g. "tmpfs"), from this machine's mount table."""
     try:
@@ -304,7 +308,7 @@ def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str |
         fields = left.split()
         if len(fields) < 5 or not right:
             continue
-        mount_point = fields[4].encode().decode("unicode_escape")  # octal escapes like \040
+        mount_point = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])  # "\040" is a space
         inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
         if inside and len(mount_point) >= len(best):
             best, best_type = mount_point, right.split()[0]

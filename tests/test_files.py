@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from recover import layout
 from recover.cli import app
 from recover.root import Root
+from conftest import record_emitted
 from reference import FIXTURES, REFERENCE
 
 runner = CliRunner()
@@ -179,3 +180,150 @@ def test_root_that_is_not_a_directory_is_a_usage_error(tmp_path):
         result = runner.invoke(app, ["scan", str(path)])
         assert result.exit_code == 2
         assert "not a readable directory" in result.stderr and result.stdout == ""
+
+
+def test_leftover_repair_temp_file_is_reported_and_never_read(one):
+    (one / "c/init/.recover-tmp-abc123").write_bytes(b"")
+    p = _init(one)
+    assert "F043" in {f["code"] for f in p["findings"]}
+    assert p["exit_status"] is None
+
+
+def test_one_process_skipped_while_the_container_loads(reference):
+    from reference import WEB
+
+    (reference / "root" / WEB / "debug-shell" / "pid").write_bytes(b"30894\n")
+    c = {c["id"]: c for c in orjson.loads(runner.invoke(app, [
+        "scan", str(reference / "root"), "--proc-root", str(reference / "proc"), "-f", "json"]).stdout)["containers"]}[WEB]
+    shell = next(p for p in c["processes"] if p["id"] == "debug-shell")
+    assert shell["containerd_would"] == "skip-process" and c["containerd_would"] == "keep"
+    assert {"F032", "R004"} <= {f["code"] for f in shell["findings"]}
+
+
+def test_proc_dir_without_boot_time(reference):
+    (reference / "proc" / "stat").unlink()
+    doc = orjson.loads(runner.invoke(app, ["scan", str(reference / "root"), "--proc-root",
+                                           str(reference / "proc"), "-f", "json"]).stdout)
+    assert "H006" in {f["code"] for f in doc["findings"]}
+    assert doc["host"]["btime"] is None
+
+
+NOBODY = 65534
+
+
+def _mount_hidepid_proc(target: str) -> None:
+    """In a new mount namespace of this (child) process, mount a procfs with hidepid=2."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 0x4000, 1 << 18
+    if libc.unshare(CLONE_NEWNS) != 0 or libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        raise OSError(ctypes.get_errno(), "unshare")
+    if libc.mount(b"proc", target.encode(), b"proc", 0, b"hidepid=2") != 0:
+        raise OSError(ctypes.get_errno(), "mount proc")
+
+
+def _scan_as_nobody(root: str, proc_root: str, hidepid: bool = False) -> dict | None:
+    """Scan in a forked child that dropped root: the interpreter and every module it needs are
+    loaded already (the unprivileged user may not be able to read them).  None: the child could
+    not set up what was asked (no mount namespaces here)."""
+    import io
+
+    from recover.render import render_json
+    from recover.scan import Scan
+
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_end)
+            if hidepid:
+                try:
+                    _mount_hidepid_proc(proc_root)
+                except OSError:
+                    code = 77
+                    raise
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            buf = io.BytesIO()
+            with Scan(root, proc_root=proc_root) as s:
+                render_json(s, buf)
+            with os.fdopen(write_end, "wb") as out:
+                out.write(buf.getvalue())
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) == 77:
+        return None
+    assert os.waitstatus_to_exitcode(status) == 0
+    doc = orjson.loads(data)
+    record_emitted(doc)  # emitted in the child: count them for the catalog check
+    return doc
+
+
+def test_without_root_decides_what_it_can_and_says_what_it_could_not(tmp_path):
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become an unprivileged user")
+    top = tempfile.mkdtemp(prefix="recover-unpriv-", dir="/tmp")
+    try:
+        os.chmod(top, 0o755)
+        root = os.path.join(top, "root")
+        proc = os.path.join(top, "proc")
+        shutil.copytree(FIXTURES / "bad-root" / "ok", os.path.join(root, "c"))
+        shutil.copytree(FIXTURES / "bad-root" / "ok", os.path.join(root, "locked"))
+        shutil.copytree(REFERENCE / "proc", proc, symlinks=True)
+        for d, dirs, files in os.walk(top):
+            for n in dirs:
+                os.chmod(os.path.join(d, n), 0o755)
+            for n in files:
+                if not os.path.islink(os.path.join(d, n)):
+                    os.chmod(os.path.join(d, n), 0o644)
+        os.chmod(os.path.join(root, "c", "init", "process.json"), 0o000)
+        os.chmod(os.path.join(root, "locked"), 0o000)
+        doc = _scan_as_nobody(root, proc)
+        got = {c["id"]: c for c in doc["containers"]}
+        assert "F012" in all_codes(got["c"]) and got["c"]["containerd_would"] == "drop-container"
+        assert "F042" in all_codes(got["locked"])
+        assert got["c"]["processes"][0]["verdict"] == "orphaned"  # still judged from what was read
+    finally:
+        os.chmod(os.path.join(top, "root", "locked"), 0o755)
+        shutil.rmtree(top)
+
+
+def test_hidepid_makes_absence_no_proof_of_death(tmp_path):
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a procfs and become an unprivileged user")
+    top = tempfile.mkdtemp(prefix="recover-hidepid-", dir="/tmp")
+    try:
+        os.chmod(top, 0o755)
+        root, proc = os.path.join(top, "root"), os.path.join(top, "proc")
+        os.mkdir(proc)
+        shutil.copytree(FIXTURES / "bad-root" / "ok", os.path.join(root, "c"))
+        for d, dirs, files in os.walk(root):
+            for n in dirs:
+                os.chmod(os.path.join(d, n), 0o755)
+            for n in files:
+                os.chmod(os.path.join(d, n), 0o644)
+        doc = _scan_as_nobody(root, proc, hidepid=True)
+        if doc is None:
+            pytest.skip("no mount namespace or procfs mount allowed here")
+        assert "H005" in {f["code"] for f in doc["findings"]}
+        p = doc["containers"][0]["processes"][0]
+        assert p["verdict"] == "unknown"  # pid 30857 is not visible: not proof that it died
+        assert "L006" in {f["code"] for f in p["findings"]}
+    finally:
+        shutil.rmtree(top)
