@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from .rules import Finding, finding
 
 STATE_FILE = "state.json"
@@ -253,58 +255,115 @@ def parse_exit_status(fact: FileFact) -> ExitStatusFile:
 
 # Go types of the fields containerd 0.2.9 decodes.  A value of the wrong type makes
 # encoding/json fail, and containerd then deletes the whole container dir (SPEC §2 rule 1).
-# "u32" etc. are integer kinds with their range; a dict is a struct; ("list", T) a slice.
-_U32 = ("int", 0, UINT32_MAX)
-_U64 = _UINT = ("int", 0, (1 << 64) - 1)  # Go's uint is 64 bits on every platform docker ran on
-_INT = ("int", -(1 << 63), (1 << 63) - 1)
-_STRINGS = ("list", "str")
-STATE_SCHEMA: dict[str, Any] = {
-    "bundle": "str", "labels": _STRINGS, "stdin": "str", "stdout": "str", "stderr": "str",
-    "runtime": "str", "runtimeArgs": _STRINGS, "shim": "str", "noPivotRoot": "bool",
-}
-PROCESS_SCHEMA: dict[str, Any] = {
-    "terminal": "bool",
-    "consoleSize": {"height": _UINT, "width": _UINT},
-    "user": {"uid": _U32, "gid": _U32, "additionalGids": ("list", _U32), "username": "str"},
-    "args": _STRINGS, "env": _STRINGS, "cwd": "str",
-    "capabilities": {k: _STRINGS for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
-    "rlimits": ("list", {"type": "str", "hard": _U64, "soft": _U64}),
-    "noNewPrivileges": "bool", "apparmorProfile": "str", "selinuxLabel": "str",
-    "exec": "bool", "containerdStdin": "str", "containerdStdout": "str", "containerdStderr": "str",
-    "runtimeArgs": _STRINGS, "noPivotRoot": "bool", "checkpoint": "str",
-    "rootUID": _INT, "rootGID": _INT,
-}
+# Each type checks a decoded value the way encoding/json would: null decodes into anything,
+# unknown object keys are ignored, keys match case-insensitively.
+
+class _Str:
+    def error(self, value: Any, where: str) -> str | None:
+        return None if value is None or isinstance(value, str) else f"{where}: want a string"
 
 
-def go_type_error(value: Any, schema: Any, where: str) -> str | None:
-    """The first place where encoding/json would refuse `value` for `schema`, or None.
+class _Bool:
+    def error(self, value: Any, where: str) -> str | None:
+        return None if value is None or isinstance(value, bool) else f"{where}: want true or false"
 
-    null decodes into anything; unknown object keys are ignored; keys match case-insensitively.
-    """
-    if value is None:
-        return None
-    if schema == "str":
-        return None if isinstance(value, str) else f"{where}: want a string"
-    if schema == "bool":
-        return None if isinstance(value, bool) else f"{where}: want true or false"
-    if isinstance(schema, tuple) and schema[0] == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool) and schema[1] <= value <= schema[2]
-        return None if ok else f"{where}: want an integer in [{schema[1]}, {schema[2]}]"
-    if isinstance(schema, tuple) and schema[0] == "list":
+
+@dataclass(frozen=True, slots=True)
+class _Int:
+    low: int
+    high: int
+
+    def error(self, value: Any, where: str) -> str | None:
+        if value is None or (isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high):
+            return None
+        return f"{where}: want an integer in [{self.low}, {self.high}]"
+
+
+@dataclass(frozen=True, slots=True)
+class _List:
+    item: Any
+
+    def error(self, value: Any, where: str) -> str | None:
+        if value is None:
+            return None
         if not isinstance(value, list):
             return f"{where}: want a list"
+        if isinstance(self.item, _Str) and all(isinstance(x, str) for x in value):
+            return None  # the common case, without a call per element
         for i, item in enumerate(value):
-            if err := go_type_error(item, schema[1], f"{where}[{i}]"):
+            if err := self.item.error(item, f"{where}[{i}]"):
                 return err
         return None
-    if not isinstance(value, dict):
-        return f"{where}: want an object"
-    fields = {k.lower(): (k, v) for k, v in schema.items()}
-    for key, item in value.items():
-        known = fields.get(key.lower())
-        if known and (err := go_type_error(item, known[1], f"{where}.{known[0]}" if where else known[0])):
-            return err
-    return None
+
+
+class _Struct:
+    def __init__(self, fields: dict[str, Any]):
+        self.fields = fields
+        self._by_lower = {k.lower(): (k, t) for k, t in fields.items()}
+
+    def error(self, value: Any, where: str) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            return f"{where}: want an object"
+        fields = self.fields
+        for key, item in value.items():
+            kind = fields.get(key)
+            if kind is None:
+                known = self._by_lower.get(key.lower())
+                if known is None:
+                    continue  # unknown fields are ignored, as Go does
+                key, kind = known
+            # the common cases inline: this runs for every field of every process.json
+            if item is None or (kind is _STR and type(item) is str) or (kind is _BOOL and type(item) is bool):
+                continue
+            if err := kind.error(item, f"{where}.{key}" if where else key):
+                return err
+        return None
+
+
+_STR, _BOOL = _Str(), _Bool()
+_U32 = _Int(0, UINT32_MAX)
+_U64 = _UINT = _Int(0, (1 << 64) - 1)  # Go's uint is 64 bits on every platform docker ran on
+_INT = _Int(-(1 << 63), (1 << 63) - 1)
+_STRINGS = _List(_STR)
+STATE_SCHEMA = _Struct({
+    "bundle": _STR, "labels": _STRINGS, "stdin": _STR, "stdout": _STR, "stderr": _STR,
+    "runtime": _STR, "runtimeArgs": _STRINGS, "shim": _STR, "noPivotRoot": _BOOL,
+})
+PROCESS_SCHEMA = _Struct({
+    "terminal": _BOOL,
+    "consoleSize": _Struct({"height": _UINT, "width": _UINT}),
+    "user": _Struct({"uid": _U32, "gid": _U32, "additionalGids": _List(_U32), "username": _STR}),
+    "args": _STRINGS, "env": _STRINGS, "cwd": _STR,
+    "capabilities": _Struct({k: _STRINGS for k in ("bounding", "effective", "inheritable", "permitted", "ambient")}),
+    "rlimits": _List(_Struct({"type": _STR, "hard": _U64, "soft": _U64})),
+    "noNewPrivileges": _BOOL, "apparmorProfile": _STR, "selinuxLabel": _STR,
+    "exec": _BOOL, "containerdStdin": _STR, "containerdStdout": _STR, "containerdStderr": _STR,
+    "runtimeArgs": _STRINGS, "noPivotRoot": _BOOL, "checkpoint": _STR,
+    "rootUID": _INT, "rootGID": _INT,
+})
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json takes NaN and Infinity; Go does not
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
+def decode_first_value(data: bytes) -> tuple[Any, int, str]:
+    """Decode the first JSON value as Go's json.Decoder does: (value, end, text).  Raises
+    ValueError or RecursionError when there is none."""
+    try:
+        value = orjson.loads(data)  # the common case: exactly one value, fast
+        return value, len(data), ""
+    except orjson.JSONDecodeError:
+        pass
+    text = data.decode("utf-8", "replace")  # Go replaces invalid UTF-8 the same way
+    start = len(text) - len(text.lstrip(" \t\r\n"))
+    value, end = _DECODER.raw_decode(text, start)
+    return value, end, text
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +374,7 @@ class JsonDoc:
     findings: tuple[Finding, ...]
 
 
-def parse_json_doc(fact: FileFact, schema: dict[str, Any], shape_code: str) -> JsonDoc:
+def parse_json_doc(fact: FileFact, schema: _Struct, shape_code: str) -> JsonDoc:
     """Decode state.json or process.json as recover and as containerd would.
 
     Go's Decoder reads the FIRST JSON value and ignores what follows, so an object followed by
@@ -328,10 +387,8 @@ def parse_json_doc(fact: FileFact, schema: dict[str, Any], shape_code: str) -> J
         return JsonDoc(None, False, read, tuple(found))
     data = fact.data or b""
     found.extend(_content_findings(fact))
-    text = data.decode("utf-8", "replace")  # Go replaces invalid UTF-8 the same way
-    start = len(text) - len(text.lstrip(" \t\r\n"))
     try:
-        value, end = json.JSONDecoder().raw_decode(text, start)
+        value, end, text = decode_first_value(data)
     except (ValueError, RecursionError) as e:
         if data:
             found.append(finding("F003", f"{fact.name} is not valid JSON ({_short(e)})", fact.rel))
@@ -342,7 +399,7 @@ def parse_json_doc(fact: FileFact, schema: dict[str, Any], shape_code: str) -> J
     if value is not None and not isinstance(value, dict):
         found.append(finding(shape_code, f"{fact.name} holds a JSON {type(value).__name__}, not an object", fact.rel))
         return JsonDoc(None, False, read, tuple(found))
-    error = go_type_error(value, schema, "")
+    error = schema.error(value, "")
     if error:
         caps = value.get("capabilities") if value else None
         if schema is PROCESS_SCHEMA and isinstance(caps, list):

@@ -139,6 +139,19 @@ class Root:
         self._names = sorted(names)
         return self._names
 
+    def has_dir(self, cid: str, process: str) -> bool:
+        """Whether <cid>/<process> is a directory (not a link) in the root right now."""
+        try:
+            cfd = os.open(cid, _OPEN_DIR, dir_fd=self._fd)
+        except (OSError, ValueError):
+            return False
+        try:
+            return stat.S_ISDIR(os.stat(process, dir_fd=cfd, follow_symlinks=False).st_mode)
+        except (OSError, ValueError):
+            return False
+        finally:
+            os.close(cfd)
+
     def read(self, cid: str) -> ContainerRecord:
         """Read one container dir.  Never raises for anything inside it."""
         rel = printable(cid)

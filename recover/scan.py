@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .host import HostView, ProcessFacts, gather
 from .judge import ContainerJudgement, HostFacts, judge_container
-from .root import Root, filesystem_type, printable
+from .root import ContainerRecord, Root, filesystem_type, printable
 from .rules import Finding, finding
 
 DEFAULT_ROOTS = ("/run/containerd", "/var/run/docker/libcontainerd/containerd")
@@ -68,12 +68,12 @@ class Scan:
             hidepid=bool(self.host and self.host.hidepid),
             root_on_tmpfs=None if fs is None else fs == "tmpfs")
         self.ids = select_containers(self.root.containers(), select)
-        self._all_ids = set(self.root.containers())
         self.findings.extend(self.root.findings)
         self.orphan_shims: list[OrphanShim] = []
         self.summary = Summary()
-        self._seen: dict[str, set[str]] = {}
-        self._exited: set[tuple[str, str]] = set()
+        # shims that watch a process of this root that has not exited: bounded by the live
+        # processes on the host, not by the size of the root
+        self._accounted_shims: set[int] = set()
 
     def close(self) -> None:
         self.root.close()
@@ -91,8 +91,8 @@ class Scan:
                 "clock_ticks": self.host_facts.clock_ticks}
 
     def containers(self) -> Iterator[ContainerJudgement]:
-        for cid in self.ids:
-            judged = self.judge(cid)
+        for record in map(self.root.read, self.ids):
+            judged = self.judge(record)
             self._count(judged)
             yield judged
         self.orphan_shims = self._find_orphan_shims()
@@ -101,8 +101,8 @@ class Scan:
                                          f"{printable(shim.process or '?')}): {shim.reason}"))
         self.summary.severities.update(f.severity for f in self.findings)
 
-    def judge(self, cid: str) -> ContainerJudgement:
-        record = self.root.read(cid)
+    def judge(self, record: ContainerRecord) -> ContainerJudgement:
+        cid = record.id
         facts = {}
         for p in record.processes:
             if self.host is None or not self.host_facts.proc_read:
@@ -113,8 +113,8 @@ class Scan:
         if self.host_facts.live and record.bundle:
             bundle_exists = os.path.exists(record.bundle)  # os.Stat, as containerd does: follows links
         judged = judge_container(record, facts, self.host_facts, bundle_exists)
-        self._seen[cid] = {p.id for p in record.processes}
-        self._exited.update((cid, p.id) for p in judged.processes if p.verdict == "exited")
+        self._accounted_shims.update(p.shim_pid for p in judged.processes
+                                     if p.shim_pid is not None and p.verdict != "exited")
         return judged
 
     def _count(self, judged: ContainerJudgement) -> None:
@@ -131,22 +131,22 @@ class Scan:
         if self.host is None or not self.host_facts.proc_read:
             return []
         out = []
+        selected = set(self.ids)
+        everything = len(self.ids) == len(self.root.containers())
         for shim in self.host.all_shims():
             cid, pid_id = shim.container, shim.process
-            if cid is None:
+            if cid is None or shim.pid in self._accounted_shims:
                 continue
             if self.host_facts.live and shim.cwd and os.path.dirname(os.path.dirname(shim.cwd)) != self.root.real:
                 continue  # the shim of another state root
-            if cid not in self._seen:
-                if cid in self._all_ids or len(self.ids) != len(self._all_ids):
-                    continue  # a container that was not selected, or a selection is in force
+            if cid not in selected:
+                if not everything or cid in self.root.containers():
+                    continue  # a container that was not selected
                 reason = "its container dir is missing"
-            elif pid_id is not None and pid_id not in self._seen[cid]:
+            elif pid_id is not None and not self.root.has_dir(cid, pid_id):
                 reason = "its process dir is missing"
-            elif pid_id is not None and (cid, pid_id) in self._exited:
-                reason = "its process already has an exitStatus"
             else:
-                continue
+                reason = "its process has exited or its pid file names another process"
             state = "alive" if shim.stat is None else {"T": "stopped", "t": "stopped", "Z": "zombie"}.get(
                 shim.stat.state, "alive")
             out.append(OrphanShim(shim.pid, cid, pid_id, shim.cwd, state, reason))

@@ -133,7 +133,7 @@ def test_trailing_bytes_after_the_json_value():
 
 @pytest.mark.parametrize("data, codes", [
     (b"", ["F002"]), (b"{", ["F003"]), (b"[1]", ["F021"]), (b"null", []), (b"\xff{}", ["F005", "F003"]),
-    (b"[" * 100000, ["F003"]),
+    (b"[" * 100000, ["F003"]), (b'{"terminal": NaN}', ["F003"]), (b'{"rootUID": Infinity}', ["F003"]),
 ])
 def test_bad_documents(data, codes):
     parsed = doc(data)

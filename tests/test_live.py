@@ -120,6 +120,7 @@ def test_pid_reused_through_a_captured_proc_dir(builder, tmp_path):
     live.kill_child()
     live.wait_exit_status()
     os.unlink(live.dir / "exitStatus")  # as if the shim died before it could write it
+    time.sleep(0.05)  # start ticks count 10 ms: a reuser started in the same tick looks identical
     other = builder.spawn_unrelated()
     proc_dir = capture_proc(tmp_path / "proc", [1], as_pid={other.pid: recorded})
     p = proc(scan(builder.root, "--proc-root", str(proc_dir)))
