@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Annotated, Optional
@@ -47,33 +48,47 @@ def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 RootArg = Annotated[Optional[str], typer.Argument(
     help="The state root. Default: the first that exists of /run/containerd and "
          "/var/run/docker/libcontainerd/containerd.", show_default=False, metavar="ROOT")]
-ProcRootOpt = Annotated[str, typer.Option(
-    "--proc-root", metavar="DIR", help="A live proc mount, or a captured proc dir laid out like /proc.")]
+ProcRootOpt = Annotated[Optional[str], typer.Option(
+    "--proc-root", metavar="DIR", show_default=False,
+    help="A live proc mount, or a captured proc dir laid out like /proc. Default: /proc (none with --image-root).")]
 OfflineOpt = Annotated[bool, typer.Option(
     "--offline", help="Read no proc at all: processes that have not exited are 'unknown'.")]
+ImageRootOpt = Annotated[Optional[str], typer.Option(
+    "--image-root", metavar="DIR", help="Analyse a mounted disk image or copied host tree: the default roots, "
+    "Docker's files and runc's root are looked up under DIR; /proc only from --proc-root.")]
+RuncRootOpt = Annotated[str, typer.Option("--runc-root", metavar="DIR", help="runc's state dir.")]
 ContainerOpt = Annotated[Optional[list[str]], typer.Option(
     "--container", "-c", metavar="ID", help="A container id or unique prefix (repeatable).", show_default=False)]
 
 
-def _resolve_root(root: str | None) -> str:
+def _resolve_root(root: str | None, around=None) -> str:
+    from .around import Surroundings
     from .scan import default_root
 
     if root is not None:
         return root
-    found = default_root()
+    found = default_root(around or Surroundings())
     if found is None:
         raise _fail("no state root found at /run/containerd or /var/run/docker/libcontainerd/containerd; "
                     "name one (see `recover --help`), or try `recover demo`")
     return found
 
 
-def _open_scan(root: str | None, proc_root: str, offline: bool, container: list[str] | None):
+def _open_scan(root: str | None, proc_root: str | None, offline: bool, container: list[str] | None,
+               image_root: str | None = None, runc_root: str = "/run/runc"):
+    from .around import Surroundings
     from .root import RootError
     from .scan import Scan, SelectionError
 
-    path = _resolve_root(root)
+    if image_root is not None and not os.path.isdir(image_root):
+        raise _fail(f"--image-root {image_root}: not a directory")
+    around = Surroundings(image_root, runc_root)
+    path = _resolve_root(root, around)
+    if proc_root is None:  # a disk image has no /proc of its own: the host's would be wrong
+        offline = offline or image_root is not None
+        proc_root = "/proc"
     try:
-        return Scan(path, proc_root=proc_root, offline=offline, select=container)
+        return Scan(path, proc_root=proc_root, offline=offline, select=container, around=around)
     except RootError as e:
         raise _fail(f"{e}: not a readable directory") from None
     except SelectionError as e:
@@ -83,8 +98,10 @@ def _open_scan(root: str | None, proc_root: str, offline: bool, container: list[
 @app.command(epilog=EXIT_CODES_HELP)
 def scan(
     root: RootArg = None,
-    proc_root: ProcRootOpt = "/proc",
+    proc_root: ProcRootOpt = None,
     offline: OfflineOpt = False,
+    image_root: ImageRootOpt = None,
+    runc_root: RuncRootOpt = "/run/runc",
     format: Annotated[str, typer.Option(
         "--format", "-f", metavar="FORMAT", help="table, json (one document) or jsonl (a line per container, then a summary).")] = "table",
     container: ContainerOpt = None,
@@ -99,7 +116,7 @@ def scan(
         fmt = ScanFormat(format)
     except ValueError:
         raise _fail(f"--format must be one of: {', '.join(f.value for f in ScanFormat)}") from None
-    with _open_scan(root, proc_root, offline, container) as s:
+    with _open_scan(root, proc_root, offline, container, image_root, runc_root) as s:
         RENDERERS[fmt](s, sys.stdout.buffer)
         sys.stdout.flush()
 
@@ -107,8 +124,10 @@ def scan(
 @app.command(epilog=EXIT_CODES_HELP)
 def check(
     root: RootArg = None,
-    proc_root: ProcRootOpt = "/proc",
+    proc_root: ProcRootOpt = None,
     offline: OfflineOpt = False,
+    image_root: ImageRootOpt = None,
+    runc_root: RuncRootOpt = "/run/runc",
     container: ContainerOpt = None,
     select: Annotated[Optional[str], typer.Option(
         "--select", metavar="CODES", help="Only these codes or prefixes (comma-separated), e.g. L,R006.")] = None,
@@ -144,7 +163,7 @@ def check(
     except (OSError, ValueError) as e:
         raise _fail(f"--baseline: {e}") from None
     gate = ck.Gate(ck.parse_codes(select), ck.parse_codes(ignore), fail_on, known)
-    with _open_scan(root, proc_root, offline, container) as s:
+    with _open_scan(root, proc_root, offline, container, image_root, runc_root) as s:
         containers = list(s.containers())
         report = ck.CheckReport(
             root=s.root.path, findings=tuple(ck.locate(containers, s.findings)),
@@ -157,6 +176,30 @@ def check(
     sys.stdout.flush()
     if not report.passed:
         raise typer.Exit(EXIT_FINDINGS)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def explain(
+    target: Annotated[str, typer.Argument(metavar="ID[/PROCESS]", help="A container id or unique prefix, optionally /process.")],
+    root: Annotated[Optional[str], typer.Option("--root", metavar="ROOT", help="The state root (default as for scan).")] = None,
+    proc_root: ProcRootOpt = None,
+    offline: OfflineOpt = False,
+    format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="text or json.")] = "text",
+) -> None:
+    """Everything recover knows about one container or process: its files, the evidence behind
+    each verdict step by step, the runtime's and the shim's logs, its events, a timeline, and what
+    containerd and `recover repair` would do.
+    """
+    from .explain import ExplainError, run_explain
+
+    if format not in ("text", "json"):
+        raise _fail("--format must be one of: text, json")
+    path = _resolve_root(root)
+    try:
+        run_explain(sys.stdout.buffer, path, target, proc_root=proc_root or "/proc", offline=offline, fmt=format)
+    except ExplainError as e:
+        raise _fail(str(e)) from None
+    sys.stdout.flush()
 
 
 @app.command()
@@ -195,7 +238,7 @@ def repair(
         "--force", help="Write even while a daemon runs on ROOT, without a live /proc, or move live containers.")] = False,
     undo: Annotated[Optional[str], typer.Option(
         "--undo", metavar="JOURNAL", help="Revert what a journal recorded, where files are still as it left them.")] = None,
-    proc_root: ProcRootOpt = "/proc",
+    proc_root: ProcRootOpt = None,
     container: ContainerOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table or json.")] = "table",
 ) -> None:
@@ -205,11 +248,10 @@ def repair(
     Never deletes, never overwrites a valid exitStatus, never touches a running process.
     Every change is re-verified first and journalled. Run it BEFORE restarting the daemon.
     """
-    import os
-
     from . import repair as rp
-    from .host import HostView
     from .render import REPAIR_RENDERERS, RepairFormat
+
+    proc_root = proc_root or "/proc"
 
     try:
         fmt = RepairFormat(format)

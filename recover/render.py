@@ -72,6 +72,7 @@ def _tail_json(scan: Scan) -> dict:
         "orphan_shims": [{"pid": o.pid, "container": json_text(o.container),
                           "process": json_text(o.process) if o.process is not None else None,
                           "cwd": json_text(o.cwd) if o.cwd else None, "state": o.state,
+                          "started": o.started, "age_s": _age(o.started),
                           "reason": o.reason} for o in scan.orphan_shims],
         "findings": [finding_json(f) for f in scan.findings],
         "summary": summary_json(scan),
@@ -128,8 +129,9 @@ def render_table(scan: Scan, out: BinaryIO) -> None:
     lines = [tabulate(table_rows(containers), headers=TABLE_HEADERS, tablefmt="simple",
                       disable_numparse=True) if containers else "(no containers)", "", summary_line(scan)]
     for o in scan.orphan_shims:
+        age = _age(o.started)
         lines.append(f"orphan shim: pid {o.pid} {printable(o.container)[:12]}/{printable(o.process or '?')} "
-                     f"({o.state}): {o.reason}")
+                     f"({o.state}{f', {age:.0f} s old' if age is not None else ''}): {o.reason}")
     every = [f for c in containers for f in (*c.findings, *(f for p in c.processes for f in p.findings))]
     every.extend(scan.findings)
     if every:
@@ -354,6 +356,12 @@ RENDERERS: dict[ScanFormat, Callable[[Scan, BinaryIO], None]] = {
     ScanFormat.jsonl: render_jsonl,
     ScanFormat.prometheus: render_prometheus,
 }
+
+
+def _age(started: float | None) -> float | None:
+    import time
+
+    return None if started is None else round(max(0.0, time.time() - started), 1)
 
 
 def _dash(value: object) -> str:

@@ -152,6 +152,17 @@ _RULES = [
          "absence is not proof of death: run as root"),
     Rule("H006", "warning", "cannot read boot time or boot id",
          "previous-boot detection and start epochs are unavailable"),
+    Rule("H007", "info", "docker-containerd.pid names no running process",
+         "the daemon is down (as after a crash): Docker starts a new one over this root; scan first"),
+    Rule("H008", "error", "docker-containerd.pid names a live process that is not containerd",
+         "Docker 1.12-1.13 would take it for a running containerd and never start one: remove the "
+         "stale pid file before starting Docker"),
+    Rule("H009", "warning", "a containerd daemon runs on this root",
+         "the root may change while it is read; repair refuses to write until it stops"),
+    Rule("H010", "warning", "bundle incomplete (config.json or stdio FIFOs)",
+         "runc cannot act on the container, or Docker cannot reattach its stdio"),
+    Rule("H011", "warning", "runc's state disagrees with containerd's files",
+         "runc and containerd name different init processes: trust the start ticks, check by hand"),
 ]
 
 RULES: dict[str, Rule] = {r.code: r for r in _RULES}

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from .around import Surroundings, bundle_findings, docker_findings, runc_findings
 from .host import HostView, ProcessFacts, gather
 from .judge import ContainerJudgement, HostFacts, judge_container
 from .root import ContainerRecord, Root, filesystem_type, printable
@@ -32,6 +33,7 @@ class OrphanShim:
     cwd: str | None
     state: str
     reason: str
+    started: float | None  # epoch: btime + start ticks / CLK_TCK
 
 
 @dataclass
@@ -47,8 +49,9 @@ class Scan:
     """One scan of one root.  Iterate `containers()` once; then read `orphan_shims`, `summary`."""
 
     def __init__(self, root_path: str, *, proc_root: str = "/proc", offline: bool = False,
-                 select: list[str] | None = None):
+                 select: list[str] | None = None, around: Surroundings = Surroundings()):
         self.root = Root(root_path)
+        self.around = around
         self.findings: list[Finding] = []
         self.host: HostView | None = None if offline else HostView(proc_root)
         proc_read = self.host is not None and self.host.readable
@@ -69,6 +72,7 @@ class Scan:
             root_on_tmpfs=None if fs is None else fs == "tmpfs")
         self.ids = select_containers(self.root.containers(), select)
         self.findings.extend(self.root.findings)
+        self.findings.extend(docker_findings(self.root.real, self.host))
         self.orphan_shims: list[OrphanShim] = []
         self.summary = Summary()
         # shims that watch a process of this root that has not exited: bounded by the live
@@ -110,9 +114,13 @@ class Scan:
             else:
                 facts[p.id] = gather(self.host, self.root.real, record.id, record.shim, p.id, p.pid.value, p.pid.containerd)
         bundle_exists = None
-        if self.host_facts.live and record.bundle:
-            bundle_exists = os.path.exists(record.bundle)  # os.Stat, as containerd does: follows links
+        if record.bundle and (self.host_facts.live or self.around.image_root is not None):
+            # os.Stat, as containerd does: follows links (inside the image, when analysing one)
+            bundle_exists = os.path.exists(self.around.path(record.bundle))
         judged = judge_container(record, facts, self.host_facts, bundle_exists)
+        extra = bundle_findings(judged, self.around) + runc_findings(judged, self.around)
+        if extra:
+            judged = replace(judged, findings=judged.findings + tuple(extra))
         self._accounted_shims.update(p.shim_pid for p in judged.processes
                                      if p.shim_pid is not None and p.verdict != "exited")
         return judged
@@ -149,7 +157,8 @@ class Scan:
                 reason = "its process has exited or its pid file names another process"
             state = "alive" if shim.stat is None else {"T": "stopped", "t": "stopped", "Z": "zombie"}.get(
                 shim.stat.state, "alive")
-            out.append(OrphanShim(shim.pid, cid, pid_id, shim.cwd, state, reason))
+            started = self.host.start_epoch(shim.stat.starttime) if shim.stat else None
+            out.append(OrphanShim(shim.pid, cid, pid_id, shim.cwd, state, reason, started))
         return out
 
 
@@ -172,8 +181,8 @@ def select_containers(ids: list[str], wanted: list[str] | None) -> list[str]:
     return sorted(chosen)
 
 
-def default_root() -> str | None:
+def default_root(around: Surroundings = Surroundings()) -> str | None:
     for path in DEFAULT_ROOTS:
-        if os.path.isdir(path):
-            return path
+        if os.path.isdir(around.path(path)):
+            return around.path(path)
     return None

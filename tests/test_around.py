@@ -1,0 +1,161 @@
+"""Around the root: a mounted disk image, Docker's files beside the root, runc's state, orphan shims."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from recover.around import in_image
+from recover.builder import RootBuilder, become_subreaper
+from recover.cli import app
+from reference import CACHE, CRON, WEB, WORKER, copy_reference
+
+runner = CliRunner()
+DOCKER_ROOT = "var/run/docker/libcontainerd/containerd"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def subreaper():
+    become_subreaper()
+
+
+def scan(*args):
+    result = runner.invoke(app, ["scan", "-f", "json", *args])
+    assert result.exit_code == 0, result.output
+    return orjson.loads(result.stdout)
+
+
+def codes(doc, cid=None):
+    if cid is None:
+        return {f["code"] for f in doc["findings"]}
+    c = next(c for c in doc["containers"] if c["id"] == cid)
+    return {f["code"] for f in c["findings"]} | {f["code"] for p in c["processes"] for f in p["findings"]}
+
+
+def test_paths_resolve_inside_the_image(tmp_path):
+    image = tmp_path / "image"
+    (image / "run" / "containerd").mkdir(parents=True)
+    (image / "var").mkdir()
+    os.symlink("/run", image / "var" / "run")  # absolute, as on a real host
+    os.symlink("../../../../../etc", image / "run" / "escape")
+    os.symlink("loop", image / "run" / "loop")
+    assert in_image(str(image), "/var/run/containerd") == str(image / "run" / "containerd")
+    assert in_image(str(image), "/var/run/escape/passwd") == str(image / "etc" / "passwd")
+    assert in_image(str(image), "/../../etc") == str(image / "etc")
+    assert in_image(str(image), "/run/loop/x").startswith(str(image))
+
+
+@pytest.fixture
+def image(tmp_path):
+    """A host tree as a disk image holds it: Docker's layout, /var/run a link to /run."""
+    image = tmp_path / "image"
+    capture = copy_reference(tmp_path / "capture")
+    (image / "run" / "docker" / "libcontainerd").mkdir(parents=True)
+    (image / "var").mkdir()
+    os.symlink("/run", image / "var" / "run")
+    shutil.copytree(capture / "root", image / "run/docker/libcontainerd/containerd", symlinks=True,
+                    ignore=shutil.ignore_patterns("exit", "control"))
+    for cid in (WEB, WORKER, CRON):  # CACHE's bundle is gone
+        bundle = image / "run/docker/libcontainerd" / cid
+        bundle.mkdir()
+        (bundle / "config.json").write_text("{}")
+        for stream in ("stdin", "stdout", "stderr"):
+            os.mkfifo(bundle / f"init-{stream}")
+    return image, capture
+
+
+def test_image_root_finds_the_default_root_and_reads_no_proc(image):
+    tree, _ = image
+    doc = scan("--image-root", str(tree))
+    assert doc["root"] == str(tree / "run/docker/libcontainerd/containerd")
+    assert doc["host"]["proc_root"] is None
+    verdicts = {(c["id"], p["id"]): p["verdict"] for c in doc["containers"] for p in c["processes"]}
+    assert verdicts[(WORKER, "init")] == "exited"
+    assert verdicts[(WEB, "init")] == "unknown"
+    # the bundle is looked up inside the image: the one that is gone means containerd kills
+    cache = next(c for c in doc["containers"] if c["id"] == CACHE)
+    assert cache["containerd_would"] == "drop-container" and "R003" in codes(doc, CACHE)
+
+
+def test_image_root_with_a_captured_proc(image):
+    tree, capture = image
+    doc = scan("--image-root", str(tree), "--proc-root", str(capture / "proc"))
+    verdicts = {(c["id"], p["id"]): p["verdict"] for c in doc["containers"] for p in c["processes"]}
+    assert verdicts[(WEB, "init")] == "running" and verdicts[(CRON, "init")] == "orphaned"
+
+
+def test_bundle_without_config_or_with_a_file_for_a_fifo(image):
+    tree, _ = image
+    bundle = tree / "run/docker/libcontainerd" / WEB
+    (bundle / "config.json").unlink()
+    (bundle / "init-stdout").unlink()
+    (bundle / "init-stdout").write_text("")
+    doc = scan("--image-root", str(tree))
+    messages = [f["message"] for c in doc["containers"] if c["id"] == WEB for f in c["findings"]]
+    assert any("config.json" in m for m in messages) and any("init-stdout" in m for m in messages)
+    assert "H010" in codes(doc, WEB) and "H010" not in codes(doc, WORKER)
+
+
+def _runc_state(runc_root, cid, pid, start):
+    (runc_root / cid).mkdir(parents=True)
+    (runc_root / cid / "state.json").write_text(json.dumps({"id": cid, "init_process_pid": pid,
+                                                            "init_process_start": start}))
+
+
+@pytest.mark.parametrize("pid, start, finding", [
+    (30857, 194198, False), (30857, "194198", False),  # a number in new runc, a string in old
+    (30858, 194198, True), (30857, "194199", True), (30857, None, True)])
+def test_runc_state_cross_check(reference, tmp_path, pid, start, finding):
+    runc = tmp_path / "runc"
+    _runc_state(runc, WEB, pid, start)
+    doc = scan(str(reference / "root"), "--proc-root", str(reference / "proc"), "--runc-root", str(runc))
+    assert ("H011" in codes(doc, WEB)) is finding
+    assert "H011" not in codes(doc, WORKER)  # runc has no state for it: nothing to compare
+
+
+def _fake(tmp_path, name, *args):
+    link = tmp_path / name
+    os.symlink(shutil.which("sleep"), link)
+    return subprocess.Popen([str(link), *args])
+
+
+def test_docker_containerd_pid(reference, tmp_path):
+    pid_file = reference / "docker-containerd.pid"  # beside the root, <reference>/root
+    root = str(reference / "root")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    pid_file.write_text(str(dead.pid))
+    assert "H007" in codes(scan(root))
+    stranger = _fake(tmp_path, "not-a-daemon", "1000")
+    daemon = _fake(tmp_path, "docker-containerd", "1000")
+    try:
+        pid_file.write_text(str(stranger.pid))
+        assert "H008" in codes(scan(root))
+        pid_file.write_text(str(daemon.pid))
+        assert "H009" in codes(scan(root))
+        pid_file.write_text("garbage")
+        assert "H007" in codes(scan(root))
+    finally:
+        for p in (stranger, daemon):
+            p.kill()
+            p.wait()
+
+
+def test_orphan_shim_has_a_start_time_and_an_age(tmp_path):
+    c = "ab" * 32
+    with RootBuilder(tmp_path / "root") as b:
+        live = b.start_process(c, "init")
+        shutil.rmtree(live.dir)
+        doc = scan(str(b.root))
+        (o,) = doc["orphan_shims"]
+        assert (o["pid"], o["container"], o["process"], o["state"]) == (live.shim.pid, c, "init", "alive")
+        assert o["reason"] == "its process dir is missing"
+        assert o["started"] > 1e9 and 0 <= o["age_s"] < 60
+        table = runner.invoke(app, ["scan", str(b.root)]).stdout
+        assert f"orphan shim: pid {live.shim.pid}" in table and "s old" in table
