@@ -43,6 +43,9 @@ def parse_stat(data: bytes) -> ProcStat | None:
         exit_code = int(fields[49]) if len(fields) > 49 else None
     except (ValueError, IndexError, UnicodeDecodeError):
         return None
+    if not (0 <= pid < 1 << 32 and 0 <= ppid < 1 << 32 and 0 <= starttime < 1 << 64
+            and (exit_code is None or 0 <= exit_code < 1 << 32)):
+        return None  # not what a kernel writes: a damaged or hostile capture
     comm = data[open_at + 1:close_at].decode("utf-8", "surrogateescape")
     return ProcStat(pid, comm, state, ppid, starttime, exit_code, data)
 

@@ -35,6 +35,7 @@ RECOVER_TEMP_PREFIX = ".recover-tmp-"
 
 MAX_FILE_BYTES = 1 << 20
 UINT32_MAX = (1 << 32) - 1
+UINT64_MAX = (1 << 64) - 1  # start ticks are an unsigned long long in the kernel
 PID_MAX_LIMIT = 1 << 22  # the kernel's ceiling for /proc/sys/kernel/pid_max
 # What 0.2.4-0.2.8 wrote on restore: fmt.Sprintf("%u", uint32(255)) is not a Go verb.
 _DAEMON_FORMAT_BUG = re.compile(rb"%!u\(uint32=(\d+)\)")
@@ -193,10 +194,11 @@ def parse_starttime(fact: FileFact) -> StartTimeFile:
     value = None
     raw = fact.data or b""
     if fact.readable and raw:
-        if _DECIMAL.fullmatch(raw):
+        if _DECIMAL.fullmatch(raw) and int(raw) <= UINT64_MAX:
             value = int(raw)
         else:
-            value = _lenient_decimal(raw)
+            lenient = _lenient_decimal(raw)
+            value = lenient if lenient is not None and lenient <= UINT64_MAX else None
             found.extend(f for f in _content_findings(fact) if f.code != "F002")
             found.append(finding("F034", f"{fact.name} holds {_show(raw)}", fact.rel))
     return StartTimeFile(value, raw, read, tuple(found))

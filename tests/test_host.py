@@ -30,7 +30,8 @@ def test_old_kernel_without_exit_code():
     assert parse_stat(line).exit_code is None and parse_stat(line).starttime == 99
 
 
-@pytest.mark.parametrize("data", [b"", b"garbage", b"12 (x", b"x (y) S 1", b"12 (y) S notanumber"])
+@pytest.mark.parametrize("data", [b"", b"garbage", b"12 (x", b"x (y) S 1", b"12 (y) S notanumber",
+                                  stat_line(1, b"x", start=1 << 64), stat_line(1 << 40, b"x"), stat_line(1, b"x", ppid=-1)])
 def test_bad_stat_is_none(data):
     assert parse_stat(data) is None
 

@@ -75,6 +75,7 @@ def test_exit_status_fifo_blocks_containerd():
     (b"194198\n", 194198, b"194198\n", ["F034"]),
     (b"", None, b"", []),  # empty: containerd assumes the same process
     (b"abc", None, b"abc", ["F034"]),
+    (b"99999999999999999999", None, b"99999999999999999999", ["F034"]),  # beyond 64 bits
 ])
 def test_starttime(data, value, raw, codes):
     parsed = layout.parse_starttime(fact(data))
