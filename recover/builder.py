@@ -402,9 +402,8 @@ class RootBuilder:
                                  stdout=subprocess.DEVNULL, stderr=err, process_group=0)
         return p, errlog
 
-    def start_process(self, cid: str, pid_id: str, args=("sleep", "1000"), *, exec_: bool | None = None,
-                      starttime: bool = True, timeout: float = 5.0) -> LiveProcess:
-        """Write process.json and run it under a stand-in shim; wait for `pid` (and `starttime`)."""
+    def _process_dir(self, cid: str, pid_id: str, args, exec_: bool | None) -> Path:
+        """The process dir with its process.json, and the container around it if it is new."""
         if exec_ is None:
             exec_ = pid_id != "init"
         if not (self.root / cid / "state.json").exists() and cid not in self._containers:
@@ -412,6 +411,12 @@ class RootBuilder:
         pdir = self.root / cid / pid_id
         pdir.mkdir(parents=True, exist_ok=True)
         _write(pdir / "process.json", process_json(list(args), exec_=exec_))
+        return pdir
+
+    def start_process(self, cid: str, pid_id: str, args=("sleep", "1000"), *, exec_: bool | None = None,
+                      starttime: bool = True, timeout: float = 5.0) -> LiveProcess:
+        """Write process.json and run it under a stand-in shim; wait for `pid` (and `starttime`)."""
+        pdir = self._process_dir(cid, pid_id, args, exec_)
         shim, errlog = self._spawn_shim(cid, pid_id, {} if starttime else {"RECOVER_SHIM_NO_STARTTIME": "1"})
         # Register the shim before waiting so cleanup() covers a failed start.
         self.popens.append(shim)
@@ -444,13 +449,7 @@ class RootBuilder:
     def start_hung_shim(self, cid: str, pid_id: str, args=("sleep", "1000"), *,
                         exec_: bool | None = None, timeout: float = 5.0) -> subprocess.Popen:
         """A shim whose start never finished: FIFOs, process.json, no pid; sleeps until killed."""
-        if exec_ is None:
-            exec_ = pid_id != "init"
-        if not (self.root / cid / "state.json").exists() and cid not in self._containers:
-            self.container(cid)
-        pdir = self.root / cid / pid_id
-        pdir.mkdir(parents=True, exist_ok=True)
-        _write(pdir / "process.json", process_json(list(args), exec_=exec_))
+        pdir = self._process_dir(cid, pid_id, args, exec_)
         shim, errlog = self._spawn_shim(cid, pid_id, {"RECOVER_SHIM_NO_START": "1"})
         self.popens.append(shim)
         # log.json is the shim's last setup step (after the FIFOs): once it exists, setup is done.

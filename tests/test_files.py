@@ -271,6 +271,15 @@ def _scan_as_nobody(root: str, proc_root: str, hidepid: bool = False) -> dict | 
     return doc
 
 
+def _world_readable(top: str) -> None:
+    for d, dirs, files in os.walk(top):
+        for n in dirs:
+            os.chmod(os.path.join(d, n), 0o755)
+        for n in files:
+            if not os.path.islink(os.path.join(d, n)):
+                os.chmod(os.path.join(d, n), 0o644)
+
+
 def test_without_root_decides_what_it_can_and_says_what_it_could_not(tmp_path):
     import tempfile
 
@@ -284,12 +293,7 @@ def test_without_root_decides_what_it_can_and_says_what_it_could_not(tmp_path):
         shutil.copytree(FIXTURES / "bad-root" / "ok", os.path.join(root, "c"))
         shutil.copytree(FIXTURES / "bad-root" / "ok", os.path.join(root, "locked"))
         shutil.copytree(REFERENCE / "proc", proc, symlinks=True)
-        for d, dirs, files in os.walk(top):
-            for n in dirs:
-                os.chmod(os.path.join(d, n), 0o755)
-            for n in files:
-                if not os.path.islink(os.path.join(d, n)):
-                    os.chmod(os.path.join(d, n), 0o644)
+        _world_readable(top)
         os.chmod(os.path.join(root, "c", "init", "process.json"), 0o000)
         os.chmod(os.path.join(root, "locked"), 0o000)
         doc = _scan_as_nobody(root, proc)
@@ -313,11 +317,7 @@ def test_hidepid_makes_absence_no_proof_of_death(tmp_path):
         root, proc = os.path.join(top, "root"), os.path.join(top, "proc")
         os.mkdir(proc)
         shutil.copytree(FIXTURES / "bad-root" / "ok", os.path.join(root, "c"))
-        for d, dirs, files in os.walk(root):
-            for n in dirs:
-                os.chmod(os.path.join(d, n), 0o755)
-            for n in files:
-                os.chmod(os.path.join(d, n), 0o644)
+        _world_readable(root)
         doc = _scan_as_nobody(root, proc, hidepid=True)
         if doc is None:
             pytest.skip("no mount namespace or procfs mount allowed here")
