@@ -286,6 +286,8 @@ def predict_process(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) ->
     if not host.proc_read:
         return Prediction(None, "whether the pid lives cannot be told without /proc")
     stat = facts.containerd_stat
+    if stat is None and pid > 0 and host.hidepid:
+        return Prediction(None, "containerd (root) sees processes that hidepid hides from recover")
     if stat is None and pid > 0:
         return Prediction("record-255", f"kill({pid}, 0) fails: \"does not exist\"")
     started = rec.starttime.containerd_raw if rec.starttime.containerd_read == "ok" else b""

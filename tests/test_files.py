@@ -317,6 +317,9 @@ def test_hidepid_makes_absence_no_proof_of_death(tmp_path):
         root, proc = os.path.join(top, "root"), os.path.join(top, "proc")
         os.mkdir(proc)
         shutil.copytree(FIXTURES / "bad-root" / "ok", os.path.join(root, "c"))
+        state = orjson.loads((FIXTURES / "bad-root" / "ok" / "state.json").read_bytes())
+        with open(os.path.join(root, "c", "state.json"), "wb") as f:  # a bundle that exists here
+            f.write(orjson.dumps(dict(state, bundle=top)))
         _world_readable(root)
         doc = _scan_as_nobody(root, proc, hidepid=True)
         if doc is None:
@@ -324,6 +327,7 @@ def test_hidepid_makes_absence_no_proof_of_death(tmp_path):
         assert "H005" in {f["code"] for f in doc["findings"]}
         p = doc["containers"][0]["processes"][0]
         assert p["verdict"] == "unknown"  # pid 30857 is not visible: not proof that it died
+        assert p["containerd_would"] is None  # containerd, as root, would see what recover cannot
         assert "L006" in {f["code"] for f in p["findings"]}
     finally:
         shutil.rmtree(top)
