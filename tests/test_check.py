@@ -175,3 +175,21 @@ def test_bad_root_check_is_deterministic(tmp_path):
     a = runner.invoke(app, ["check", str(root), "--offline", "-f", "json"]).stdout
     b = runner.invoke(app, ["check", str(root), "--offline", "-f", "json"]).stdout
     assert a == b
+
+
+def test_check_on_a_built_root_with_live_processes(tmp_path):
+    from recover.builder import RootBuilder, become_subreaper
+
+    become_subreaper()
+    cid = "cd" * 32
+    with RootBuilder(tmp_path / "root") as b:
+        b.start_process(cid, "init")
+        b.start_process(cid, "exec-1")
+        ok = runner.invoke(app, ["check", str(b.root), "-f", "junit"])
+        assert ok.exit_code == 0, ok.stdout
+        suite = ET.fromstring(ok.stdout.encode())
+        assert suite.get("tests") == "2" and suite.get("failures") == "0"
+        b.live[0].kill_shim()  # an orphan now: the gate fails
+        failed = runner.invoke(app, ["check", str(b.root), "-f", "github"])
+        assert failed.exit_code == 1
+        assert any(line.startswith("::error ") and "title=L003" in line for line in failed.stdout.splitlines())
