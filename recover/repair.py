@@ -515,7 +515,9 @@ def _undo_one(e: dict, journal: Journal) -> Reverted:
     path, action = e["path"], e["action"]
     after = (e.get("after") or "").encode("utf-8", "surrogateescape")
     if action == "kill-orphan":
-        return Reverted(path, action, "not-reverted", "a killed process cannot be revived")
+        what = ("kept: it records a kill that cannot be undone" if path.endswith(layout.EXIT_STATUS_FILE)
+                else "a killed process cannot be revived")
+        return Reverted(path, action, "not-reverted", what)
     if action == "quarantine":
         dest = e["after"]
         if os.path.lexists(path) or not os.path.isdir(dest):
