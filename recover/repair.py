@@ -527,13 +527,13 @@ def _undo_one(e: dict, journal: Journal) -> Reverted:
         return Reverted(path, action, "reverted", f"moved back from {dest}")
     try:
         with open(path, "rb") as f:
-            now = f.read(4096)
+            now: bytes | None = f.read(4096)
     except OSError:
-        return Reverted(path, action, "not-reverted", "the file is gone")
+        now = None
     if now != after:
         if e.get("outcome") is None:  # the run died before the change: nothing to revert
             return Reverted(path, action, "reverted", "never written (the run stopped before it)")
-        return Reverted(path, action, "not-reverted", f"changed since (now {now!r})")
+        return Reverted(path, action, "not-reverted", "the file is gone" if now is None else f"changed since (now {now!r})")
     _journal_undo(journal, e, path, path)
     if e.get("before") is None:
         os.unlink(path)  # it did not exist before the repair wrote it
