@@ -321,3 +321,17 @@ def test_kill_reverifies_and_never_signals_a_changed_pid(world):
         applier.close()
         journal.close()
     assert result.result == "skipped" and alive(procs["orphan"].pid)
+
+
+def test_killed_before_the_rename_of_a_rewritten_status(tmp_path):
+    with RootBuilder(tmp_path / "root") as b:
+        b.container(DAEMONFMT)
+        pdir = b.write_process(DAEMONFMT, "init", pid=dead_pid(), starttime=1, exit_status=b"%!u(uint32=255)")
+        cmd = [sys.executable, "-m", "recover", "repair", str(b.root), "--apply"]
+        crashed = subprocess.run(cmd, env={**os.environ, rp.FAULT_ENV: "rewrite-before-rename"},
+                                 capture_output=True, timeout=60)
+        assert crashed.returncode == -signal.SIGKILL
+        assert (pdir / "exitStatus").read_bytes() == b"%!u(uint32=255)"  # the old file, whole
+        assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+        assert (pdir / "exitStatus").read_bytes() == b"255"
+        assert not list(pdir.glob(".recover-tmp-*"))
