@@ -105,14 +105,18 @@ class Scan:
                                          f"{printable(shim.process or '?')}): {shim.reason}"))
         self.summary.severities.update(f.severity for f in self.findings)
 
-    def judge(self, record: ContainerRecord) -> ContainerJudgement:
-        cid = record.id
+    def facts(self, record: ContainerRecord) -> dict[str, ProcessFacts]:
+        """What /proc says about each process of the container (nothing when /proc is not read)."""
         facts = {}
         for p in record.processes:
             if self.host is None or not self.host_facts.proc_read:
                 facts[p.id] = ProcessFacts(pid=p.pid.value, pid_source="pid-file" if p.pid.value else None)
             else:
                 facts[p.id] = gather(self.host, self.root.real, record.id, record.shim, p.id, p.pid.value, p.pid.containerd)
+        return facts
+
+    def judge(self, record: ContainerRecord, facts: dict[str, ProcessFacts] | None = None) -> ContainerJudgement:
+        facts = self.facts(record) if facts is None else facts
         bundle_exists = None
         if record.bundle and (self.host_facts.live or self.around.image_root is not None):
             # os.Stat, as containerd does: follows links (inside the image, when analysing one)

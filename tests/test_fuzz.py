@@ -71,6 +71,16 @@ def test_fuzzed_root(tmp_path, seed):
             doc = orjson.loads(result.stdout)  # exactly one JSON document
             assert isinstance(doc, dict), faults
             assert CANARY_TEXT not in result.stdout
+            scanned = doc if args[0] == "scan" else scanned
+        targets = [c["id"] for c in scanned["containers"] if c["id"].isascii() and c["id"].isprintable()]
+        for target in targets[:2]:  # explain holds the same invariants
+            result = run_recover(["explain", target, "--root", str(root), "--proc-root", str(capture / "proc"),
+                                  "-f", "json"])
+            assert result.returncode in (0, 2), (faults, target, result.stderr)  # 2: a prefix now ambiguous
+            assert b"Traceback" not in result.stderr, (faults, result.stderr)
+            if result.returncode == 0:
+                assert orjson.loads(result.stdout)["schema"] == "recover.explain/1"
+            assert CANARY_TEXT not in result.stdout
         assert not fifo.opened.is_set(), faults
         assert snapshot(root) == before, faults
     finally:
