@@ -159,3 +159,15 @@ def test_orphan_shim_has_a_start_time_and_an_age(tmp_path):
         assert o["started"] > 1e9 and 0 <= o["age_s"] < 60
         table = runner.invoke(app, ["scan", str(b.root)]).stdout
         assert f"orphan shim: pid {live.shim.pid}" in table and "s old" in table
+
+
+def test_orphan_shim_whose_process_already_has_an_exit_status(tmp_path):
+    c = "ef" * 32
+    with RootBuilder(tmp_path / "root") as b:
+        live = b.start_process(c, "init")
+        (live.dir / "exitStatus").write_bytes(b"0")  # recorded, yet the shim and its child live on
+        doc = scan(str(b.root))
+        p = doc["containers"][0]["processes"][0]
+        assert p["verdict"] == "exited" and "L007" in {f["code"] for f in p["findings"]}
+        (o,) = doc["orphan_shims"]
+        assert o["pid"] == live.shim.pid and "exited" in o["reason"]
