@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from recover.builder import RootBuilder, become_subreaper, capture_proc
 from recover.cli import app
+from procs import dead_pid, ticks
 from recover.root import filesystem_type
 
 runner = CliRunner()
@@ -45,17 +46,6 @@ def codes(p) -> set[str]:
     return {f["code"] for f in p["findings"]}
 
 
-def dead_pid() -> int:
-    child = os.fork()
-    if child == 0:
-        os._exit(0)
-    os.waitpid(child, 0)
-    return child
-
-
-def ticks(pid: int) -> int:
-    data = open(f"/proc/{pid}/stat", "rb").read()
-    return int(data[data.rindex(b")") + 2:].split()[19])
 
 
 def test_running(builder):

@@ -19,6 +19,7 @@ from fuzzing import snapshot
 from recover import repair as rp
 from recover.builder import RootBuilder, become_subreaper
 from recover.cli import app
+from procs import dead_pid
 from recover.scan import Scan
 
 runner = CliRunner()
@@ -30,13 +31,6 @@ RUNNING, ORPHAN, VANISHED, EXITED, REUSED, ZOMBIE, NOPID, DAEMONFMT = (
 def subreaper():
     become_subreaper()
 
-
-def dead_pid() -> int:
-    child = os.fork()
-    if child == 0:
-        os._exit(0)
-    os.waitpid(child, 0)
-    return child
 
 
 def stat_of(pid: int) -> list[str] | None:
