@@ -11,9 +11,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from procs import dead_pid, ticks
 from recover.builder import RootBuilder, become_subreaper, capture_proc
 from recover.cli import app
-from procs import dead_pid, ticks
 from recover.root import filesystem_type
 
 runner = CliRunner()

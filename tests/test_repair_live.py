@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fuzzing import snapshot
+from procs import dead_pid
 from recover import repair as rp
 from recover.builder import RootBuilder, become_subreaper
 from recover.cli import app
-from procs import dead_pid
 from recover.scan import Scan
 
 runner = CliRunner()
