@@ -261,6 +261,10 @@ def repair(
         _undo(undo)
         return
     with _open_scan(root, proc_root, False, container) as s:
+        if quarantine is not None:
+            inside = os.path.realpath(quarantine)
+            if inside == s.root.real or inside.startswith(s.root.real.rstrip("/") + "/"):
+                raise _fail(f"--quarantine {quarantine} is inside the root: containerd would load what is moved there")
         opts = rp.Options(kill_orphans=kill_orphans, quarantine=quarantine, force=force)
         journal_path = journal or rp.default_journal(s.root.real)
         meta = {"root": s.root.path, "apply": apply, "journal": journal_path if apply else None}

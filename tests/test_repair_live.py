@@ -329,3 +329,11 @@ def test_killed_before_the_rename_of_a_rewritten_status(tmp_path):
         assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
         assert (pdir / "exitStatus").read_bytes() == b"255"
         assert not list(pdir.glob(".recover-tmp-*"))
+
+
+def test_quarantine_inside_the_root_is_a_usage_error(world):
+    b, _ = world
+    before = snapshot(b.root)
+    result = repair(b.root, "--apply", "--quarantine", str(b.root / "q"))
+    assert result.exit_code == 2 and "inside the root" in result.stderr
+    assert snapshot(b.root) == before
