@@ -250,6 +250,7 @@ def repair(
     """
     from . import repair as rp
     from .render import REPAIR_RENDERERS, RepairFormat
+    from .root import printable
 
     proc_root = proc_root or "/proc"
 
@@ -293,7 +294,7 @@ def repair(
                 for action in rp.run(s.containers(), opts, applier):
                     actions.append(action)
                     if action.result in ("applied", "skipped", "failed"):
-                        typer.echo(f"recover: {action.result} {action.kind} {action.rel}"
+                        typer.echo(f"recover: {action.result} {action.kind} {printable(action.rel)}"
                                    + (f": {action.detail}" if action.detail else ""), err=True)
             finally:
                 applier.close()

@@ -2,42 +2,57 @@
 
 Nothing here decides anything new: the files come from root.py, the facts from host.py, the
 verdict from walking judge.VERDICT_CHECKS in order (the same functions the judge runs), the
-prediction from judge.predict_process, the repair from repair.plan_repair.  This module only
-gathers them, adds the logs, the events and a timeline, and renders them.
+prediction from judge.predict_process and the judge's R findings, the repair from
+repair.plan_repair.  This module gathers them, says in words what each check looked at, adds the
+logs, the events and a timeline, and renders them.
+
+Safety is the scan's: dirs are opened O_NOFOLLOW relative to their parent, names come from
+os.scandir on those fds, only regular files are opened (root.read_regular, at most 1 MiB), and
+nothing is ever written.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import re
 import stat
 import time
-from typing import BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import orjson
 
 from . import layout
 from .host import HostView, ProcessFacts
-from .judge import VERDICT_CHECKS, ContainerJudgement, HostFacts, identity_of, predict_process
+from .judge import (PID_FILE_MTIME_SLACK_S, PREVIOUS_BOOT_MARGIN_S, VERDICT_CHECKS, ContainerJudgement,
+                    HostFacts, ProcessJudgement, identity_of, predict_process, previous_boot_evidence)
 from .repair import Options, plan_repair
 from .root import ContainerRecord, ProcessRecord, RootError, json_text, printable, read_regular
 from .scan import Scan, SelectionError
 
 SCHEMA = "recover.explain/1"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-EVENTS_TAIL = 1 << 20  # events.log can grow: read its last MiB
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+EVENTS_TAIL = layout.MAX_FILE_BYTES  # events.log can grow: read its last MiB
+LOG_FILES = ("log.json", "shim-log.json")
 
 
 class ExplainError(Exception):
     """The target does not name exactly one container (or process)."""
 
 
+# --- small helpers -------------------------------------------------------------------------
+
 def iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="milliseconds")
+    try:
+        return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)")
@@ -45,31 +60,86 @@ _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d
 
 def rfc3339(value: object) -> float | None:
     """An RFC 3339 time with Go's nanoseconds, as epoch seconds."""
-    m = _RFC3339.fullmatch(str(value))
+    if not isinstance(value, str):
+        return None
+    m = _RFC3339.fullmatch(value)
     if not m:
         return None
     zone = "+00:00" if m.group(3) == "Z" else m.group(3)
     try:
         whole = datetime.datetime.fromisoformat(m.group(1) + zone).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
     return whole + float("0" + (m.group(2) or ".0"))
 
 
+def safe_text(s: str) -> str:
+    """A string JSON can hold: exact, except bytes that were not UTF-8 (\\xNN) and lone
+    surrogates from a \\uD800-style escape (\\uXXXX), which UTF-8 cannot carry."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        pass
+    out = []
+    for ch in s:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def plain(value: Any) -> Any:
+    """A decoded JSON value from an untrusted file, made safe for the output document."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(1 << 63) <= value < (1 << 64) else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    try:
+        return safe_text(json.dumps(value, ensure_ascii=False, default=str))
+    except (ValueError, RecursionError, TypeError):
+        return safe_text(repr(value))
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 # --- logs and events -----------------------------------------------------------------------
+
+_BLANK = " \t\r\n\0"
+
 
 def parse_log_objects(data: bytes) -> list[dict]:
     """JSON objects written back to back (shim-log.json has no newlines; log.json one a line).
 
     The shim does not escape its message, so an object can be broken: what decodes is kept, and
-    each stretch that does not is kept raw (escaped), so that nothing is lost or hidden.
+    each stretch that does not is kept raw (escaped where it is not text), so that nothing is lost
+    or hidden.  NUL bytes (a power loss) between objects are skipped.
     """
-    text = data.decode("utf-8", "replace")
+    text = data.decode("utf-8", "surrogateescape")
     decoder = json.JSONDecoder()
     out: list[dict] = []
     i, raw_start = 0, None
+
+    def flush_raw(end: int) -> None:
+        nonlocal raw_start
+        if raw_start is not None:
+            raw = text[raw_start:end].strip(_BLANK)
+            if raw:
+                out.append({"raw": safe_text(raw)})
+            raw_start = None
+
     while i < len(text):
-        if text[i] in " \t\r\n\0":
+        if text[i] in _BLANK and raw_start is None:
             i += 1
             continue
         try:
@@ -77,155 +147,445 @@ def parse_log_objects(data: bytes) -> list[dict]:
         except (ValueError, RecursionError):
             value, end = None, -1
         if isinstance(value, dict):
-            if raw_start is not None:
-                out.append({"raw": text[raw_start:i].strip()})
-                raw_start = None
-            out.append({k: value.get(k) for k in ("level", "msg", "time") if k in value} or {"raw": text[i:end]})
+            flush_raw(i)
+            first = [k for k in ("level", "msg", "time") if k in value]
+            rest = [k for k in value if k not in first]
+            out.append({safe_text(str(k)): plain(value[k]) for k in first + rest} or {"raw": safe_text(text[i:end])})
             i = end
             continue
         if raw_start is None:
             raw_start = i
         nxt = text.find("{", i + 1)
         i = len(text) if nxt < 0 else nxt
-    if raw_start is not None and text[raw_start:].strip(" \t\r\n\0"):
-        out.append({"raw": text[raw_start:].strip(" \t\r\n\0")})
+    flush_raw(len(text))
     return out
 
 
-def container_events(root_fd: int, cid: str) -> list[dict]:
-    """This container's lines of events.log (its last MiB), as the daemon wrote them."""
+def read_events(root_fd: int, cid: str) -> tuple[list[dict], str | None]:
+    """This container's lines of events.log (its last MiB), and a note when not all was read."""
     try:
         st = os.stat(layout.EVENTS_LOG, dir_fd=root_fd, follow_symlinks=False)
     except OSError:
-        return []
+        return [], None
     if not stat.S_ISREG(st.st_mode):
-        return []
-    fd = os.open(layout.EVENTS_LOG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=root_fd)
+        return [], "events.log is not a regular file: not opened"
     try:
-        data = os.pread(fd, EVENTS_TAIL, max(0, st.st_size - EVENTS_TAIL))
+        fd = os.open(layout.EVENTS_LOG, _FILE_FLAGS, dir_fd=root_fd)
+    except OSError as e:
+        return [], f"events.log cannot be opened: {e.strerror}"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return [], "events.log is not a regular file: not opened"
+        start = max(0, st.st_size - EVENTS_TAIL)
+        data = os.pread(fd, EVENTS_TAIL, start)
+    except OSError as e:
+        return [], f"events.log cannot be read: {e.strerror}"
     finally:
         os.close(fd)
+    lines = data.split(b"\n")
+    note = None
+    if start > 0:
+        lines = lines[1:]  # the first line was cut by the tail
+        note = f"events.log is {st.st_size} bytes: only its last {EVENTS_TAIL} were read"
     events = []
-    for line in data.splitlines():
+    for line in lines:
+        if not line.strip(b" \t\r\0"):
+            continue
         try:
-            e = orjson.loads(line)
-        except orjson.JSONDecodeError:
+            e = json.loads(line.decode("utf-8", "surrogateescape"))
+        except (ValueError, RecursionError):
             continue
         if isinstance(e, dict) and e.get("id") == cid:
-            events.append({k: e.get(k) for k in ("timestamp", "type", "pid", "status") if k in e})
-    return events
+            events.append({k: plain(e[k]) for k in ("timestamp", "type", "pid", "status") if k in e})
+    return events, note
 
 
 # --- files ---------------------------------------------------------------------------------
 
-def list_dir(dir_fd: int, rel: str) -> list[dict]:
-    """Every entry of a dir: name, type, size, mtime; regular files read (at most 1 MiB) only to
-    say what they hold.  Nothing is followed or opened but regular files."""
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "other"
+
+
+def list_dir(dir_fd: int) -> list[dict]:
+    """Every entry of a dir: name, type, size, mtime.  Nothing is followed; nothing is opened."""
     out = []
-    for entry in sorted(os.scandir(dir_fd), key=lambda e: e.name):
+    try:
+        entries = sorted(os.scandir(dir_fd), key=lambda e: e.name)
+    except OSError as e:
+        return [{"name": ".", "type": "unlistable", "error": e.strerror}]
+    for entry in entries:
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:
             out.append({"name": entry.name, "type": "vanished"})
             continue
-        kind = ("dir" if stat.S_ISDIR(st.st_mode) else "fifo" if stat.S_ISFIFO(st.st_mode)
-                else "symlink" if stat.S_ISLNK(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
-                else "file" if stat.S_ISREG(st.st_mode) else "device")
-        item = {"name": entry.name, "type": kind, "size": st.st_size, "mtime": st.st_mtime}
-        if kind == "symlink":
-            item["target"] = json_text(os.readlink(entry.name, dir_fd=dir_fd))
+        item: dict[str, Any] = {"name": entry.name, "type": _kind(st.st_mode), "size": st.st_size,
+                                "mtime": st.st_mtime}
+        if item["type"] == "symlink":
+            try:
+                item["target"] = os.readlink(entry.name, dir_fd=dir_fd)
+            except OSError:
+                item["target"] = None
         out.append(item)
     return out
 
 
-def _read_file(dir_fd: int, name: str, rel: str) -> bytes | None:
-    try:
-        if not stat.S_ISREG(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
-            return None
-    except OSError:
-        return None
-    return read_regular(dir_fd, name, f"{rel}/{name}").data
+def read_log(dir_fd: int, entries: list[dict], name: str, rel: str) -> tuple[list[dict], str | None]:
+    """A log file's entries, or why it was not read.  Only a regular file is opened."""
+    entry = next((e for e in entries if e["name"] == name), None)
+    if entry is None:
+        return [], None
+    if entry["type"] != "file":
+        return [], f"a {entry['type']}, not a regular file: not opened"
+    fact = read_regular(dir_fd, name, f"{rel}/{name}")
+    if fact.data is None:
+        return [], {"too-big": f"over {layout.MAX_FILE_BYTES} bytes: not read"}.get(
+            fact.problem or "", f"not read ({fact.problem or fact.kind}{': ' + fact.detail if fact.detail else ''})")
+    return parse_log_objects(fact.data), None
 
 
-def parsed_summary(p: ProcessRecord) -> dict[str, str]:
+def describe_process_files(p: ProcessRecord) -> dict[str, str]:
     """What each file of a process dir was read as (the findings say why where it was not)."""
-    spec = p.spec.value or {}
-    caps = spec.get("capabilities")
-    caps_shape = ("a list (0.2.8 and older)" if isinstance(caps, list) else "an object" if isinstance(caps, dict)
-                  else repr(caps))
-    out = {
-        layout.PROCESS_FILE: ("unreadable" if p.spec.value is None else
-                              f"args {spec.get('args')!r}, exec {spec.get('exec')!r}, capabilities {caps_shape}; "
-                              f"containerd 0.2.9 {'decodes' if p.spec.containerd_decodes else 'cannot decode'} it"),
-        layout.PID_FILE: (f"pid {p.pid.value}" if p.pid.value is not None else "no usable pid")
-        + ("" if p.pid.containerd is not None else "; containerd cannot parse it"),
-        layout.STARTTIME_FILE: f"start tick {p.starttime.value}" if p.starttime.value is not None else "no start tick",
-        layout.EXIT_STATUS_FILE: (f"exit status {p.exit_status.value} ({p.exit_status.source})"
-                                  if p.exit_status.value is not None else f"no exit status ({p.exit_status.containerd})"),
-    }
-    return out
+    spec = p.spec.value
+    if spec is None:
+        spec_text = "not decoded (see the findings)"
+    else:
+        caps = spec.get("capabilities")
+        shape = ("a list (containerd 0.2.8 and older)" if isinstance(caps, list) else
+                 f"an object ({', '.join(sorted(map(str, caps))) or 'empty'})" if isinstance(caps, dict)
+                 else "absent" if caps is None else f"a {type(caps).__name__}")
+        args = spec.get("args")
+        spec_text = (f"args {_shown(args) if args is not None else '(none)'}, exec {_shown(spec.get('exec'))}, "
+                     f"capabilities {shape}; containerd 0.2.9 "
+                     f"{'decodes' if p.spec.containerd_decodes else 'cannot decode'} it")
+    pid = (f"pid {p.pid.value}" if p.pid.value is not None else "no usable pid")
+    if p.pid.containerd is None:
+        pid += "; containerd cannot parse it (the process would be skipped)"
+    elif p.pid.containerd != p.pid.value:
+        pid += f"; containerd reads {p.pid.containerd}"
+    start = (f"starttime {p.starttime.value} (clock ticks after boot)" if p.starttime.value is not None
+             else "no start ticks recorded")
+    es = p.exit_status
+    if es.value is not None:
+        exit_text = f"exitStatus {es.value} from " + ('"exitStatus"' if es.source == "exitStatus" else
+                                                        "the daemon's %!u format bug")
+        if es.containerd != "valid":
+            exit_text += "; containerd cannot parse it"
+    else:
+        exit_text = {"not-exited": "no exit status: not exited, to containerd",
+                     "invalid": "not an exit status (see the findings)",
+                     "blocks": "a FIFO: containerd's read would block"}.get(es.containerd, es.containerd)
+    return {layout.PROCESS_FILE: spec_text, layout.PID_FILE: pid, layout.STARTTIME_FILE: start,
+            layout.EXIT_STATUS_FILE: exit_text}
+
+
+def _describe_state(record: ContainerRecord) -> str:
+    if record.state.value is None:
+        return "not decoded (see the findings)"
+    v = record.state.value
+    return (f"bundle {_shown(v.get('bundle'))}, runtime {_shown(v.get('runtime'))}, shim {_shown(v.get('shim'))}; "
+            f"containerd 0.2.9 {'decodes' if record.state.containerd_decodes else 'cannot decode'} it")
+
+
+def _file_rows(entries: list[dict], parsed: dict[str, str], findings: list, prefix: str,
+               expected: tuple[str, ...]) -> list[dict]:
+    """Entries with what was parsed from each and the findings about it; expected names that are
+    absent are listed too (type "missing"), since their absence is evidence."""
+    rows = []
+    present = {e["name"] for e in entries}
+    for e in entries + [{"name": n, "type": "missing"} for n in expected if n not in present]:
+        path = f"{prefix}/{printable(e['name'])}"
+        row = {**e, "findings": [f"{f.code} {f.message}" for f in findings if f.path == path]}
+        if e["name"] in parsed:
+            row["parsed"] = parsed[e["name"]]
+        rows.append(row)
+    return rows
+
+
+def _other_file_meaning(entry: dict, logs: dict[str, dict]) -> str | None:
+    name, kind = entry["name"], entry["type"]
+    if name in (layout.EXIT_FIFO, layout.CONTROL_FIFO):
+        return "FIFO: never opened" if kind == "fifo" else f"should be a FIFO, is a {kind}"
+    if name in logs:
+        log = logs[name]
+        if log.get("error"):
+            return log["error"]
+        n = len(log["entries"])
+        raw = sum(1 for x in log["entries"] if "raw" in x)
+        return f"{n} entr{'y' if n == 1 else 'ies'}" + (f", {raw} not decodable (shown raw)" if raw else "") if n else "empty"
+    if name == layout.PID_TEMP_FILE:
+        return "left over: the runtime died while writing the pid"
+    if name.startswith(layout.RECOVER_TEMP_PREFIX):
+        return "left over by an interrupted `recover repair`"
+    if kind == "dir":
+        return "a dir inside a process dir: containerd ignores it"
+    return None
 
 
 # --- evidence ------------------------------------------------------------------------------
 
-def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, view: HostView | None) -> dict:
-    """The verdict's checks in the judge's own order, each with whether it decided; and the facts."""
+def _why_exit(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
+    es = rec.exit_status
+    if es.value is not None:
+        return f"exitStatus holds {es.value} (from {es.source})"
+    if es.containerd == "not-exited":
+        return "file absent" if es.mtime_ns is None else "empty file"
+    if es.containerd == "blocks":
+        return "a FIFO stands there: never opened"
+    return "present but not a status (see the findings)"
+
+
+def _why_proc(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
+    if s.host is None:
+        return "offline: /proc was not read"
+    if not host.proc_read:
+        return f"{s.host.proc_root} cannot be read"
+    return f"{s.host.proc_root} was read" + (" (live procfs)" if host.live else " (a captured proc dir)")
+
+
+def _why_pid(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
+    if facts.pid is None:
+        shim = (f"its shim (pid {facts.shim_pid}) is {facts.shim_state} with {facts.shim_children} children"
+                if facts.shim_pid else "no live shim for this process dir")
+        return f"no usable pid file; {shim}"
+    if facts.pid_source == "shim-child":
+        return f"no usable pid file, but pid {facts.pid} is the only child of its shim (pid {facts.shim_pid})"
+    return f"pid {facts.pid} from the pid file"
+
+
+def _why_gone(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
+    if facts.stat is None:
+        return f"/proc/{facts.pid}/stat does not exist" + (" (hidepid: may be hidden)" if host.hidepid else "")
+    return f"/proc/{facts.pid}/stat exists (state {facts.stat.state}, comm {printable(facts.stat.comm)!r})"
+
+
+def _why_boot(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
+    evidence = previous_boot_evidence(rec, host)
+    if evidence is not None:
+        return evidence
+    if host.root_on_tmpfs:
+        return "the root is on a tmpfs: it cannot have outlived a boot"
+    if host.root_on_tmpfs is None:
+        return "the root's filesystem is unknown: a previous boot is never concluded"
+    if host.btime is None:
+        return "the boot time is unknown"
+    if rec.pid.mtime_ns is None:
+        return "the pid file has no mtime (not a file read from the root)"
+    age = host.btime - rec.pid.mtime_ns / 1e9
+    if age <= 0:
+        return f"the pid file was written {-age:.0f} s after this boot (btime {host.btime})"
+    return (f"the pid file was written {age:.0f} s before this boot, within the {PREVIOUS_BOOT_MARGIN_S} s "
+            "margin for a stepped clock")
+
+
+def _why_thread(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
+    if facts.tgid is None:
+        return f"Tgid of {facts.pid} not read"
+    if facts.tgid == facts.pid:
+        return f"pid {facts.pid} leads its own thread group (Tgid {facts.tgid})"
+    return f"pid {facts.pid} belongs to thread group {facts.tgid}"
+
+
+def _why_identity(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
+    st = facts.stat
+    observed = st.starttime if st else None
+    recorded = rec.starttime.value
+    if recorded is not None:
+        return f"start ticks: recorded {recorded}, observed {observed}: {'same' if recorded == observed else 'differ'}"
+    mtime_ns = rec.pid.mtime_ns if facts.pid_source == "pid-file" else None
+    started = host.start_epoch(observed) if observed is not None else None
+    if mtime_ns is None or started is None:
+        return "no starttime recorded and no pid file mtime to compare with: identity assumed"
+    late = started - mtime_ns / 1e9
+    return (f"no starttime recorded; pid {facts.pid} started {iso(started)}, the pid file was written "
+            f"{iso(mtime_ns / 1e9)}: started {abs(late):.1f} s {'after' if late > 0 else 'before'} it "
+            f"({'more' if late > PID_FILE_MTIME_SLACK_S else 'not more'} than the {PID_FILE_MTIME_SLACK_S} s allowed)")
+
+
+def _why_zombie(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
+    st = facts.stat
+    return f"state {st.state}" if st else "no stat"
+
+
+def _why_shim(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
+    parent = facts.parent
+    if parent is None:
+        return f"parent pid {facts.stat.ppid if facts.stat else '?'} cannot be read"
+    is_or_not = "is" if facts.parent_is_shim else "is not"
+    return f"parent pid {parent.pid} ({printable(parent.comm)!r}) {is_or_not} its shim"
+
+
+def _why_orphan(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
+    return f"shim {facts.shim_state}" + (f" (pid {facts.shim_pid})" if facts.shim_pid else "")
+
+
+# What each check of the judge looked at, in words (keyed by the check's name, so that a check
+# added to the judge still shows up, with its verdict, even before it is described here).
+_DESCRIBE: dict[str, Callable[[ProcessRecord, ProcessFacts, HostFacts, Scan], str]] = {
+    "_exit_recorded": _why_exit, "_proc_unreadable": _why_proc, "_no_pid": _why_pid,
+    "_pid_gone": _why_gone, "_previous_boot": _why_boot, "_thread": _why_thread,
+    "_identity": _why_identity, "_zombie": _why_zombie, "_under_shim": _why_shim,
+    "_orphaned": _why_orphan,
+}
+
+
+def verdict_steps(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> list[dict]:
+    """The judge's checks in its order: each one reached is run (the judge's own function) and
+    said in words; the first that decides ends the walk, the rest are listed as not reached."""
     steps = []
+    decided = False
     for title, check in VERDICT_CHECKS:
+        if decided:
+            steps.append({"check": title, "reached": False, "matched": False, "decided": None, "why": []})
+            continue
         decision = check(p, facts, host)
-        steps.append({"check": title, "decided": decision.verdict if decision else None,
-                      "why": [f.message for f in decision.findings] if decision else []})
-        if decision:
-            break
+        describe = _DESCRIBE.get(getattr(check, "__name__", ""))
+        try:
+            said = describe(p, facts, host, s) if describe else ""
+        except Exception:  # a description must never hide the verdict
+            said = ""
+        why = [said] if said else []
+        if decision is not None:
+            why += [f"{f.code} {f.message}" for f in decision.findings]
+            decided = True
+        steps.append({"check": title, "reached": True, "matched": decision is not None,
+                      "decided": decision.verdict if decision else None, "why": [safe_text(w) for w in why]})
+    return steps
+
+
+def _process_view(pid: int | None, view: HostView | None) -> dict | None:
+    if pid is None or view is None:
+        return None
+    argv = view.cmdline(pid)
+    cwd = view.cwd(pid)
+    return {"argv": [json_text(a) for a in argv] if argv is not None else None,
+            "cwd": json_text(cwd) if cwd is not None else None}
+
+
+def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> dict:
+    view = s.host if host.proc_read else None
     st = facts.stat
     now = None
     if st is not None:
-        now = {"state": st.state, "ppid": st.ppid, "comm": json_text(st.comm), "start_ticks": st.starttime,
-               "started": iso(host.start_epoch(st.starttime))}
+        started = host.start_epoch(st.starttime)
+        now = {"pid": st.pid, "state": st.state, "ppid": st.ppid, "comm": json_text(st.comm),
+               "start_ticks": st.starttime, "started": iso(started),
+               "started_epoch": round(started, 2) if started is not None else None,
+               "tgid": facts.tgid, "exit_code_field": st.exit_code}
     parent = None
     if facts.parent is not None:
-        argv = view.cmdline(facts.parent.pid) if view else None
-        cwd = view.cwd(facts.parent.pid) if view else None
-        parent = {"pid": facts.parent.pid, "comm": json_text(facts.parent.comm), "is_its_shim": facts.parent_is_shim,
-                  "argv": [json_text(a) for a in argv] if argv is not None else None,
-                  "cwd": json_text(cwd) if cwd is not None else None}
-    return {"steps": steps, "recorded": {"pid": p.pid.value, "start_ticks": p.starttime.value},
-            "pid_source": facts.pid_source, "proc_now": now,
-            "identity": identity_of(p, facts, host) if st is not None else None,
-            "parent": parent, "shim": {"pid": facts.shim_pid, "state": facts.shim_state}}
+        parent = {"pid": facts.parent.pid, "comm": json_text(facts.parent.comm), "state": facts.parent.state,
+                  "is_its_shim": facts.parent_is_shim, **(_process_view(facts.parent.pid, view) or {})}
+    elif st is not None:
+        parent = {"pid": st.ppid, "comm": None, "state": None, "is_its_shim": False, "argv": None, "cwd": None}
+    shim: dict[str, Any] = {"pid": facts.shim_pid, "state": facts.shim_state if host.proc_read else None}
+    if facts.shim_pid is not None:
+        shim.update(_process_view(facts.shim_pid, view) or {})
+    recorded_epoch = host.start_epoch(p.starttime.value) if p.starttime.value is not None else None
+    return {
+        "steps": verdict_steps(p, facts, host, s),
+        "recorded": {"pid": p.pid.value, "pid_containerd": p.pid.containerd, "start_ticks": p.starttime.value,
+                     "started_if_this_boot": iso(recorded_epoch)},
+        "pid_source": facts.pid_source,
+        "judged_pid": facts.pid,
+        "proc_now": now,
+        "identity": identity_of(p, facts, host) if st is not None else None,
+        "parent": parent,
+        "shim": shim,
+        "frozen": facts.frozen,
+    }
 
 
-def timeline(record: ContainerRecord, files: dict[str, list[dict]], host: HostFacts,
-             judged: ContainerJudgement, events: list[dict]) -> list[dict]:
-    items: list[tuple[float, str]] = []
-    for rel, entries in files.items():
-        for e in entries:
-            if e["type"] != "file":
-                continue
-            what = {layout.STATE_FILE: "state.json written", layout.PROCESS_FILE: "process.json written",
-                    layout.PID_FILE: "pid written", layout.EXIT_STATUS_FILE: "exitStatus written"}.get(e["name"])
-            if what:
-                items.append((e["mtime"], f"{rel}: {what}"))
-    for p in judged.processes:
-        ticks = p.observed_start if p.observed_start is not None else p.recorded_start
-        started = host.start_epoch(ticks) if ticks is not None else None
-        if started is not None:
-            items.append((started, f"{record.rel}/{printable(p.id)}: process started (tick {ticks}; "
-                                   "±1 s: btime is whole seconds)"))
+def containerd_reason(p: ProcessRecord, j: ProcessJudgement, facts: ProcessFacts, host: HostFacts,
+                      judged: ContainerJudgement) -> str:
+    """Why containerd 0.2.9 would do what the judge predicted (its own words where it has them)."""
+    if j.containerd_would == "drop-container":
+        why = [f.message for f in judged.findings if f.code in ("R001", "R002", "R003")]
+        return "; ".join(why) or "the container dir is deleted"
+    if p.spec.containerd_read == "blocks" and j.containerd_would == "hang-daemon":
+        return "process.json is a FIFO: containerd's read never returns"
+    if j.containerd_would is None and judged.containerd_would in ("crash-daemon", "hang-daemon"):
+        if not p.spec.containerd_decodes or p.spec.containerd_read == "blocks":
+            return "containerd stops before it reaches this process"
+    if p.spec.containerd_decodes:
+        prediction = predict_process(p, facts, host)
+        if prediction.would == j.containerd_would:
+            return prediction.why
+    if j.containerd_would is None and judged.containerd_would in ("crash-daemon", "hang-daemon"):
+        return "containerd stops (on another process) before it reaches this process"
+    why = [f.message for f in j.findings if f.code.startswith("R") and f.code != "R009"]
+    return "; ".join(why) or "cannot be told"
+
+
+# --- timeline ------------------------------------------------------------------------------
+
+_WRITTEN = {layout.STATE_FILE: "state.json written", layout.PROCESS_FILE: "process.json written",
+            layout.PID_FILE: "pid written", layout.STARTTIME_FILE: "starttime written",
+            layout.EXIT_STATUS_FILE: "exitStatus written"}
+
+
+def timeline(files: list[dict], host: HostFacts, processes: list[dict], events: list[dict],
+             now: float) -> list[dict]:
+    """Everything with a time, sorted: files written (mtime), process starts, log lines, events, now."""
+    items: list[tuple[float, int, str, str | None]] = []  # epoch, order, what, path
+
+    def add(when: float | None, what: str, path: str | None) -> None:
+        if when is not None and math.isfinite(when):
+            items.append((when, len(items), what, path))
+
+    for d in files:
+        for e in d["entries"]:
+            if e["type"] == "file" and e["name"] in _WRITTEN:
+                add(e["mtime_epoch"], _WRITTEN[e["name"]], d["dir"])
+    for p in processes:
+        path = p["dir"]
+        ev, verdict = p["evidence"], p["verdict"]
+        now_ = ev["proc_now"]
+        ticks = ev["recorded"]["start_ticks"]
+        if now_ is not None and verdict in ("running", "orphaned", "zombie"):
+            add(now_["started_epoch"], f"process started (pid {now_['pid']}; /proc start tick "
+                f"{now_['start_ticks']}, btime + ticks / {host.clock_ticks}, ±1 s)", path)
+        elif ticks is not None and host.btime is not None:
+            add(host.start_epoch(ticks), f"process started (recorded start tick {ticks}, with this "
+                "boot's btime: wrong if the root is from a previous boot)", path)
+        if now_ is not None and verdict == "pid-reused":
+            add(now_["started_epoch"], f"another process started under pid {now_['pid']} "
+                f"(start tick {now_['start_ticks']})", path)
+        for name, log in p["logs"].items():
+            for entry in log["entries"]:
+                when = rfc3339(entry.get("time"))
+                if when is not None:
+                    add(when, f"{name}: {entry.get('level', '?')} {_shown(entry.get('msg', ''))}", path)
     for e in events:
-        when = rfc3339(e.get("timestamp"))
-        if when is None:
-            continue
-        detail = " ".join(f"{k}={e[k]}" for k in ("pid", "status") if k in e)
-        items.append((when, f"event {e.get('type')} {detail}".rstrip()))
-    items.append((time.time(), "now"))
-    return [{"time": iso(t), "epoch": round(t, 3), "what": what} for t, what in sorted(items)]
+        detail = " ".join(f"{k}={_shown(e[k])}" for k in ("pid", "status") if k in e)
+        add(rfc3339(e.get("timestamp")), f"event {_shown(e.get('type'))} {detail}".rstrip(), None)
+    add(now, "now", None)
+    return [{"time": iso(t), "epoch": round(t, 3), "what": safe_text(what), "path": path}
+            for t, _, what, path in sorted(items)]
 
 
 # --- the whole explanation -----------------------------------------------------------------
 
+def _finding_json(f) -> dict:
+    return {"code": f.code, "severity": f.severity, "message": safe_text(f.message),
+            "path": safe_text(f.path) if f.path is not None else None}
+
+
 def explain(s: Scan, target: str) -> dict:
-    process_id = target.partition("/")[2]
+    now = time.time()
+    _, slash, process_id = target.partition("/")
     (cid,) = s.ids  # the scan was opened on one selected container
     record = s.root.read(cid)
     facts = s.facts(record)
@@ -234,114 +594,187 @@ def explain(s: Scan, target: str) -> dict:
     if process_id and not processes:
         names = ", ".join(printable(p.id) for p in record.processes) or "none"
         raise ExplainError(f"container {printable(cid)} has no process {printable(process_id)!r} (it has: {names})")
+    host = s.host_facts
+    cdir = json_text(cid)
+    files: list[dict] = []
+    logs: dict[str, dict[str, dict]] = {}
     root_fd = os.open(s.root.real, _DIR_FLAGS)
     try:
-        cfd = os.open(cid, _DIR_FLAGS, dir_fd=root_fd)
         try:
-            files = {} if process_id else {record.rel: list_dir(cfd, record.rel)}
-            logs = {}
+            cfd = os.open(cid, _DIR_FLAGS, dir_fd=root_fd)
+        except OSError as e:
+            raise ExplainError(f"container {printable(cid)} cannot be opened: {e.strerror}") from None
+        try:
+            if not process_id:
+                state_findings = list(record.findings) + list(record.state.findings)
+                files.append({"dir": cdir, "entries": _file_rows(
+                    list_dir(cfd), {layout.STATE_FILE: _describe_state(record)}, state_findings, record.rel,
+                    (layout.STATE_FILE,))})
+                for e in files[-1]["entries"]:
+                    if e["type"] == "dir":
+                        e.setdefault("parsed", "a process dir")
+                    elif e["name"] != layout.STATE_FILE and e["type"] != "missing":
+                        e.setdefault("parsed", "not used by containerd")
             for p in processes:
+                pdir = f"{cdir}/{json_text(p.id)}"
                 try:
                     pfd = os.open(p.id, _DIR_FLAGS, dir_fd=cfd)
-                except OSError:
+                except OSError as e:
+                    files.append({"dir": pdir, "entries": [], "error": e.strerror})
+                    logs[p.id] = {}
                     continue
                 try:
-                    files[p.rel] = list_dir(pfd, p.rel)
-                    logs[p.id] = {name: parse_log_objects(_read_file(pfd, name, p.rel) or b"")
-                                  for name in ("log.json", "shim-log.json")}
+                    entries = list_dir(pfd)
+                    plogs = {}
+                    for name in LOG_FILES:
+                        got, error = read_log(pfd, entries, name, p.rel)
+                        if any(e["name"] == name for e in entries):
+                            plogs[name] = {"entries": got, "error": error}
+                    logs[p.id] = plogs
                 finally:
                     os.close(pfd)
+                rows = _file_rows(entries, describe_process_files(p), list(p.findings), p.rel,
+                                  layout.PROCESS_FILES)
+                for e in rows:
+                    if "parsed" not in e:
+                        meaning = _other_file_meaning(e, plogs)
+                        if meaning:
+                            e["parsed"] = meaning
+                files.append({"dir": pdir, "entries": rows})
         finally:
             os.close(cfd)
-        events = container_events(root_fd, cid)
+        events, events_note = read_events(root_fd, cid)
     finally:
         os.close(root_fd)
+    for d in files:
+        for e in d["entries"]:
+            e["name"] = json_text(e["name"])
+            if e.get("target") is not None:
+                e["target"] = json_text(e["target"])
+            e["mtime_epoch"] = e.pop("mtime", None)
+            e["mtime"] = iso(e["mtime_epoch"])
+            e["findings"] = [safe_text(f) for f in e["findings"]]
+            if "parsed" in e:
+                e["parsed"] = safe_text(e["parsed"])
     judged_by_id = {p.id: p for p in judged.processes}
     out_processes = []
     for p in processes:
         j = judged_by_id[p.id]
-        prediction = (predict_process(p, facts[p.id], s.host_facts) if p.spec.containerd_decodes
-                      else None)
+        f = facts[p.id]
         out_processes.append({
-            "id": json_text(p.id), "verdict": j.verdict, "exit_status": j.exit_status,
-            "exit_status_source": j.exit_status_source,
-            "parsed": parsed_summary(p),
-            "evidence": evidence(p, facts[p.id], s.host_facts, s.host),
+            "id": json_text(p.id), "dir": f"{cdir}/{json_text(p.id)}",
+            "verdict": j.verdict, "exit_status": j.exit_status, "exit_status_source": j.exit_status_source,
+            "parsed": {k: safe_text(v) for k, v in describe_process_files(p).items()},
+            "evidence": evidence(p, f, host, s),
             "logs": logs.get(p.id, {}),
             "containerd_would": j.containerd_would,
-            "containerd_why": prediction.why if prediction else "its process.json cannot be decoded",
-            "findings": [{"code": f.code, "severity": f.severity, "message": f.message, "path": f.path}
-                         for f in j.findings],
+            "containerd_why": safe_text(containerd_reason(p, j, f, host, judged)),
+            "findings": [_finding_json(x) for x in j.findings],
         })
     plan = [a for a in plan_repair([judged], Options()) if not process_id or a.process in (None, process_id)]
     return {
-        "schema": SCHEMA, "root": json_text(s.root.path), "container": json_text(cid),
+        "schema": SCHEMA, "root": json_text(s.root.path), "container": cdir,
+        "process": json_text(process_id) if process_id else None,
         "host": s.host_json(),
-        "files": {json_text(rel): [{**e, "name": json_text(e["name"]), "mtime": iso(e.get("mtime"))}
-                                   for e in entries] for rel, entries in files.items()},
+        "files": files,
         "processes": out_processes,
-        "events": events,
-        "timeline": timeline(record, files, s.host_facts, judged, events),
+        "events": events, "events_note": events_note,
+        "timeline": timeline(files, host, out_processes, events, now),
         "containerd_would": judged.containerd_would,
-        "container_findings": [{"code": f.code, "severity": f.severity, "message": f.message} for f in judged.findings],
-        "repair_would": [{"process": None if a.process is None else json_text(a.process), "action": a.kind, "value": a.value, "reason": a.reason} for a in plan],
+        "container_findings": [_finding_json(x) for x in judged.findings],
+        "repair_would": [{"process": None if a.process is None else json_text(a.process), "action": a.kind,
+                          "value": None if a.value is None else safe_text(a.value), "reason": safe_text(a.reason)}
+                         for a in plan],
+        "scan_findings": [_finding_json(x) for x in s.findings],
     }
 
 
+# --- text ----------------------------------------------------------------------------------
+
+def _log_line(entry: dict) -> str:
+    if "raw" in entry:
+        return f"(not JSON, raw) {printable(entry['raw'])}"
+    head = " ".join(f"{k}={printable(_shown(entry[k]))}" for k in ("time", "level", "msg") if k in entry)
+    rest = " ".join(f"{printable(str(k))}={printable(_shown(v))}" for k, v in entry.items()
+                    if k not in ("time", "level", "msg"))
+    return (head + " " + rest).strip()
+
+
 def render_text(doc: dict, out: BinaryIO) -> None:
-    lines = [f"container {printable(doc['container'])}", f"root {printable(doc['root'])}", ""]
-    lines.append("files:")
-    for rel, entries in doc["files"].items():
-        lines.append(f"  {printable(rel)}/")
-        for e in entries:
+    P = printable
+    lines = [f"container {P(doc['container'])}" + (f"  process {P(doc['process'])}" if doc["process"] else ""),
+             f"root      {P(doc['root'])}"]
+    h = doc["host"]
+    lines.append(f"host      " + (f"proc root {P(h['proc_root'])}, btime {h['btime']} ({iso(h['btime']) if h['btime'] else '?'}), "
+                                 f"CLK_TCK {h['clock_ticks']}" if h["proc_root"] else "offline: /proc not read"))
+    lines += ["", "== files"]
+    for d in doc["files"]:
+        lines.append(f"  {P(d['dir'])}/" + (f"  (cannot be opened: {d['error']})" if d.get("error") else ""))
+        for e in d["entries"]:
             size = f"{e['size']} B" if e.get("size") is not None and e["type"] == "file" else ""
-            target = f" -> {printable(e['target'])}" if e.get("target") else ""
-            lines.append(f"    {printable(e['name']):<16} {e['type']:<8} {size:>9}  {e.get('mtime') or ''}{target}")
+            target = f" -> {P(e['target'])}" if e.get("target") else ""
+            lines.append(f"    {P(e['name']):<16} {e['type']:<8} {size:>9}  {e.get('mtime') or '':<29}{target}")
+            if e.get("parsed"):
+                lines.append(f"        = {P(e['parsed'])}")
+            lines += [f"        ! {P(x)}" for x in e["findings"]]
     for p in doc["processes"]:
-        lines += ["", f"process {printable(p['id'])}: {p['verdict']}"
-                  + (f" (exit status {p['exit_status']}, from {p['exit_status_source']})" if p["exit_status"] is not None else "")]
-        lines.append("  read from its files:")
-        lines += [f"    {name:<12} {printable(what)}" for name, what in p["parsed"].items()]
         ev = p["evidence"]
-        lines.append("  how the verdict was reached:")
+        lines += ["", f"== process {P(p['id'])}: {p['verdict']}"
+                  + (f" (exit status {p['exit_status']}, from {p['exit_status_source']})" if p["exit_status"] is not None else "")]
+        lines.append("  how the verdict was reached (the judge's checks, in its order; the first match decides):")
         for step in ev["steps"]:
-            lines.append(f"    - {step['check']}: {step['decided'] or 'no'}")
-            lines += [f"        {printable(w)}" for w in step["why"]]
+            if not step["reached"]:
+                lines.append(f"    - {step['check']}: not reached")
+                continue
+            said = step["why"][0] if step["why"] else None
+            label = f"YES -> {step['decided']}" if step["matched"] else "no"
+            lines.append(f"    - {step['check']}: {label}" + (f" ({P(said)})" if said else ""))
+            lines += [f"        {P(w)}" for w in step["why"][1:]]
+        rec = ev["recorded"]
+        lines.append(f"  recorded:  pid {rec['pid']}, start tick {rec['start_ticks']}"
+                     + (f" (= {rec['started_if_this_boot']} if from this boot)" if rec["started_if_this_boot"] else ""))
+        if ev["pid_source"] == "shim-child":
+            lines.append(f"  judged pid {ev['judged_pid']}: the only child of its shim (no usable pid file)")
         now = ev["proc_now"]
-        lines.append(f"  recorded: pid {ev['recorded']['pid']}, start tick {ev['recorded']['start_ticks']}"
-                     + (f" (pid from {ev['pid_source']})" if ev["pid_source"] == "shim-child" else ""))
-        lines.append("  /proc now: " + (f"state {now['state']}, ppid {now['ppid']}, comm {printable(now['comm'])!r}, "
-                                        f"start tick {now['start_ticks']} ({now['started']}); identity {ev['identity']}"
-                                        if now else "nothing (gone, or not read)"))
-        if ev["parent"]:
-            par = ev["parent"]
-            lines.append(f"  parent: pid {par['pid']} ({printable(par['comm'])!r}), "
-                         f"{'its shim' if par['is_its_shim'] else 'NOT its shim'}; argv "
-                         f"{printable(' '.join(par['argv'] or []))!r}, cwd {printable(par['cwd'] or '?')!r}")
-        lines.append(f"  shim: {ev['shim']['state']}" + (f", pid {ev['shim']['pid']}" if ev["shim"]["pid"] else ""))
-        for name, entries in p["logs"].items():
-            if entries:
-                lines.append(f"  {name}:")
-                lines += ["    " + printable(" ".join(f"{k}={v}" for k, v in e.items())) for e in entries]
-        lines.append(f"  containerd 0.2.9 would: {p['containerd_would'] or '?'}: {printable(p['containerd_why'])}")
+        lines.append("  /proc now: " + (
+            f"pid {now['pid']} state {now['state']}, ppid {now['ppid']}, comm {P(now['comm'])!r}, "
+            f"start tick {now['start_ticks']} = {now['started']} (epoch {now['started_epoch']})"
+            if now else ("nothing (not read)" if not doc["host"]["proc_root"] else "no such process")))
+        if now:
+            lines.append(f"  identity:  {ev['identity']}")
+        par = ev["parent"]
+        if par:
+            argv = " ".join(par["argv"]) if par.get("argv") else "?"
+            lines.append(f"  parent:    pid {par['pid']} ({P(par['comm'] or '?')!r}), "
+                         f"{'its shim' if par['is_its_shim'] else 'NOT its shim'}; argv {P(argv)!r}, "
+                         f"cwd {P(par.get('cwd') or '?')!r}")
+        shim = ev["shim"]
+        lines.append(f"  shim:      {shim['state'] or 'unknown'}" + (
+            f", pid {shim['pid']}, argv {P(' '.join(shim.get('argv') or []) or '?')!r}, cwd {P(shim.get('cwd') or '?')!r}"
+            if shim["pid"] else ""))
+        for name, log in p["logs"].items():
+            lines.append(f"  {name}: " + (log["error"] or ("" if log["entries"] else "empty")))
+            lines += ["    " + _log_line(x) for x in log["entries"]]
+        lines.append(f"  containerd 0.2.9 would: {p['containerd_would'] or 'cannot be told'}: {P(p['containerd_why'])}")
         if p["findings"]:
             lines.append("  findings:")
-            lines += [f"    {f['code']} {f['severity']} {printable(f['message'])}" for f in p["findings"]]
-    lines += ["", f"containerd 0.2.9 would, for the container: {doc['containerd_would'] or '?'}"]
-    lines += [f"  {f['code']} {f['severity']} {printable(f['message'])}" for f in doc["container_findings"]]
-    lines += ["", "recover repair would:"]
-    lines += [f"  {printable(a['process'] or '(container)')}: {a['action']} {a['value'] or ''} - {printable(a['reason'])}"
-              for a in doc["repair_would"]] or ["  nothing"]
-    if doc["events"]:
-        lines += ["", "events.log:"]
-        lines += ["  " + printable(" ".join(f"{k}={v}" for k, v in e.items())) for e in doc["events"]]
-    lines += ["", "timeline:"]
-    lines += [f"  {t['time']}  {printable(t['what'])}" for t in doc["timeline"]]
-    out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+            lines += [f"    {f['code']} {f['severity']:<7} {P(f['message'])}" for f in p["findings"]]
+    lines += ["", f"== containerd 0.2.9 on restart, for the container: {doc['containerd_would'] or 'cannot be told'}"]
+    lines += [f"  {f['code']} {f['severity']:<7} {P(f['message'])}" for f in doc["container_findings"]]
+    lines += ["", "== recover repair would (default options, dry run):"]
+    lines += [f"  {P(a['process'] or '(container)')}: {a['action']}" + (f" {P(a['value'])}" if a["value"] else "")
+              + f" - {P(a['reason'])}" for a in doc["repair_would"]] or ["  nothing"]
+    lines += ["", "== events.log (this container)" + (f": {doc['events_note']}" if doc["events_note"] else "")]
+    lines += ["  " + P(" ".join(f"{k}={_shown(v)}" for k, v in e.items())) for e in doc["events"]] or ["  none"]
+    lines += ["", "== timeline"]
+    lines += [f"  {t['time']}  " + (f"{P(t['path'])}: " if t["path"] else "") + P(t["what"]) for t in doc["timeline"]]
+    out.write(("\n".join(line.rstrip() for line in lines) + "\n").encode("utf-8", "backslashreplace"))
 
 
 def run_explain(out: BinaryIO, root: str, target: str, *, proc_root: str, offline: bool, fmt: str) -> None:
     cid_prefix = target.partition("/")[0]
+    if not cid_prefix:
+        raise ExplainError("no container id given (ID[/PROCESS])")
     try:
         s = Scan(root, proc_root=proc_root, offline=offline, select=[cid_prefix])
     except (SelectionError, RootError) as e:
@@ -352,4 +785,3 @@ def run_explain(out: BinaryIO, root: str, target: str, *, proc_root: str, offlin
         out.write(orjson.dumps(doc) + b"\n")
     else:
         render_text(doc, out)
-

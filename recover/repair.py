@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import select
 import shutil
 import signal
@@ -26,7 +27,7 @@ import orjson
 from . import layout
 from .host import HostView, read_stat, wait_status_to_exit
 from .judge import ContainerJudgement, ProcessJudgement
-from .root import printable
+from .root import json_text, printable
 
 ActionKind = Literal["write-exit-status", "rewrite-exit-status", "kill-orphan", "rewrite-pid",
                      "quarantine", "none"]
@@ -68,11 +69,18 @@ class Options:
 def plan_repair(containers: Iterable[ContainerJudgement], opts: Options) -> Iterator[Action]:
     """The actions for every judged container, in order.  Pure."""
     for c in containers:
-        drop = c.containerd_would == "drop-container"
+        drop = c.containerd_would == "drop-container" and not _saved_by_rewrite_pid(c)
         for p in c.processes:
             yield from _plan_process(c, p, opts, drop)
         if drop:
             yield _plan_quarantine(c, opts)
+
+
+def _saved_by_rewrite_pid(c: ContainerJudgement) -> bool:
+    """Dropped only because no pid file loads (rule 2), and this plan rewrites one: once it is
+    written the process loads and containerd keeps the container, so it is repaired, not moved."""
+    return any(f.code == "R002" for f in c.findings) and any(
+        p.pid_from_shim and p.verdict in ("running", "orphaned") for p in c.processes)
 
 
 def _plan_process(c: ContainerJudgement, p: ProcessJudgement, opts: Options, drop: bool) -> Iterator[Action]:
@@ -173,7 +181,14 @@ def daemons_on_root(host: HostView, root_real: str) -> list[str]:
     for pid in sorted(host.listed()):
         argv = host.cmdline(pid)
         if argv and os.path.basename(argv[0]) in ("containerd", "docker-containerd"):
-            if os.path.realpath(_state_dir(argv[1:])) == root_real:
+            state_dir = _state_dir(argv[1:])
+            if not os.path.isabs(state_dir):  # relative to the daemon's working directory, not ours
+                cwd = host.cwd(pid)
+                if cwd is None:  # cannot be told: assume the worst (--force overrides)
+                    found.append(f"pid {pid} ({' '.join(argv[:3])}; relative --state-dir, cwd unreadable)")
+                    continue
+                state_dir = os.path.join(cwd, state_dir)
+            if os.path.realpath(state_dir) == root_real:
                 found.append(f"pid {pid} ({' '.join(argv[:3])})")
     pid_file = os.path.join(os.path.dirname(root_real), "docker-containerd.pid")
     try:
@@ -262,15 +277,7 @@ class Applier:
             before = _read_small(pfd, layout.EXIT_STATUS_FILE)
             if before is None or before == a.value.encode():
                 raise _Skip("exitStatus changed since the plan")
-            entry = self._intent(a, layout.EXIT_STATUS_FILE, before, a.value.encode())
-            tmp = _write_temp(pfd, a.value.encode())
-            _fault("rewrite-before-rename")
-            if _read_small(pfd, layout.EXIT_STATUS_FILE) != before:  # re-verify at the last moment
-                os.unlink(tmp, dir_fd=pfd)
-                raise _Skip("exitStatus changed while rewriting it")
-            os.rename(tmp, layout.EXIT_STATUS_FILE, src_dir_fd=pfd, dst_dir_fd=pfd)
-            os.fsync(pfd)
-            self._outcome(entry, "done")
+            self._replace(a, pfd, layout.EXIT_STATUS_FILE, before, a.value.encode())
         return replace(a, result="applied")
 
     def _kill_orphan(self, a: Action) -> Action:
@@ -301,12 +308,29 @@ class Applier:
         now = read_stat(self.proc_root, a.pid)
         if now is None or now.starttime != a.start_ticks or now.ppid != a.ppid:
             raise _Skip(f"pid {a.pid} is no longer the shim's child it was")
-        self._publish(a, layout.PID_FILE, str(a.pid).encode())
-        try:
-            self._publish(a, layout.STARTTIME_FILE, str(now.starttime).encode())
-        except _Skip:
-            pass  # a starttime already there is kept
+        # starttime first: a run that dies between the two leaves no pid file, so that the next run
+        # plans this action again and finishes it (the other order would leave starttime unwritten)
+        self._restore(a, layout.STARTTIME_FILE, str(now.starttime).encode())
+        self._restore(a, layout.PID_FILE, str(a.pid).encode())
         return replace(a, result="applied")
+
+    def _restore(self, a: Action, name: str, data: bytes) -> None:
+        """Publish `name`; or, when it holds what containerd cannot use (empty, NULs, a newline),
+        replace it, journalling what it held.  A decimal already there is kept if right, else skipped."""
+        with self._process_dir(a.container, a.process) as pfd:
+            try:
+                os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                before = _read_small(pfd, name)
+                if before == data:
+                    return
+                if before is None or re.fullmatch(rb"[0-9]+", before):
+                    raise _Skip(f"{name} holds {printable(repr(before))} now; left as it is")
+                self._replace(a, pfd, name, before, data)
+                return
+        self._publish(a, name, data)
 
     def _quarantine(self, a: Action) -> Action:
         assert a.value is not None
@@ -315,13 +339,27 @@ class Applier:
         src = os.path.join(self.root_real, a.container)
         if not os.path.isdir(src) or os.path.islink(src):
             raise _Skip("the container dir is gone already")
-        entry = self._intent(a, "", None, dest.encode(), path=src)
+        entry = self._intent(a, "", None, os.fsencode(dest), path=src)
         move_tree(src, dest)
         _fsync_dir(os.path.dirname(src))
         self._outcome(entry, "done")
-        return replace(a, result="applied", detail=f"moved to {dest}")
+        return replace(a, result="applied", detail=f"moved to {printable(dest)}")
 
     # publishing and journalling
+
+    def _replace(self, a: Action, pfd: int, name: str, before: bytes, data: bytes) -> None:
+        """Replace `name`, which holds `before` (journalled), by `data`: temp file, fsync, re-verify
+        at the last moment, rename, fsync the dir."""
+        entry = self._intent(a, name, before, data)
+        tmp = _write_temp(pfd, data)
+        _fault("rewrite-before-rename")
+        if _read_small(pfd, name) != before:
+            os.unlink(tmp, dir_fd=pfd)
+            self._outcome(entry, "skipped", f"{name} changed while rewriting it")
+            raise _Skip(f"{name} changed while rewriting it")
+        os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+        os.fsync(pfd)
+        self._outcome(entry, "done")
 
     def _publish(self, a: Action, name: str, data: bytes) -> None:
         """Create `name` with `data` atomically, never replacing a file that exists."""
@@ -343,10 +381,11 @@ class Applier:
 
     def _intent(self, a: Action, name: str, before: bytes | None, after: bytes, path: str | None = None) -> str:
         entry = uuid.uuid4().hex
-        self.journal.write(id=entry, phase="intent", action=a.kind,
-                           path=path or os.path.join(self.root_real, a.container, a.process or "", name),
-                           before=_text(before), after=_text(after), reason=a.reason,
-                           container=a.container, process=a.process)
+        path = path or os.path.join(self.root_real, a.container, a.process or "", name)
+        self.journal.write(id=entry, phase="intent", action=a.kind, **_jfield("path", os.fsencode(path)),
+                           **_jfield("before", before), **_jfield("after", after), reason=a.reason,
+                           container=json_text(a.container),
+                           process=None if a.process is None else json_text(a.process))
         return entry
 
     def _outcome(self, entry: str, phase: str, detail: str = "") -> None:
@@ -406,8 +445,23 @@ def _read_small(dir_fd: int, name: str) -> bytes | None:
         os.close(fd)
 
 
-def _text(data: bytes | None) -> str | None:
-    return None if data is None else data.decode("utf-8", "backslashreplace")
+def _jfield(name: str, data: bytes | None) -> dict[str, str | None]:
+    """A journal field: its text; and, when the bytes are not UTF-8 (JSON holds only text), the
+    exact bytes in hex as `<name>_hex`, so that undo restores them byte for byte."""
+    if data is None:
+        return {name: None}
+    try:
+        return {name: data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {name: data.decode("utf-8", "backslashreplace"), f"{name}_hex": data.hex()}
+
+
+def _jvalue(e: dict, name: str) -> bytes | None:
+    """The exact bytes of a journal field written by _jfield."""
+    if isinstance(e.get(f"{name}_hex"), str):
+        return bytes.fromhex(e[f"{name}_hex"])
+    value = e.get(name)
+    return None if value is None else str(value).encode("utf-8", "surrogateescape")
 
 
 def _free_name(directory: str, name: str) -> str:
@@ -491,12 +545,15 @@ def undo(journal_path: str, journal: Journal) -> list[Reverted]:
     """Revert what a journal recorded, newest first, where the file is still as that run left it."""
     entries: dict[str, dict] = {}
     order: list[str] = []
+    undone: set[str] = set()  # reverted by an earlier --undo of this journal
     with open(journal_path, "rb") as f:
         for line in f:
             try:
                 e = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue  # a line cut by a crash
+            if isinstance(e.get("undoes"), str):
+                undone.add(e["undoes"])
             if e.get("phase") == "intent" and not str(e.get("action", "")).startswith("undo"):
                 entries[e["id"]] = e
                 order.append(e["id"])
@@ -507,24 +564,29 @@ def undo(journal_path: str, journal: Journal) -> list[Reverted]:
         e = entries[entry_id]
         if e.get("outcome") not in (None, "done"):
             continue  # skipped or failed: nothing was changed
+        if entry_id in undone:
+            path = printable(os.fsdecode(_jvalue(e, "path") or b""))
+            out.append(Reverted(path, e["action"], "reverted", "undone already (by an earlier --undo)"))
+            continue
         out.append(_undo_one(e, journal))
     return out
 
 
 def _undo_one(e: dict, journal: Journal) -> Reverted:
-    path, action = e["path"], e["action"]
-    after = (e.get("after") or "").encode("utf-8", "surrogateescape")
+    path, action = os.fsdecode(_jvalue(e, "path") or b""), e["action"]
+    after = _jvalue(e, "after") or b""
+    shown = printable(path)
     if action == "kill-orphan":
         what = ("kept: it records a kill that cannot be undone" if path.endswith(layout.EXIT_STATUS_FILE)
                 else "a killed process cannot be revived")
-        return Reverted(path, action, "not-reverted", what)
+        return Reverted(shown, action, "not-reverted", what)
     if action == "quarantine":
-        dest = e["after"]
+        dest = os.fsdecode(after)
         if os.path.lexists(path) or not os.path.isdir(dest):
-            return Reverted(path, action, "not-reverted", f"{dest} is gone or {path} exists again")
-        _journal_undo(journal, e, dest, path)
+            return Reverted(shown, action, "not-reverted", f"{printable(dest)} is gone or {shown} exists again")
+        _journal_undo(journal, e, dest, after, os.fsencode(path))
         move_tree(dest, path)
-        return Reverted(path, action, "reverted", f"moved back from {dest}")
+        return Reverted(shown, action, "reverted", f"moved back from {printable(dest)}")
     try:
         with open(path, "rb") as f:
             now: bytes | None = f.read(4096)
@@ -532,28 +594,30 @@ def _undo_one(e: dict, journal: Journal) -> Reverted:
         now = None
     if now != after:
         if e.get("outcome") is None:  # the run died before the change: nothing to revert
-            return Reverted(path, action, "reverted", "never written (the run stopped before it)")
-        return Reverted(path, action, "not-reverted", "the file is gone" if now is None else f"changed since (now {now!r})")
-    _journal_undo(journal, e, path, path)
-    if e.get("before") is None:
+            return Reverted(shown, action, "reverted", "never written (the run stopped before it)")
+        return Reverted(shown, action, "not-reverted", "the file is gone" if now is None else f"changed since (now {now!r})")
+    before = _jvalue(e, "before")
+    _journal_undo(journal, e, path, after, before)
+    if before is None:
         os.unlink(path)  # it did not exist before the repair wrote it
         _fsync_dir(os.path.dirname(path))
     else:
         directory = os.path.dirname(path)
         fd = os.open(directory, _DIR_FLAGS)
         try:
-            tmp = _write_temp(fd, e["before"].encode("utf-8", "surrogateescape"))
+            tmp = _write_temp(fd, before)
             os.rename(tmp, os.path.basename(path), src_dir_fd=fd, dst_dir_fd=fd)
             os.fsync(fd)
         finally:
             os.close(fd)
-    return Reverted(path, action, "reverted", "restored")
+    return Reverted(shown, action, "reverted", "restored")
 
 
-def _journal_undo(journal: Journal, e: dict, src: str, dest: str) -> None:
-    journal.write(id=uuid.uuid4().hex, phase="done", action=f"undo-{e['action']}", path=src,
-                  before=e.get("after"), after=e.get("before") if e["action"] != "quarantine" else dest,
-                  reason=f"undo of {e['id']}", container=e.get("container"), process=e.get("process"))
+def _journal_undo(journal: Journal, e: dict, path: str, before: bytes | None, after: bytes | None) -> None:
+    journal.write(id=uuid.uuid4().hex, phase="done", action=f"undo-{e['action']}",
+                  **_jfield("path", os.fsencode(path)), **_jfield("before", before), **_jfield("after", after),
+                  reason=f"undo of {e['id']}", undoes=e["id"], container=e.get("container"),
+                  process=e.get("process"))
 
 
 # --- a whole run ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from fuzzing import snapshot
 from procs import dead_pid
 from recover import repair as rp
-from recover.builder import RootBuilder, become_subreaper
+from recover.builder import RootBuilder, become_subreaper, process_json
 from recover.cli import app
 from recover.scan import Scan
 
@@ -174,7 +174,9 @@ def test_quarantine_moves_doomed_dirs_whole(tmp_path):
         b.write_process(NOPID, "init")  # no pid file: containerd drops it
         b.start_process(RUNNING, "init")
         b.start_process(ORPHAN, "init")
-        (b.root / ORPHAN / "init" / "pid").write_bytes(b"garbage")  # dropped, but its process lives
+        # dropped (containerd 0.2.9 cannot decode a 0.2.8 process.json), but its process lives
+        (b.root / ORPHAN / "init" / "process.json").write_bytes(
+            orjson.dumps(process_json(["sleep", "1000"], capabilities_as_list=True)))
         dest = tmp_path / "quarantine"
         doc = orjson.loads(repair(b.root, "--apply", "--quarantine", str(dest), "-f", "json").stdout)
         moved = {a["container"] for a in doc["actions"] if a["action"] == "quarantine" and a["result"] == "applied"}
