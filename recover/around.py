@@ -39,7 +39,7 @@ def in_image(image_root: str, path: str) -> str:
         candidate = os.path.join(image_root, *resolved, part)
         try:
             is_link = stat.S_ISLNK(os.lstat(candidate).st_mode)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in a path taken from the root
             is_link = False
         if not is_link:
             resolved.append(part)
@@ -47,7 +47,10 @@ def in_image(image_root: str, path: str) -> str:
         hops += 1
         if hops > MAX_LINKS:
             break
-        target = os.readlink(candidate)
+        try:
+            target = os.readlink(candidate)
+        except OSError:
+            break
         if target.startswith("/"):
             resolved = []
         parts = [p for p in target.split("/") if p not in ("", ".")] + parts

@@ -8,6 +8,7 @@ Pointing the same code at a captured proc dir is how tests and forensics work.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,15 +51,29 @@ def parse_stat(data: bytes) -> ProcStat | None:
     return ProcStat(pid, comm, state, ppid, starttime, exit_code, data)
 
 
+def read_proc_file(path: str, limit: int = 1 << 16) -> bytes | None:
+    """A file of a proc root.  A captured proc dir is untrusted like a state root: the last
+    component is not followed, and a FIFO or device there is never read (O_NONBLOCK, then fstat)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except (OSError, ValueError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def read_stat(proc_root: str, pid: int) -> ProcStat | None:
     """A fresh, uncached read of /proc/<pid>/stat (repair re-verifies with this)."""
     if pid <= 0:
         return None
-    try:
-        with open(os.path.join(proc_root, str(pid), "stat"), "rb", buffering=0) as f:
-            return parse_stat(f.read(4096))
-    except OSError:
-        return None
+    data = read_proc_file(os.path.join(proc_root, str(pid), "stat"), 4096)
+    return parse_stat(data) if data else None
 
 
 def wait_status_to_exit(status: int) -> int:
@@ -156,11 +171,7 @@ class HostView:
         return os.path.isdir(self.proc_root)
 
     def _read(self, parts: tuple[str, ...], limit: int = 1 << 16) -> bytes | None:
-        try:
-            with open(os.path.join(self.proc_root, *parts), "rb", buffering=0) as f:
-                return f.read(limit)
-        except OSError:
-            return None
+        return read_proc_file(os.path.join(self.proc_root, *parts), limit)
 
     def stat(self, pid: int) -> ProcStat | None:
         if pid not in self._stats:
@@ -171,7 +182,7 @@ class HostView:
         """Pids that `ls /proc` shows: thread-group leaders only (threads are reachable, not listed)."""
         if self._listed is None:
             try:
-                self._listed = {int(n) for n in os.listdir(self.proc_root) if n.isdigit()}
+                self._listed = {int(n) for n in os.listdir(self.proc_root) if n.isascii() and n.isdigit()}
             except OSError:
                 self._listed = set()
         return self._listed

@@ -275,12 +275,19 @@ class Prediction:
 
 def predict_process(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Prediction:
     """SPEC §2 rules 2-5 for one process whose process.json containerd could decode."""
-    files = (rec.pid.containerd_read, rec.starttime.containerd_read, rec.exit_status.containerd)
-    if "blocks" in files:
+    # loadProcess reads starttime, then pid, then (only if pid parsed) exitStatus
+    if rec.starttime.containerd_read == "blocks" or rec.pid.containerd_read == "blocks":
         return Prediction("hang-daemon", "a FIFO stands where containerd reads a file: its read never returns")
+    if rec.starttime.containerd_read == "follows-link":
+        return Prediction(None, "starttime is a symbolic link: what containerd reads through it cannot be told")
+    if rec.starttime.containerd_read == "error" and rec.starttime.findings and not any(
+            f.code == "F006" for f in rec.starttime.findings):
+        return Prediction("skip-process", "starttime exists but cannot be read: the process fails to load")
     pid = rec.pid.containerd
     if pid is None:
         return Prediction("skip-process", "the pid file is missing or not exactly an integer")
+    if rec.exit_status.containerd == "blocks":
+        return Prediction("hang-daemon", "exitStatus is a FIFO: containerd's read never returns")
     if rec.exit_status.containerd == "valid":
         return Prediction("use-exit-status", "exitStatus holds a status")
     if not host.proc_read:

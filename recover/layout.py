@@ -136,9 +136,12 @@ class PidFile:
     findings: tuple[Finding, ...]
 
 
+_MAX_DIGITS = 25  # longer than any int64 or uint64: rejected before int() (which caps at 4300 digits)
+
+
 def go_atoi(data: bytes) -> int | None:
     """strconv.Atoi: optional sign, ASCII digits, nothing else (no white space), int64 range."""
-    if not _GO_ATOI.fullmatch(data):
+    if len(data) > _MAX_DIGITS or not _GO_ATOI.fullmatch(data):
         return None
     n = int(data)
     return n if -(1 << 63) <= n < (1 << 63) else None
@@ -146,7 +149,7 @@ def go_atoi(data: bytes) -> int | None:
 
 def go_parse_uint32(data: bytes) -> int | None:
     """strconv.ParseUint(s, 10, 32): ASCII digits only, no sign, at most 2^32-1."""
-    if not _DECIMAL.fullmatch(data):
+    if len(data) > _MAX_DIGITS or not _DECIMAL.fullmatch(data):
         return None
     n = int(data)
     return n if n <= UINT32_MAX else None
@@ -154,7 +157,7 @@ def go_parse_uint32(data: bytes) -> int | None:
 
 def _lenient_decimal(data: bytes) -> int | None:
     stripped = data.strip(b" \t\r\n")
-    return int(stripped) if _DECIMAL.fullmatch(stripped) else None
+    return int(stripped) if len(stripped) <= _MAX_DIGITS and _DECIMAL.fullmatch(stripped) else None
 
 
 def parse_pid(fact: FileFact) -> PidFile:
@@ -194,7 +197,7 @@ def parse_starttime(fact: FileFact) -> StartTimeFile:
     value = None
     raw = fact.data or b""
     if fact.readable and raw:
-        if _DECIMAL.fullmatch(raw) and int(raw) <= UINT64_MAX:
+        if len(raw) <= _MAX_DIGITS and _DECIMAL.fullmatch(raw) and int(raw) <= UINT64_MAX:
             value = int(raw)
         else:
             lenient = _lenient_decimal(raw)
@@ -234,7 +237,7 @@ def parse_exit_status(fact: FileFact) -> ExitStatusFile:
     else:
         data = fact.data
         strict = go_parse_uint32(data)
-        bug = _DAEMON_FORMAT_BUG.fullmatch(data.strip())
+        bug = _DAEMON_FORMAT_BUG.fullmatch(data.strip()) if len(data) < 64 else None
         lenient = _lenient_decimal(data)
         if strict is not None:
             state, value, source = "valid", strict, "exitStatus"

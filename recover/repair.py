@@ -213,6 +213,14 @@ def _state_dir(args: list[str]) -> str:
     return "/run/containerd"  # containerd 0.2's default
 
 
+def own_procfs(proc_root: str) -> bool:
+    """Whether proc_root is the procfs of our own pid namespace (its `self` is us)."""
+    try:
+        return os.readlink(os.path.join(proc_root, "self")) == str(os.getpid())
+    except OSError:
+        return False
+
+
 def _fault(step: str) -> None:
     if os.environ.get(FAULT_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -275,13 +283,16 @@ class Applier:
     def _rewrite_exit_status(self, a: Action) -> Action:
         with self._process_dir(a.container, a.process) as pfd:
             before = _read_small(pfd, layout.EXIT_STATUS_FILE)
-            if before is None or before == a.value.encode():
-                raise _Skip("exitStatus changed since the plan")
+            if before is None or before == a.value.encode() or layout.go_parse_uint32(before) is not None:
+                raise _Skip("exitStatus changed since the plan (and a valid status is never overwritten)")
             self._replace(a, pfd, layout.EXIT_STATUS_FILE, before, a.value.encode())
         return replace(a, result="applied")
 
     def _kill_orphan(self, a: Action) -> Action:
         assert a.pid is not None
+        if not own_procfs(self.proc_root):
+            # the identity check must read the same process table the pidfd pins
+            raise _Skip(f"{self.proc_root} is not this process's own /proc: no kill, whatever --force says")
         try:
             pidfd = os.pidfd_open(a.pid)
         except ProcessLookupError:
@@ -568,7 +579,15 @@ def undo(journal_path: str, journal: Journal) -> list[Reverted]:
             path = printable(os.fsdecode(_jvalue(e, "path") or b""))
             out.append(Reverted(path, e["action"], "reverted", "undone already (by an earlier --undo)"))
             continue
-        out.append(_undo_one(e, journal))
+        path = os.fsdecode(_jvalue(e, "path") or b"")
+        if os.path.realpath(os.path.dirname(path)) != os.path.dirname(path):
+            out.append(Reverted(printable(path), e["action"], "not-reverted",
+                                "a symbolic link now stands in its path: not followed"))
+            continue
+        try:
+            out.append(_undo_one(e, journal))
+        except OSError as err:
+            out.append(Reverted(printable(path), e["action"], "not-reverted", f"failed: {err.strerror or err}"))
     return out
 
 

@@ -331,3 +331,26 @@ def test_hidepid_makes_absence_no_proof_of_death(tmp_path):
         assert "L006" in {f["code"] for f in p["findings"]}
     finally:
         shutil.rmtree(top)
+
+
+def test_hostile_captured_proc_dir(one, tmp_path):
+    proc = tmp_path / "proc"
+    shutil.copytree(REFERENCE / "proc", proc, symlinks=True)
+    (proc / "\u00b2").mkdir()  # isdigit() is true for it; int() is not
+    (proc / "30857" / "stat").unlink()
+    os.mkfifo(proc / "30857" / "stat")  # a FIFO must never be read: the scan would hang
+    result = runner.invoke(app, ["scan", str(one), "--proc-root", str(proc), "-f", "json"])
+    assert result.exit_code == 0
+    assert orjson.loads(result.stdout)["containers"][0]["processes"][0]["verdict"] == "vanished"
+
+
+def test_containerd_reads_starttime_then_pid_then_exit_status(one):
+    (one / "c/init/pid").write_bytes(b"abc")
+    os.mkfifo(one / "c/init/exitStatus")  # never read: the bad pid stops containerd first
+    assert _init(one)["containerd_would"] == "drop-container"  # the only process is skipped
+    (one / "c/init/pid").write_bytes(b"30857")
+    assert _init(one)["containerd_would"] == "hang-daemon"
+    os.unlink(one / "c/init/exitStatus")
+    os.unlink(one / "c/init/starttime")
+    os.mkdir(one / "c/init/starttime")  # exists but cannot be read: the process fails to load
+    assert scan(one)["c"]["containerd_would"] == "drop-container"

@@ -161,3 +161,10 @@ def test_json_parser_never_raises(value):
     for schema, code in ((layout.PROCESS_SCHEMA, "F021"), (layout.STATE_SCHEMA, "F020")):
         parsed = layout.parse_json_doc(fact(data), schema, code)
         assert parsed.containerd_decodes in (True, False)
+
+
+def test_numbers_past_pythons_digit_limit_are_just_bad_numbers():
+    long = b"1" * 5000
+    assert layout.parse_pid(fact(long)).value is None
+    assert layout.parse_exit_status(fact(long)).containerd == "invalid"
+    assert layout.parse_starttime(fact(long)).value is None

@@ -339,3 +339,33 @@ def test_quarantine_inside_the_root_is_a_usage_error(world):
     result = repair(b.root, "--apply", "--quarantine", str(b.root / "q"))
     assert result.exit_code == 2 and "inside the root" in result.stderr
     assert snapshot(b.root) == before
+
+
+def test_apply_never_rewrites_a_valid_status_nor_kills_through_a_foreign_proc(world, tmp_path):
+    b, procs = world
+    target = b.root / EXITED / "init"
+    journal = rp.Journal(str(tmp_path / "j.jsonl"))
+    applier = rp.Applier(os.path.realpath(b.root), "/proc", journal)
+    foreign = rp.Applier(os.path.realpath(b.root), str(tmp_path), journal)  # not our procfs
+    try:
+        stale = rp.Action(EXITED, "init", "rewrite-exit-status", "255", "test")
+        assert applier.apply(stale).result == "skipped" and (target / "exitStatus").read_bytes() == b"3"
+        with Scan(str(b.root)) as s:
+            kill = next(a for a in rp.plan_repair(s.containers(), rp.Options(kill_orphans=True))
+                        if a.kind == "kill-orphan")
+        assert foreign.apply(kill).result == "skipped" and alive(procs["orphan"].pid)
+    finally:
+        applier.close()
+        foreign.close()
+        journal.close()
+
+
+def test_undo_never_follows_a_link_in_the_path(world, tmp_path):
+    b, _ = world
+    repair(b.root, "--apply")
+    outside = tmp_path / "outside"
+    shutil.move(str(b.root / VANISHED / "init"), outside)
+    os.symlink(outside, b.root / VANISHED / "init")
+    result = runner.invoke(app, ["repair", "--undo", str(b.root.parent / "root.recover-journal.jsonl")])
+    assert "not followed" in result.stdout
+    assert (outside / "exitStatus").read_bytes() == b"255"  # the file out of the root is untouched
