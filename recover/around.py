@@ -117,34 +117,52 @@ def docker_findings(root_real: str, host: HostView | None) -> list[Finding]:
 
 
 def bundle_findings(c: ContainerJudgement, where: Surroundings) -> list[Finding]:
-    """A Docker bundle's config.json and stdio FIFOs (only where the bundle can be seen)."""
+    """A Docker bundle's config.json and stdio FIFOs (only where the bundle can be seen).
+    One listing of the bundle dir: types come from it, nothing in it is opened."""
     if not c.bundle:
         return []
-    bundle = where.path(c.bundle)
-    if not os.path.isdir(bundle):
-        return []  # judged as R003 where it matters
+    try:
+        with os.scandir(where.path(c.bundle)) as it:
+            kinds = {e.name: _kind(e) for e in it}
+    except (OSError, ValueError):
+        return []  # gone (judged as R003 where it matters) or not readable
     out = []
-    if _read(os.path.join(bundle, "config.json")) is None:
-        out.append(finding("H010", f"bundle {printable(c.bundle)} has no readable config.json: runc cannot "
-                           "act on this container", c.rel))
+    if kinds.get("config.json") != "file":
+        out.append(finding("H010", f"bundle {printable(c.bundle)} has no config.json: runc cannot act on "
+                           "this container", c.rel))
     for p in c.processes:
         prefix = "init" if p.id == "init" else p.id
         for stream in ("stdin", "stdout", "stderr"):
-            fifo = os.path.join(bundle, f"{prefix}-{stream}")
-            try:
-                is_fifo = stat.S_ISFIFO(os.lstat(fifo).st_mode)
-            except OSError:
-                continue  # not a Docker bundle, or no such stream: nothing to say
-            if not is_fifo:
+            kind = kinds.get(f"{prefix}-{stream}")
+            if kind is not None and kind != "fifo":  # absent: not a Docker bundle, nothing to say
                 out.append(finding("H010", f"{printable(prefix)}-{stream} in the bundle is not a FIFO: Docker "
                                    "cannot reattach the container's stdio", c.rel))
     return out
 
 
-def runc_findings(c: ContainerJudgement, where: Surroundings) -> list[Finding]:
+def _kind(entry: os.DirEntry) -> str:
+    if entry.is_file(follow_symlinks=False):
+        return "file"
+    if entry.is_dir(follow_symlinks=False) or entry.is_symlink():
+        return "other"
+    try:
+        return "fifo" if stat.S_ISFIFO(entry.stat(follow_symlinks=False).st_mode) else "other"
+    except OSError:
+        return "other"
+
+
+def runc_dir(where: Surroundings) -> str | None:
+    """runc's state dir, when there is one (looked up once per scan)."""
+    path = where.path(where.runc_root)
+    return path if os.path.isdir(path) else None
+
+
+def runc_findings(c: ContainerJudgement, runc_root: str | None) -> list[Finding]:
     """runc's own state of the container (`<runc-root>/<id>/state.json`) against the init's files."""
     init = next((p for p in c.processes if p.id == "init"), None)
-    data = _read(os.path.join(where.path(where.runc_root), c.id, "state.json"))
+    if runc_root is None or init is None:
+        return []
+    data = _read(os.path.join(runc_root, c.id, "state.json"))
     if init is None or data is None:
         return []
     try:

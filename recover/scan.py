@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from .around import Surroundings, bundle_findings, docker_findings, runc_findings
+from .around import Surroundings, bundle_findings, docker_findings, runc_dir, runc_findings
 from .host import HostView, ProcessFacts, gather
 from .judge import ContainerJudgement, HostFacts, judge_container
 from .root import ContainerRecord, Root, filesystem_type, printable
@@ -52,6 +52,7 @@ class Scan:
                  select: list[str] | None = None, around: Surroundings = Surroundings()):
         self.root = Root(root_path)
         self.around = around
+        self._runc_dir = runc_dir(around)
         self.findings: list[Finding] = []
         self.host: HostView | None = None if offline else HostView(proc_root)
         proc_read = self.host is not None and self.host.readable
@@ -122,7 +123,7 @@ class Scan:
             # os.Stat, as containerd does: follows links (inside the image, when analysing one)
             bundle_exists = os.path.exists(self.around.path(record.bundle))
         judged = judge_container(record, facts, self.host_facts, bundle_exists)
-        extra = bundle_findings(judged, self.around) + runc_findings(judged, self.around)
+        extra = bundle_findings(judged, self.around) + runc_findings(judged, self._runc_dir)
         if extra:
             judged = replace(judged, findings=judged.findings + tuple(extra))
         self._accounted_shims.update(p.shim_pid for p in judged.processes
