@@ -30,7 +30,7 @@ from .host import HostView, ProcessFacts
 from .judge import (PID_FILE_MTIME_SLACK_S, PREVIOUS_BOOT_MARGIN_S, VERDICT_CHECKS, ContainerJudgement,
                     HostFacts, ProcessJudgement, identity_of, predict_process, previous_boot_evidence)
 from .repair import Options, plan_repair
-from .root import ContainerRecord, ProcessRecord, RootError, json_text, printable, read_regular
+from .root import ContainerRecord, ProcessRecord, RootError, json_text, kind_of, printable, read_regular
 from .scan import Scan, SelectionError
 
 SCHEMA = "recover.explain/1"
@@ -202,22 +202,6 @@ def read_events(root_fd: int, cid: str) -> tuple[list[dict], str | None]:
 
 # --- files ---------------------------------------------------------------------------------
 
-def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if stat.S_ISFIFO(mode):
-        return "fifo"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "other"
-
-
 def list_dir(dir_fd: int) -> list[dict]:
     """Every entry of a dir: name, type, size, mtime.  Nothing is followed; nothing is opened."""
     out = []
@@ -231,7 +215,7 @@ def list_dir(dir_fd: int) -> list[dict]:
         except OSError:
             out.append({"name": entry.name, "type": "vanished"})
             continue
-        item: dict[str, Any] = {"name": entry.name, "type": _kind(st.st_mode), "size": st.st_size,
+        item: dict[str, Any] = {"name": entry.name, "type": kind_of(st.st_mode), "size": st.st_size,
                                 "mtime": st.st_mtime}
         if item["type"] == "symlink":
             try:

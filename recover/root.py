@@ -232,7 +232,7 @@ class Root:
             if entry.is_dir(follow_symlinks=False):
                 return FileFact(rel, "dir")
             if not entry.is_file(follow_symlinks=False):
-                return FileFact(rel, _kind(entry.stat(follow_symlinks=False).st_mode))
+                return FileFact(rel, kind_of(entry.stat(follow_symlinks=False).st_mode))
         except FileNotFoundError:
             return FileFact(rel, "file", problem="vanished")
         except OSError as e:
@@ -263,7 +263,7 @@ def read_regular(dir_fd: int, name: str, rel: str, limit: int = layout.MAX_FILE_
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # swapped since it was listed: read nothing
-            return FileFact(rel, _kind(st.st_mode), mtime_ns=st.st_mtime_ns)
+            return FileFact(rel, kind_of(st.st_mode), mtime_ns=st.st_mtime_ns)
         if st.st_size > limit:
             return FileFact(rel, "file", size=st.st_size, mtime_ns=st.st_mtime_ns, problem="too-big")
         chunks, total = [], 0
@@ -283,7 +283,8 @@ def read_regular(dir_fd: int, name: str, rel: str, limit: int = layout.MAX_FILE_
         os.close(fd)
 
 
-def _kind(mode: int) -> layout.Kind:
+def kind_of(mode: int) -> layout.Kind:
+    """A file type from its st_mode, in the words recover uses."""
     if stat.S_ISFIFO(mode):
         return "fifo"
     if stat.S_ISSOCK(mode):
