@@ -258,6 +258,7 @@ def test_spawn_at_pid_reuses_a_recorded_pid(builder):
     lp.kill_child()
     lp.wait_exit_status()
     lp.shim.wait(5)
+    time.sleep(0.05)  # start ticks count 10 ms: a reuser in the same tick would look identical
     p = builder.spawn_at_pid(lp.pid, comm="a) b")
     if p is None:
         pytest.skip("could not get the pid back (no CAP_SYS_ADMIN, or a busy host)")
