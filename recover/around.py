@@ -62,7 +62,7 @@ class Surroundings:
     """Where to look: the host's own paths, or the same paths inside an image."""
 
     image_root: str | None = None
-    runc_root: str = RUNC_ROOT
+    runc_root: str | None = RUNC_ROOT  # None: runc's state is not read (analysing a capture)
 
     def path(self, host_path: str) -> str:
         return host_path if self.image_root is None else in_image(self.image_root, host_path)
@@ -153,6 +153,8 @@ def _kind(entry: os.DirEntry) -> str:
 
 def runc_dir(where: Surroundings) -> str | None:
     """runc's state dir, when there is one (looked up once per scan)."""
+    if where.runc_root is None:
+        return None
     path = where.path(where.runc_root)
     return path if os.path.isdir(path) else None
 

@@ -56,7 +56,9 @@ OfflineOpt = Annotated[bool, typer.Option(
 ImageRootOpt = Annotated[Optional[str], typer.Option(
     "--image-root", metavar="DIR", help="Analyse a mounted disk image or copied host tree: the default roots, "
     "Docker's files and runc's root are looked up under DIR; /proc only from --proc-root.")]
-RuncRootOpt = Annotated[str, typer.Option("--runc-root", metavar="DIR", help="runc's state dir.")]
+RuncRootOpt = Annotated[Optional[str], typer.Option(
+    "--runc-root", metavar="DIR", show_default=False,
+    help="runc's state dir. Default: /run/runc, read only beside a live /proc (not with a captured proc dir).")]
 ContainerOpt = Annotated[Optional[list[str]], typer.Option(
     "--container", "-c", metavar="ID", help="A container id or unique prefix (repeatable).", show_default=False)]
 
@@ -65,6 +67,8 @@ def _resolve_root(root: str | None, around=None) -> str:
     from .around import Surroundings
     from .scan import default_root
 
+    if root == "":
+        raise _fail("the root is an empty string, not a path")
     if root is not None:
         return root
     found = default_root(around or Surroundings())
@@ -74,14 +78,30 @@ def _resolve_root(root: str | None, around=None) -> str:
     return found
 
 
+def _check_proc_root(proc_root: str | None, offline: bool) -> None:
+    """A --proc-root that is not a proc would judge every process `vanished`: a usage error."""
+    from .host import proc_root_problem
+
+    if proc_root is None:
+        return
+    if offline:
+        raise _fail("--offline reads no proc: it cannot be given with --proc-root")
+    if (problem := proc_root_problem(proc_root)) is not None:
+        raise _fail(f"--proc-root {proc_root} is not a proc root: {problem}")
+
+
 def _open_scan(root: str | None, proc_root: str | None, offline: bool, container: list[str] | None,
-               image_root: str | None = None, runc_root: str = "/run/runc"):
-    from .around import Surroundings
+               image_root: str | None = None, runc_root: str | None = None, *, not_a_root_exit: int = EXIT_USAGE):
+    from .around import RUNC_ROOT, Surroundings
+    from .host import is_procfs
     from .root import RootError
-    from .scan import Scan, SelectionError
+    from .scan import NotAStateRoot, Scan, SelectionError
 
     if image_root is not None and not os.path.isdir(image_root):
         raise _fail(f"--image-root {image_root}: not a directory")
+    _check_proc_root(proc_root, offline)
+    if runc_root is None and (image_root is not None or proc_root is None or is_procfs(proc_root)):
+        runc_root = RUNC_ROOT  # this host's runc state beside its live /proc, or the image's own
     around = Surroundings(image_root, runc_root)
     path = _resolve_root(root, around)
     if proc_root is None:  # a disk image has no /proc of its own: the host's would be wrong
@@ -89,6 +109,8 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
         proc_root = "/proc"
     try:
         return Scan(path, proc_root=proc_root, offline=offline, select=container, around=around)
+    except NotAStateRoot as e:
+        raise _fail(f"{e}; recover reads containerd 0.2 state roots", not_a_root_exit) from None
     except RootError as e:
         raise _fail(f"{e}: not a readable directory") from None
     except SelectionError as e:
@@ -101,7 +123,7 @@ def scan(
     proc_root: ProcRootOpt = None,
     offline: OfflineOpt = False,
     image_root: ImageRootOpt = None,
-    runc_root: RuncRootOpt = "/run/runc",
+    runc_root: RuncRootOpt = None,
     format: Annotated[str, typer.Option(
         "--format", "-f", metavar="FORMAT", help="table, json (one document) or jsonl (a line per container, then a summary).")] = "table",
     container: ContainerOpt = None,
@@ -127,7 +149,7 @@ def check(
     proc_root: ProcRootOpt = None,
     offline: OfflineOpt = False,
     image_root: ImageRootOpt = None,
-    runc_root: RuncRootOpt = "/run/runc",
+    runc_root: RuncRootOpt = None,
     container: ContainerOpt = None,
     select: Annotated[Optional[str], typer.Option(
         "--select", metavar="CODES", help="Only these codes or prefixes (comma-separated), e.g. L,R006.")] = None,
@@ -261,7 +283,7 @@ def repair(
     if undo is not None:
         _undo(undo)
         return
-    with _open_scan(root, proc_root, False, container) as s:
+    with _open_scan(root, proc_root, False, container, not_a_root_exit=EXIT_REFUSED) as s:
         if quarantine is not None:
             inside = os.path.realpath(quarantine)
             if inside == s.root.real or inside.startswith(s.root.real.rstrip("/") + "/"):
@@ -269,17 +291,25 @@ def repair(
         opts = rp.Options(kill_orphans=kill_orphans, quarantine=quarantine, force=force)
         journal_path = journal or rp.default_journal(s.root.real)
         meta = {"root": s.root.path, "apply": apply, "journal": journal_path if apply else None}
+        # judged whole before anything is done: whether kills may happen depends on every shim
+        judged = list(s.containers())
+        no_kills = rp.kill_refusal(judged, s.root.real, proc_root, s.shim_roots(), force) if kill_orphans else None
+        daemons = rp.daemons_on_root(s.host, s.root.real) if s.host is not None else []
         if not apply:
-            if s.host is not None and (daemons := rp.daemons_on_root(s.host, s.root.real)):
+            if daemons:
                 typer.echo(f"recover: note: a containerd daemon runs on this root ({daemons[0]}); "
                            "--apply will refuse", err=True)
-            actions = list(rp.run(s.containers(), opts, None))
+            if no_kills:
+                typer.echo(f"recover: note: --apply will refuse to kill: {no_kills}", err=True)
+            actions = list(rp.run(judged, opts, None))
             REPAIR_RENDERERS[fmt](actions, meta, sys.stdout.buffer)
             return
+        if no_kills:
+            raise _fail(f"refusing to kill: {no_kills}", EXIT_REFUSED)
         if not s.host_facts.live and not force:
             raise _fail(f"--apply needs the live /proc to re-verify every target ({proc_root} is not one); "
                         "--force to write anyway")
-        if s.host is not None and not force and (daemons := rp.daemons_on_root(s.host, s.root.real)):
+        if daemons and not force:
             raise _fail(f"refusing: a containerd daemon runs on {s.root.real}: {'; '.join(daemons)} "
                         "(stop it, or --force)", EXIT_REFUSED)
         try:
@@ -291,7 +321,7 @@ def repair(
             applier = rp.Applier(s.root.real, proc_root, log)
             try:
                 actions = []
-                for action in rp.run(s.containers(), opts, applier):
+                for action in rp.run(judged, opts, applier):
                     actions.append(action)
                     if action.result in ("applied", "skipped", "failed"):
                         typer.echo(f"recover: {action.result} {action.kind} {printable(action.rel)}"

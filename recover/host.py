@@ -68,6 +68,27 @@ def read_proc_file(path: str, limit: int = 1 << 16) -> bytes | None:
         os.close(fd)
 
 
+def proc_root_problem(proc_root: str) -> str | None:
+    """Why a directory is not a proc root (live, or captured laid out like /proc), or None.
+    A proc root has a `stat` with a `btime` line and at least one process dir."""
+    if not os.path.isdir(proc_root):
+        return "not a directory"
+    if _btime(read_proc_file(os.path.join(proc_root, "stat"))) is None:
+        return "no `stat` file with a `btime` line"
+    try:
+        with os.scandir(proc_root) as it:
+            if not any(e.name.isascii() and e.name.isdigit() for e in it):
+                return "no process dir (<pid>/)"
+    except OSError as e:
+        return f"cannot be listed: {e.strerror}"
+    return None
+
+
+def is_procfs(path: str) -> bool:
+    """Whether path is a mounted procfs (a live one), not a captured dir."""
+    return filesystem_type(os.path.realpath(path)) == "proc"
+
+
 def read_stat(proc_root: str, pid: int) -> ProcStat | None:
     """A fresh, uncached read of /proc/<pid>/stat (repair re-verifies with this)."""
     if pid <= 0:
@@ -92,15 +113,11 @@ def shim_state(stat: ProcStat | None) -> ShimStateName:
     return "alive"
 
 
-def is_shim_of(argv: list[str], cwd: str | None, shim_name: str, cid: str, process_id: str,
-               live_root: str | None = None) -> bool:
+def is_shim_of(argv: list[str], cwd: str | None, shim_name: str, cid: str, process_id: str) -> bool:
     """SPEC §3: argv holds the shim (by basename) directly followed by the container id, at
     argv[0] (the real shim) or argv[1] (a script shim under an interpreter); and when cwd is
     readable, its last two components are <container>/<process>, so a copied root still matches.
-
-    On a live host (`live_root` = the real path of the root being judged), a shim whose cwd lies
-    in ANOTHER root that exists on this host belongs to that root, whatever its last components.
-    """
+    Which root the shim works in is a separate question (`shim_root`)."""
     want = os.path.basename(shim_name)
     for i in (0, 1):
         if i + 1 >= len(argv):
@@ -108,14 +125,13 @@ def is_shim_of(argv: list[str], cwd: str | None, shim_name: str, cid: str, proce
         base = os.path.basename(argv[i])
         named = base == want if want else base.endswith("containerd-shim")
         if named and argv[i + 1] == cid:
-            if cwd is None:
-                return True
-            parts = cwd.rstrip("/").split("/")
-            if parts[-2:] != [cid, process_id]:
-                return False
-            its_root = "/".join(parts[:-2]) or "/"
-            return live_root is None or its_root == live_root or not os.path.isdir(its_root)
+            return cwd is None or cwd.rstrip("/").split("/")[-2:] == [cid, process_id]
     return False
+
+
+def shim_root(cwd: str | None) -> str | None:
+    """The root a 0.2 shim works in: its cwd is <root>/<container>/<process>."""
+    return None if cwd is None else os.path.dirname(os.path.dirname(cwd.rstrip("/"))) or "/"
 
 
 def looks_like_shim(argv: list[str]) -> bool:
@@ -155,7 +171,7 @@ class HostView:
 
     def __post_init__(self) -> None:
         real = os.path.realpath(self.proc_root)
-        self.live = filesystem_type(real) == "proc"
+        self.live = is_procfs(real)
         self.btime = _btime(self._read(("stat",)))
         boot_id = self._read(("sys", "kernel", "random", "boot_id"))
         self.boot_id = boot_id.decode("ascii", "replace").strip() if boot_id else None
@@ -311,26 +327,33 @@ class ProcessFacts:
     shim_children: int | None = None  # how many children the live shim has (pid file missing)
     containerd_stat: ProcStat | None = None  # /proc/<Atoi(pid file)>/stat, as containerd reads it
     frozen: bool | None = None  # the process's cgroup is frozen (only readable on a live host)
+    shim_root: str | None = None  # the root the shim's cwd names (live host, cwd readable)
+    other_root: str | None = None  # that root, when it is another root that exists: this one is a copy
 
 
 def gather(host: HostView, root_real: str, container_id: str, shim_name: str, process_id: str,
            pid: int | None, containerd_pid: int | None) -> ProcessFacts:
     """Collect the host facts for one process (reads /proc; decides nothing)."""
-    live_root = root_real if host.live else None
 
-    def own_shim(shim_pid: int) -> bool:
-        return is_shim_of(host.cmdline(shim_pid) or [], host.cwd(shim_pid), shim_name, container_id,
-                          process_id, live_root)
+    def other_root(cwd: str | None) -> str | None:
+        """The existing root other than ours that a shim's cwd names (only a live host's cwd says)."""
+        root = shim_root(cwd) if host.live else None
+        return root if root is not None and root != root_real and os.path.isdir(root) else None
 
     source: Literal["pid-file", "shim-child"] | None = "pid-file" if pid else None
     stat = host.stat(pid) if pid else None
     parent = host.stat(stat.ppid) if stat else None
-    parent_is_shim = parent is not None and own_shim(parent.pid)
+    shim_cwd = host.cwd(parent.pid) if parent else None
+    # the parent is the process's shim wherever its cwd lies: a copied root still names it
+    parent_is_shim = parent is not None and is_shim_of(
+        host.cmdline(parent.pid) or [], shim_cwd, shim_name, container_id, process_id)
     shim = parent if parent_is_shim else None
     if shim is None:
+        # not the parent: a shim that works in another root is that root's, not this process's
         for candidate in host.shims_named(container_id):
-            if is_shim_of(list(candidate.argv), candidate.cwd, shim_name, container_id, process_id, live_root):
-                shim = candidate.stat
+            if (is_shim_of(list(candidate.argv), candidate.cwd, shim_name, container_id, process_id)
+                    and other_root(candidate.cwd) is None):
+                shim, shim_cwd = candidate.stat, candidate.cwd
                 break
     children = None
     if pid is None and shim is not None and shim_state(shim) in ("alive", "stopped"):
@@ -347,4 +370,6 @@ def gather(host: HostView, root_real: str, container_id: str, shim_name: str, pr
         tgid=host.tgid(pid) if stat and pid else None,
         parent=parent, parent_is_shim=parent_is_shim,
         shim_pid=shim.pid if shim else None, shim_state=shim_state(shim),
-        shim_children=children, containerd_stat=containerd_stat, frozen=frozen)
+        shim_children=children, containerd_stat=containerd_stat, frozen=frozen,
+        shim_root=shim_root(shim_cwd) if shim is not None and host.live else None,
+        other_root=other_root(shim_cwd) if shim is not None else None)

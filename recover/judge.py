@@ -74,6 +74,8 @@ class ProcessJudgement:
     containerd_would: ContainerdWould | None
     findings: tuple[Finding, ...]
     temp_files: tuple[str, ...] = ()  # left by an interrupted repair: removed by the next one
+    shim_root: str | None = None  # the root its shim's cwd names (live host)
+    other_root: str | None = None  # ... when that is another existing root: this one is a copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +413,9 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
             pfound.append(finding("H001", f"its shim (pid {f.shim_pid}) is stopped", p.rel))
         elif f.shim_state == "zombie":
             pfound.append(finding("H002", f"its shim (pid {f.shim_pid}) is a zombie", p.rel))
+        if f.other_root is not None:
+            pfound.append(finding("H012", f"its shim (pid {f.shim_pid}) works in {printable(f.other_root)}: "
+                                  "this root is a copy of that one, or both describe the same process", p.rel))
         processes.append(_process_judgement(p, d, f, pred.would, host, pfound))
     labels = (record.state.value or {}).get("labels")
     return ContainerJudgement(
@@ -432,7 +437,8 @@ def _process_judgement(rec: ProcessRecord, d: Decision, f: ProcessFacts, would: 
         identity=d.identity, ppid=f.stat.ppid if f.stat else None,
         shim_pid=f.shim_pid, shim_state=f.shim_state if host.proc_read else None,
         exit_status=d.exit_status, exit_status_source=d.exit_status_source,
-        containerd_would=would, findings=tuple(found), temp_files=rec.temp_files)
+        containerd_would=would, findings=tuple(found), temp_files=rec.temp_files,
+        shim_root=f.shim_root, other_root=f.other_root)
 
 
 def _str(value: object) -> str:

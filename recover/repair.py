@@ -25,6 +25,7 @@ from typing import Literal
 import orjson
 
 from . import layout
+from .classify import is_default_root
 from .host import HostView, read_stat, wait_status_to_exit
 from .judge import ContainerJudgement, ProcessJudgement
 from .root import json_text, printable
@@ -211,6 +212,24 @@ def _state_dir(args: list[str]) -> str:
             if a.startswith(flag + "="):
                 return a.split("=", 1)[1]
     return "/run/containerd"  # containerd 0.2's default
+
+
+def kill_refusal(judged: Iterable[ContainerJudgement], root_real: str, proc_root: str, shim_roots: set[str],
+                 force: bool) -> str | None:
+    """Why repair must not kill from this root, or None.  Kills act on the live root only: the
+    one the shims work in (`shim_roots`: the roots every live shim's cwd names), judged on this
+    host's own /proc.  A copy is evidence, not the daemon's root: its `orphaned` processes may be
+    the live root's healthy ones."""
+    if not own_procfs(proc_root):
+        return f"{proc_root} is not this host's own live /proc: kills are never made from a captured proc dir"
+    processes = [p for c in judged for p in c.processes]
+    if copies := sorted({p.other_root for p in processes if p.other_root is not None}):
+        return (f"{root_real} is a copy: its shims work in {printable(copies[0])}; repair that root to kill, "
+                "or drop --kill-orphans to write files here")
+    if force or is_default_root(root_real) or root_real in shim_roots:
+        return None
+    return (f"cannot tell that {root_real} is the live root (it is no default root and no live shim works "
+            "in it): --force to kill anyway")
 
 
 def own_procfs(proc_root: str) -> bool:

@@ -104,6 +104,10 @@ class Root:
         self.findings: list[Finding] = []
         self._names: list[str] | None = None
 
+    @property
+    def fd(self) -> int:
+        return self._fd
+
     def __enter__(self) -> Root:
         return self
 

@@ -163,6 +163,9 @@ _RULES = [
          "runc cannot act on the container, or Docker cannot reattach its stdio"),
     Rule("H011", "warning", "runc's state disagrees with containerd's files",
          "runc and containerd name different init processes: trust the start ticks, check by hand"),
+    Rule("H012", "warning", "shim works in another root (this root is a copy)",
+         "the live root is the one the shim works in: judge and repair that one; repair never kills "
+         "from a copy"),
 ]
 
 RULES: dict[str, Rule] = {r.code: r for r in _RULES}

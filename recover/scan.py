@@ -13,16 +13,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from .around import Surroundings, bundle_findings, docker_findings, runc_dir, runc_findings
-from .host import HostView, ProcessFacts, gather
+from .classify import DEFAULT_ROOTS, Classification, classify_fd
+from .host import HostView, ProcessFacts, gather, shim_root
 from .judge import ContainerJudgement, HostFacts, judge_container
 from .root import ContainerRecord, Root, filesystem_type, printable
 from .rules import Finding, finding
 
-DEFAULT_ROOTS = ("/run/containerd", "/var/run/docker/libcontainerd/containerd")
 
 
 class SelectionError(Exception):
     """A --container value matches no container, or more than one."""
+
+
+class NotAStateRoot(Exception):
+    """The directory is not a root recover reads: it says what it is instead."""
+
+    def __init__(self, path: str, classification: Classification):
+        super().__init__(classification.explain(path))
+        self.classification = classification
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,10 @@ class Scan:
     def __init__(self, root_path: str, *, proc_root: str = "/proc", offline: bool = False,
                  select: list[str] | None = None, around: Surroundings = Surroundings()):
         self.root = Root(root_path)
+        self.classification = classify_fd(self.root.fd)
+        if not self.classification.readable_as_02:
+            self.root.close()
+            raise NotAStateRoot(root_path, self.classification)
         self.around = around
         self._runc_dir = runc_dir(around)
         self.findings: list[Finding] = []
@@ -129,6 +141,12 @@ class Scan:
         self._accounted_shims.update(p.shim_pid for p in judged.processes
                                      if p.shim_pid is not None and p.verdict != "exited")
         return judged
+
+    def shim_roots(self) -> set[str]:
+        """The roots that live shims on this host work in (their cwd names them)."""
+        if self.host is None or not self.host_facts.live:
+            return set()
+        return {root for s in self.host.all_shims() if (root := shim_root(s.cwd)) is not None}
 
     def _count(self, judged: ContainerJudgement) -> None:
         s = self.summary

@@ -200,12 +200,18 @@ def test_one_process_skipped_while_the_container_loads(reference):
     assert {"F032", "R004"} <= {f["code"] for f in shell["findings"]}
 
 
-def test_proc_dir_without_boot_time(reference):
-    (reference / "proc" / "stat").unlink()
+def test_proc_dir_without_boot_id(reference):
+    (reference / "proc" / "sys" / "kernel" / "random" / "boot_id").unlink()
     doc = orjson.loads(runner.invoke(app, ["scan", str(reference / "root"), "--proc-root",
                                            str(reference / "proc"), "-f", "json"]).stdout)
     assert "H006" in {f["code"] for f in doc["findings"]}
-    assert doc["host"]["btime"] is None
+    assert doc["host"]["boot_id"] is None and doc["host"]["btime"]
+
+
+def test_proc_dir_without_boot_time_is_not_a_proc_root(reference):
+    (reference / "proc" / "stat").unlink()
+    result = runner.invoke(app, ["scan", str(reference / "root"), "--proc-root", str(reference / "proc")])
+    assert result.exit_code == 2 and "btime" in result.stderr and result.stdout == ""
 
 
 NOBODY = 65534

@@ -102,7 +102,9 @@ def test_reference_table(reference):
 
 
 def test_offline_leaves_liveness_unknown(reference):
-    got = processes(scan_json(reference, "--offline"))
+    result = runner.invoke(app, ["scan", str(reference / "root"), "--offline", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    got = processes(orjson.loads(result.stdout))
     assert got[(WORKER, "init")]["verdict"] == "exited"
     assert {got[k]["verdict"] for k in got if k != (WORKER, "init")} == {"unknown"}
     assert got[(CRON, "init")]["containerd_would"] is None

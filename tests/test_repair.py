@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from procs import dead_pid, ticks
 from recover import repair as rp
-from recover.builder import RootBuilder, become_subreaper, process_json
+from recover.builder import RootBuilder, become_subreaper, capture_proc, process_json
 from recover.cli import app
 
 runner = CliRunner()
@@ -380,15 +380,30 @@ def test_another_repair_holding_the_lock_makes_apply_refuse(world, tmp_path):
 
 
 def test_apply_without_the_live_proc_is_a_usage_error(world, tmp_path):
-    b, _ = world
-    fake_proc = tmp_path / "proc"
-    (fake_proc / "sys" / "kernel" / "random").mkdir(parents=True)
-    shutil.copyfile("/proc/stat", fake_proc / "stat")
-    shutil.copyfile("/proc/sys/kernel/random/boot_id", fake_proc / "sys" / "kernel" / "random" / "boot_id")
+    b, p = world
+    fake_proc = capture_proc(tmp_path / "proc", [p["running"].pid])
     before = tree(b.root)
     result = cli("repair", b.root, "--apply", "--proc-root", fake_proc)
     assert result.exit_code == 2 and "live /proc" in result.stderr
     assert tree(b.root) == before
+
+
+def test_a_dir_that_is_not_a_proc_is_a_usage_error(world, tmp_path):
+    b, _ = world
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for proc_root, why in ((tmp_path / "nonexistent", "not a directory"), ("/etc", "btime"),
+                           (empty, "btime")):
+        for command in ("scan", "check", "repair"):
+            result = cli(command, b.root, "--proc-root", proc_root)
+            assert result.exit_code == 2 and "not a proc root" in result.stderr and why in result.stderr, command
+    only_stat = tmp_path / "only-stat"
+    only_stat.mkdir()
+    shutil.copyfile("/proc/stat", only_stat / "stat")
+    result = cli("check", b.root, "--proc-root", only_stat)
+    assert result.exit_code == 2 and "no process dir" in result.stderr
+    result = cli("scan", b.root, "--proc-root", "/proc", "--offline")
+    assert result.exit_code == 2 and "--offline" in result.stderr
 
 
 # --- journal and undo ----------------------------------------------------------------------

@@ -1,0 +1,174 @@
+"""Safety and truth: never act on the wrong root, never kill a healthy process, never pass a gate
+that could not judge.  Real roots, real processes under the stand-in shim, real copies."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from procs import dead_pid
+from recover.builder import RootBuilder, become_subreaper
+from recover.cli import app
+
+runner = CliRunner()
+RUNNING = "a1" + "0" * 62
+ORPHAN = "b2" + "0" * 62
+GONE = "c3" + "0" * 62
+
+
+@pytest.fixture(scope="module", autouse=True)
+def subreaper():
+    become_subreaper()
+
+
+def cli(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def scan(root: Path, *args: object) -> dict:
+    result = cli("scan", root, "-f", "json", *args)
+    assert result.exit_code == 0, result.output
+    return orjson.loads(result.stdout)
+
+
+def processes(doc: dict) -> dict[str, dict]:
+    return {c["id"]: c["processes"][0] for c in doc["containers"]}
+
+
+def copy_root(root: Path, dest: Path) -> Path:
+    """A copy as an operator makes one: `cp -a` keeps FIFOs, modes and mtimes."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", str(root), str(dest)], check=True)
+    return dest
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# --- 1. a copy is evidence, not the daemon's root -------------------------------------------
+
+def test_a_copy_of_a_live_root_judges_its_processes_running_and_says_it_is_a_copy(tmp_path):
+    with RootBuilder(tmp_path / "root") as b:
+        live = b.start_process(RUNNING, "init")
+        copy = copy_root(b.root, tmp_path / "rcopy" / "root")
+        p = processes(scan(copy))[RUNNING]
+        assert p["verdict"] == "running" and p["shim"] == {"pid": live.shim.pid, "state": "alive"}
+        h012 = [f for f in p["findings"] if f["code"] == "H012"]
+        assert h012 and str(b.root) in h012[0]["message"]
+        assert processes(scan(b.root))[RUNNING]["findings"] == []  # the original is not a copy
+
+
+def test_repairing_a_copy_never_kills_the_originals_processes(tmp_path):
+    with RootBuilder(tmp_path / "root") as b:
+        running = b.start_process(RUNNING, "init")
+        orphan = b.start_process(ORPHAN, "init")
+        orphan.kill_shim()
+        copy = copy_root(b.root, tmp_path / "rcopy" / "root")
+        result = cli("repair", copy, "--kill-orphans", "--apply")
+        assert result.exit_code == 4 and "is a copy" in result.stderr, result.output
+        assert alive(running.pid) and alive(orphan.pid)
+        original = processes(scan(b.root))
+        assert original[RUNNING]["verdict"] == "running"
+        assert original[ORPHAN]["verdict"] == "orphaned"
+        assert not (copy / ORPHAN / "init" / "exitStatus").exists()
+
+
+def test_a_copy_still_takes_file_writes(tmp_path):
+    with RootBuilder(tmp_path / "root") as b:
+        running = b.start_process(RUNNING, "init")
+        b.container(GONE)
+        b.write_process(GONE, "init", pid=dead_pid())
+        copy = copy_root(b.root, tmp_path / "rcopy" / "root")
+        result = cli("repair", copy, "--apply", "-f", "json")
+        assert result.exit_code == 0, result.output
+        assert (copy / GONE / "init" / "exitStatus").read_bytes() == b"255"
+        assert not (b.root / GONE / "init" / "exitStatus").exists()
+        assert alive(running.pid)
+
+
+def test_kills_need_this_hosts_own_proc_and_evidence_of_the_live_root(tmp_path):
+    from recover.builder import capture_proc
+
+    with RootBuilder(tmp_path / "root") as b:
+        orphan = b.start_process(ORPHAN, "init")
+        orphan.kill_shim()
+        captured = capture_proc(tmp_path / "proc", [orphan.pid, os.getpid()])
+        result = cli("repair", b.root, "--kill-orphans", "--apply", "--force", "--proc-root", captured)
+        assert result.exit_code == 4 and "captured proc" in result.stderr
+        # no live shim works in this root, and it is no default root: which root is live cannot be told
+        result = cli("repair", b.root, "--kill-orphans", "--apply")
+        assert result.exit_code == 4 and "cannot tell" in result.stderr
+        assert alive(orphan.pid)
+        dry = cli("repair", b.root, "--kill-orphans")
+        assert dry.exit_code == 0 and "will refuse to kill" in dry.stderr
+        result = cli("repair", b.root, "--kill-orphans", "--apply", "--force")
+        assert result.exit_code == 0, result.output
+        assert (b.root / ORPHAN / "init" / "exitStatus").read_bytes() == b"137"
+
+
+# --- 2. recognise what recover is pointed at -----------------------------------------------
+
+def _v2_state_dir(path: Path) -> Path:
+    task = path / "io.containerd.runtime.v2.task" / "k8s.io" / ("d4" + "0" * 62)
+    task.mkdir(parents=True)
+    (task / "init.pid").write_bytes(b"1")
+    (path / "runc" / "k8s.io").mkdir(parents=True)
+    return path
+
+
+def snapshot(top: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(top)), p.lstat().st_mode) for p in top.rglob("*"))
+
+
+@pytest.mark.parametrize("command", ["scan", "check"])
+def test_scan_and_check_say_what_a_dir_is_instead_of_misreading_it(tmp_path, command):
+    v2 = _v2_state_dir(tmp_path / "state")
+    docker = tmp_path / "docker"
+    for name in ("containers/abc", "image/overlay2", "volumes"):
+        (docker / name).mkdir(parents=True)
+    rootdir = tmp_path / "var-lib-containerd"
+    (rootdir / "io.containerd.metadata.v1.bolt").mkdir(parents=True)
+    (rootdir / "io.containerd.runtime.v2.task" / "k8s.io").mkdir(parents=True)
+    etc_like = tmp_path / "etc"
+    (etc_like / "ssh").mkdir(parents=True)
+    (etc_like / "hosts").write_text("127.0.0.1 localhost\n")
+    for path, words in ((v2, "containerd 1.x/2.x state dir"), (docker, "Docker's data root"),
+                        (rootdir, "root dir"), (etc_like, "not a containerd state root")):
+        result = cli(command, path)
+        assert result.exit_code == 2, (path, result.output)
+        assert words in result.stderr and result.stdout == ""
+    assert cli(command, "").exit_code == 2 and "empty string" in cli(command, "").stderr
+
+
+def test_repair_refuses_and_changes_nothing_outside_a_recognised_root(tmp_path):
+    v2 = _v2_state_dir(tmp_path / "state")
+    docker = tmp_path / "docker"
+    (docker / "containers" / "abc").mkdir(parents=True)
+    (docker / "image").mkdir()
+    quarantine = tmp_path / "q"
+    for path in (v2, docker):
+        before = snapshot(path)
+        result = cli("repair", path, "--quarantine", quarantine, "--apply", "--force")
+        assert result.exit_code == 4, result.output
+        assert snapshot(path) == before and not quarantine.exists()
+
+
+def test_an_empty_dir_and_a_damaged_02_root_are_still_read(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert scan(empty)["containers"] == []
+    damaged = tmp_path / "damaged"
+    (damaged / ("e5" + "0" * 62) / "init").mkdir(parents=True)
+    (damaged / ("e5" + "0" * 62) / "init" / "pid").write_bytes(b"12")
+    doc = scan(damaged)  # no state.json anywhere, but a process dir: still a 0.2 root
+    assert [c["id"] for c in doc["containers"]] == ["e5" + "0" * 62]
