@@ -86,34 +86,83 @@ def _read(path: str) -> bytes | None:
         os.close(fd)
 
 
-def docker_findings(root_real: str, host: HostView | None) -> list[Finding]:
-    """Docker 1.12-1.13's files beside the root (SPEC §1.5): is the daemon its pid file names alive,
-    really containerd, and on this root?"""
-    libcontainerd = os.path.dirname(root_real.rstrip("/"))
-    pid_path = os.path.join(libcontainerd, "docker-containerd.pid")
-    data = _read(pid_path)
-    out: list[Finding] = []
-    if data is None:
-        return out
+DAEMON_NAMES = ("containerd", "docker-containerd")
+
+
+def daemons_on_root(host: HostView, root_real: str) -> list[str]:
+    """containerd daemons running on this root, each as "pid N (argv...)": found by their
+    --state-dir (a relative one against the daemon's own cwd), or named by docker-containerd.pid
+    beside the root."""
+    found = []
+    for pid, argv in host.all_argv().items():
+        if os.path.basename(argv[0]) not in DAEMON_NAMES:
+            continue
+        state_dir = _state_dir(argv[1:])
+        if not os.path.isabs(state_dir):  # relative to the daemon's working directory, not ours
+            cwd = host.cwd(pid)
+            if cwd is None:  # cannot be told: assume the worst (repair's --force overrides)
+                found.append(f"pid {pid} ({printable(' '.join(argv[:3]))}; relative --state-dir, cwd unreadable)")
+                continue
+            state_dir = os.path.join(cwd, state_dir)
+        if os.path.realpath(state_dir) == root_real:
+            found.append(f"pid {pid} ({printable(' '.join(argv[:3]))})")
+    pid_file = os.path.join(os.path.dirname(root_real), "docker-containerd.pid")
+    recorded = _pid_in(_read(pid_file))
+    if recorded and host.stat(recorded) is not None and _is_containerd(host.cmdline(recorded) or []):
+        if not any(f.startswith(f"pid {recorded} ") for f in found):
+            found.append(f"pid {recorded} (named by {pid_file})")
+    return found
+
+
+def _state_dir(args: list[str]) -> str:
+    for i, a in enumerate(args):
+        for flag in ("--state-dir", "-state-dir"):
+            if a == flag and i + 1 < len(args):
+                return args[i + 1]
+            if a.startswith(flag + "="):
+                return a.split("=", 1)[1]
+    return "/run/containerd"  # containerd 0.2's default
+
+
+def _pid_in(data: bytes | None) -> int | None:
     try:
-        pid = int(data.strip())
+        pid = int((data or b"").strip())
     except ValueError:
+        return None
+    return pid if pid > 0 else None
+
+
+def _is_containerd(argv: list[str]) -> bool:
+    base = os.path.basename(argv[0]) if argv else ""
+    return "containerd" in base and "shim" not in base
+
+
+def daemon_findings(root_real: str, host: HostView | None) -> list[Finding]:
+    """Is a containerd daemon running on this root (by its --state-dir, or Docker's pid file)?  And
+    Docker 1.12-1.13's docker-containerd.pid beside the root (SPEC §1.5): does the daemon it
+    names live, and is it really containerd?"""
+    pid_path = os.path.join(os.path.dirname(root_real.rstrip("/")), "docker-containerd.pid")
+    data = _read(pid_path)
+    if data is not None and _pid_in(data) is None:
         return [finding("H007", f"docker-containerd.pid holds {data[:20]!r}, not a pid: Docker will start a "
                         "new containerd", pid_path)]
     if host is None or not host.readable:
+        return []
+    out = [finding("H009", f"containerd runs on this root ({daemon}): the root may change while it is read, "
+                   "and repair refuses to write") for daemon in daemons_on_root(host, root_real)]
+    pid = _pid_in(data)
+    if pid is None or out:
         return out
     st = host.stat(pid)
     if st is None:
         return [finding("H007", f"docker-containerd.pid names pid {pid}, which is gone: the daemon is not "
                         "running, and Docker will start a new one over this root", pid_path)]
     argv = host.cmdline(pid) or []
-    if not argv or "containerd" not in os.path.basename(argv[0]) or "shim" in os.path.basename(argv[0]):
+    if not _is_containerd(argv):
         shown = printable(" ".join(argv[:3])) if argv else st.comm
         return [finding("H008", f"docker-containerd.pid names pid {pid}, which is alive but is not containerd "
                         f"({shown}): Docker would take it for a running containerd and never start one", pid_path)]
-    out.append(finding("H009", f"containerd runs on this root (pid {pid}, from docker-containerd.pid): the "
-                       "root may change while it is read, and repair refuses to write", pid_path))
-    return out
+    return []
 
 
 def bundle_findings(c: ContainerJudgement, where: Surroundings) -> list[Finding]:

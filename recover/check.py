@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from .judge import ContainerJudgement
-from .rules import SEVERITIES, Finding, Severity
+from .rules import RULES, SEVERITIES, Finding, Severity
 
 BASELINE_SCHEMA = "recover.baseline/1"
 
@@ -57,6 +57,11 @@ def locate(containers: Iterable[ContainerJudgement], root_findings: Iterable[Fin
 def parse_codes(text: str | None) -> tuple[str, ...]:
     """`--select F0,L001` -> ("F0", "L001"): codes or prefixes, case-insensitive."""
     return tuple(part.strip().upper() for part in (text or "").split(",") if part.strip())
+
+
+def unknown_codes(codes: Iterable[str]) -> list[str]:
+    """The codes or prefixes that match no catalogued code (a typo would silently select nothing)."""
+    return [c for c in codes if not any(code.startswith(c) for code in RULES)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,4 +132,5 @@ class CheckReport:
 
 
 def subjects_of(c: ContainerJudgement) -> list[str]:
-    return [f"{c.id}/{p.id}" for p in c.processes] or [c.id]
+    """The container itself (its own findings), then each of its processes."""
+    return [c.id] + [f"{c.id}/{p.id}" for p in c.processes]

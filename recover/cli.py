@@ -22,9 +22,11 @@ Exit codes:
      repair: every planned action applied, or a dry run, or nothing to do
   1  check: findings at or above --fail-on remain;
      repair: some action failed or was skipped by re-verification
-  2  usage error, or ROOT is not a readable directory
+  2  usage error, or ROOT is not a readable directory or not a root recover reads
   3  internal error in recover (a bug: please report it)
-  4  repair refused: a containerd daemon runs on ROOT, or another repair holds the lock"""
+  4  repair refused: ROOT is not a root recover writes in, a containerd daemon runs
+     on ROOT, another repair holds the lock, or kills are refused (a copy of the
+     live root, a captured proc dir)"""
 
 app = typer.Typer(
     name="recover",
@@ -184,6 +186,9 @@ def check(
         known = ck.read_baseline(baseline) if baseline else frozenset()
     except (OSError, ValueError) as e:
         raise _fail(f"--baseline: {e}") from None
+    for flag, value in (("--select", select), ("--ignore", ignore)):
+        if unknown := ck.unknown_codes(ck.parse_codes(value)):
+            raise _fail(f"{flag} {','.join(unknown)}: no finding code starts with it (see `recover rules`)")
     gate = ck.Gate(ck.parse_codes(select), ck.parse_codes(ignore), fail_on, known)
     with _open_scan(root, proc_root, offline, container, image_root, runc_root) as s:
         containers = list(s.containers())
@@ -271,6 +276,7 @@ def repair(
     Every change is re-verified first and journalled. Run it BEFORE restarting the daemon.
     """
     from . import repair as rp
+    from .around import daemons_on_root
     from .render import REPAIR_RENDERERS, RepairFormat
     from .root import printable
 
@@ -294,7 +300,7 @@ def repair(
         # judged whole before anything is done: whether kills may happen depends on every shim
         judged = list(s.containers())
         no_kills = rp.kill_refusal(judged, s.root.real, proc_root, s.shim_roots(), force) if kill_orphans else None
-        daemons = rp.daemons_on_root(s.host, s.root.real) if s.host is not None else []
+        daemons = daemons_on_root(s.host, s.root.real) if s.host is not None else []
         if not apply:
             if daemons:
                 typer.echo(f"recover: note: a containerd daemon runs on this root ({daemons[0]}); "

@@ -180,6 +180,7 @@ class HostView:
         self._stats: dict[int, ProcStat | None] = {}
         self._listed: set[int] | None = None
         self._shims: dict[str, list[int]] | None = None
+        self._argv: dict[int, list[str]] | None = None
         self._children: dict[int, list[int]] | None = None
 
     @property
@@ -228,14 +229,19 @@ class HostView:
             return None
         return target.removesuffix(" (deleted)")  # the dir was removed: its last path still names it
 
+    def all_argv(self) -> dict[int, list[str]]:
+        """Every listed process's argv (none for zombies and kernel threads): one pass over
+        /proc, made once, when first needed."""
+        if self._argv is None:
+            self._argv = {pid: argv for pid in sorted(self.listed()) if (argv := self.cmdline(pid))}
+        return self._argv
+
     def _shim_index(self) -> dict[str, list[int]]:
-        """Pids by the argv elements where a shim names its container (argv[1], argv[2]).
-        One pass over every process's cmdline, made once, when first needed."""
+        """Pids by the argv elements where a shim names its container (argv[1], argv[2])."""
         if self._shims is None:
             self._shims = {}
-            for pid in sorted(self.listed()):
-                argv = self.cmdline(pid)
-                for candidate in {argv[i] for i in (1, 2) if argv and i < len(argv)}:
+            for pid, argv in self.all_argv().items():
+                for candidate in {argv[i] for i in (1, 2) if i < len(argv)}:
                     self._shims.setdefault(candidate, []).append(pid)
         return self._shims
 
@@ -327,7 +333,7 @@ class ProcessFacts:
     shim_children: int | None = None  # how many children the live shim has (pid file missing)
     containerd_stat: ProcStat | None = None  # /proc/<Atoi(pid file)>/stat, as containerd reads it
     frozen: bool | None = None  # the process's cgroup is frozen (only readable on a live host)
-    shim_root: str | None = None  # the root the shim's cwd names (live host, cwd readable)
+    shim_root: str | None = None  # the root the shim's cwd names (when its cwd can be read)
     other_root: str | None = None  # that root, when it is another root that exists: this one is a copy
 
 
@@ -371,5 +377,5 @@ def gather(host: HostView, root_real: str, container_id: str, shim_name: str, pr
         parent=parent, parent_is_shim=parent_is_shim,
         shim_pid=shim.pid if shim else None, shim_state=shim_state(shim),
         shim_children=children, containerd_stat=containerd_stat, frozen=frozen,
-        shim_root=shim_root(shim_cwd) if shim is not None and host.live else None,
+        shim_root=shim_root(shim_cwd) if shim is not None else None,
         other_root=other_root(shim_cwd) if shim is not None else None)

@@ -74,7 +74,7 @@ class ProcessJudgement:
     containerd_would: ContainerdWould | None
     findings: tuple[Finding, ...]
     temp_files: tuple[str, ...] = ()  # left by an interrupted repair: removed by the next one
-    shim_root: str | None = None  # the root its shim's cwd names (live host)
+    shim_root: str | None = None  # the root its shim's cwd names (when its cwd can be read)
     other_root: str | None = None  # ... when that is another existing root: this one is a copy
 
 
@@ -278,6 +278,8 @@ class Prediction:
 def predict_process(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Prediction:
     """SPEC §2 rules 2-5 for one process whose process.json containerd could decode."""
     # loadProcess reads starttime, then pid, then (only if pid parsed) exitStatus
+    if "denied" in (rec.starttime.containerd_read, rec.pid.containerd_read, rec.exit_status.containerd):
+        return Prediction(None, "recover may not read this process's files; containerd, as root, can")
     if rec.starttime.containerd_read == "blocks" or rec.pid.containerd_read == "blocks":
         return Prediction("hang-daemon", "a FIFO stands where containerd reads a file: its read never returns")
     if rec.starttime.containerd_read == "follows-link":
@@ -360,6 +362,8 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
         container_would = "hang-daemon"
         found.append(finding("R008", "state.json is a FIFO: containerd's read blocks forever",
                              record.rel))
+    elif record.state.containerd_read == "denied":
+        container_would = None  # containerd, as root, reads what recover may not: nothing is predicted
     elif not record.state.containerd_decodes:
         container_would = "drop-container"
         found.append(finding("R001", "state.json cannot be decoded: containerd would delete the container dir", record.rel))
@@ -369,6 +373,9 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
                 predictions[p.id] = Prediction("hang-daemon", "process.json is a FIFO")
                 container_would = "hang-daemon"
                 break
+            if p.spec.containerd_read == "denied":
+                predictions[p.id] = Prediction(None, "recover may not read process.json; containerd, as root, can")
+                continue
             if not p.spec.containerd_decodes:
                 container_would = "drop-container"
                 found.append(finding("R001", f"{printable(p.id)}/process.json cannot be decoded: "

@@ -54,7 +54,8 @@ class FileFact:
     data: bytes | None = None
     size: int | None = None
     mtime_ns: int | None = None
-    problem: Literal["too-big", "vanished", "unreadable", "link-out"] | None = None
+    # denied: recover may not read it (not root); containerd, as root, can: nothing is predicted from it
+    problem: Literal["too-big", "vanished", "unreadable", "denied", "link-out"] | None = None
     detail: str = ""  # errno text, or a symlink's target
 
     @property
@@ -67,7 +68,7 @@ class FileFact:
         return self.rel.rsplit("/", 1)[-1]
 
 
-GoReadKind = Literal["ok", "missing", "error", "blocks", "follows-link"]
+GoReadKind = Literal["ok", "missing", "error", "blocks", "follows-link", "denied"]
 
 
 def go_read(fact: FileFact) -> GoReadKind:
@@ -77,6 +78,8 @@ def go_read(fact: FileFact) -> GoReadKind:
     outcome is unknown); a file over 1 MiB is read whole by Go (its content is then unparseable
     for every small file of the layout, which is what "error" means to the callers).
     """
+    if fact.problem == "denied":
+        return "denied"
     if fact.kind == "file":
         return "ok" if fact.readable else ("missing" if fact.problem == "vanished" else "error")
     if fact.kind == "missing":
@@ -107,6 +110,9 @@ def file_findings(fact: FileFact, *, required: bool) -> list[Finding]:
         return [finding("F011", f"{fact.name} vanished between listing and reading", rel)]
     if fact.problem == "unreadable":
         return [finding("F012", f"{fact.name} cannot be read: {fact.detail}", rel)]
+    if fact.problem == "denied":
+        return [finding("F012", f"{fact.name} cannot be read by recover ({fact.detail}); containerd, as root, "
+                        "can: what it would do with it is not predicted", rel)]
     return []
 
 
@@ -215,8 +221,9 @@ class ExitStatusFile:
     value: int | None  # the exit status as recover reads it
     source: ExitSource | None
     # containerd's view: "valid" (ParseUint succeeds), "not-exited" (no file or empty),
-    # "invalid" (present, unparseable or unreadable), "blocks" (a FIFO: ReadFile never returns)
-    containerd: Literal["valid", "not-exited", "invalid", "blocks"]
+    # "invalid" (present, unparseable or unreadable), "blocks" (a FIFO: ReadFile never returns),
+    # "denied" (recover may not read it; containerd can)
+    containerd: Literal["valid", "not-exited", "invalid", "blocks", "denied"]
     mtime_ns: int | None
     findings: tuple[Finding, ...]
 
@@ -228,8 +235,8 @@ def parse_exit_status(fact: FileFact) -> ExitStatusFile:
     source: ExitSource | None = None
     if read == "missing":
         state = "not-exited"
-    elif read == "blocks":
-        state = "blocks"
+    elif read in ("blocks", "denied"):
+        state = read
     elif not fact.readable:
         state = "invalid"
     elif not fact.data:

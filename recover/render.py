@@ -182,6 +182,8 @@ def check_jsonl(r: CheckReport, out: BinaryIO) -> None:
 
 
 def check_junit(r: CheckReport, out: BinaryIO) -> None:
+    """One test case per container (its own findings) and per process; `failures` counts the
+    test cases that fail, as JUnit readers expect."""
     import xml.etree.ElementTree as ET
 
     by_subject: dict[str, list[Located]] = {}
@@ -189,7 +191,7 @@ def check_junit(r: CheckReport, out: BinaryIO) -> None:
         by_subject.setdefault(f.subject, []).append(f)
     subjects = list(r.subjects) + (["(root)"] if "(root)" in by_subject else [])
     suite = ET.Element("testsuite", name="recover", tests=str(len(subjects)),
-                       failures=str(sum(len(v) for v in by_subject.values())), errors="0")
+                       failures=str(sum(1 for s in subjects if s in by_subject)), errors="0")
     for subject in subjects:
         container, _, process = subject.partition("/")
         case = ET.SubElement(suite, "testcase", classname=printable(container), name=printable(process or container))

@@ -26,7 +26,7 @@ import orjson
 
 from . import layout
 from .classify import is_default_root
-from .host import HostView, read_stat, wait_status_to_exit
+from .host import read_stat, wait_status_to_exit
 from .judge import ContainerJudgement, ProcessJudgement
 from .root import json_text, printable
 
@@ -174,44 +174,6 @@ def take_lock(root_real: str) -> int:
         os.close(fd)
         raise Refused(f"another recover repair holds {lock_path(root_real)}") from None
     return fd
-
-
-def daemons_on_root(host: HostView, root_real: str) -> list[str]:
-    """containerd daemons running on this root: by --state-dir, or docker-containerd.pid beside it."""
-    found = []
-    for pid in sorted(host.listed()):
-        argv = host.cmdline(pid)
-        if argv and os.path.basename(argv[0]) in ("containerd", "docker-containerd"):
-            state_dir = _state_dir(argv[1:])
-            if not os.path.isabs(state_dir):  # relative to the daemon's working directory, not ours
-                cwd = host.cwd(pid)
-                if cwd is None:  # cannot be told: assume the worst (--force overrides)
-                    found.append(f"pid {pid} ({' '.join(argv[:3])}; relative --state-dir, cwd unreadable)")
-                    continue
-                state_dir = os.path.join(cwd, state_dir)
-            if os.path.realpath(state_dir) == root_real:
-                found.append(f"pid {pid} ({' '.join(argv[:3])})")
-    pid_file = os.path.join(os.path.dirname(root_real), "docker-containerd.pid")
-    try:
-        with open(pid_file, "rb") as f:
-            recorded = int(f.read(32).strip() or b"0")
-    except (OSError, ValueError):
-        recorded = 0
-    if recorded > 0 and host.stat(recorded) is not None:
-        argv = host.cmdline(recorded) or []
-        if argv and "containerd" in os.path.basename(argv[0]) and f"pid {recorded} " not in " ".join(found):
-            found.append(f"pid {recorded} (named by {pid_file})")
-    return found
-
-
-def _state_dir(args: list[str]) -> str:
-    for i, a in enumerate(args):
-        for flag in ("--state-dir", "-state-dir"):
-            if a == flag and i + 1 < len(args):
-                return args[i + 1]
-            if a.startswith(flag + "="):
-                return a.split("=", 1)[1]
-    return "/run/containerd"  # containerd 0.2's default
 
 
 def kill_refusal(judged: Iterable[ContainerJudgement], root_real: str, proc_root: str, shim_roots: set[str],

@@ -160,22 +160,22 @@ class Root:
         """Read one container dir.  Never raises for anything inside it."""
         rel = printable(cid)
         found = _name_findings(cid, rel)
+        state_rel = f"{rel}/{layout.STATE_FILE}"
         try:
             cfd = os.open(cid, _OPEN_DIR, dir_fd=self._fd)
         except OSError as e:
             found.append(_dir_problem(e, rel))
-            missing = FileFact(f"{rel}/{layout.STATE_FILE}", "missing")
-            return ContainerRecord(cid, rel, layout.parse_json_doc(missing, layout.STATE_SCHEMA, "F020"),
-                                   (), tuple(found))
+            state = layout.parse_json_doc(_unlisted(state_rel, e), layout.STATE_SCHEMA, "F020")
+            return ContainerRecord(cid, rel, state, (), tuple(found))
         try:
             try:
                 entries = {e.name: e for e in os.scandir(cfd)}
             except OSError as e:
                 found.append(_dir_problem(e, rel))
-                entries = {}
-            state = layout.parse_json_doc(
-                self._read_entry(cfd, entries.get(layout.STATE_FILE), f"{rel}/{layout.STATE_FILE}"),
-                layout.STATE_SCHEMA, "F020")
+                state = layout.parse_json_doc(_unlisted(state_rel, e), layout.STATE_SCHEMA, "F020")
+                return ContainerRecord(cid, rel, state, (), tuple(found))
+            state = layout.parse_json_doc(self._read_entry(cfd, entries.get(layout.STATE_FILE), state_rel),
+                                          layout.STATE_SCHEMA, "F020")
             processes = []
             for name in sorted(entries):
                 entry = entries[name]
@@ -197,18 +197,22 @@ class Root:
     def _read_process(self, cfd: int, name: str, rel: str) -> ProcessRecord:
         found = _name_findings(name, rel)
         entries: dict[str, os.DirEntry] = {}
+        listing_error: OSError | None = None
         try:
             pfd = os.open(name, _OPEN_DIR, dir_fd=cfd)
         except OSError as e:
-            pfd = -1
-            found.append(_dir_problem(e, rel))
+            pfd, listing_error = -1, e
         try:
             if pfd >= 0:
                 try:
                     entries = {e.name: e for e in os.scandir(pfd)}
                 except OSError as e:
-                    found.append(_dir_problem(e, rel))
-            facts = {n: self._read_entry(pfd, entries.get(n), f"{rel}/{n}") for n in layout.PROCESS_FILES}
+                    listing_error = e
+            if listing_error is not None:
+                found.append(_dir_problem(listing_error, rel))
+                facts = {n: _unlisted(f"{rel}/{n}", listing_error) for n in layout.PROCESS_FILES}
+            else:
+                facts = {n: self._read_entry(pfd, entries.get(n), f"{rel}/{n}") for n in layout.PROCESS_FILES}
         finally:
             if pfd >= 0:
                 os.close(pfd)
@@ -240,7 +244,7 @@ class Root:
         except FileNotFoundError:
             return FileFact(rel, "file", problem="vanished")
         except OSError as e:
-            return FileFact(rel, "file", problem="unreadable", detail=e.strerror or str(e))
+            return unreadable(rel, e)
         return read_regular(dir_fd, entry.name, rel)
 
     def _symlink_fact(self, dir_fd: int, name: str, rel: str) -> FileFact:
@@ -254,6 +258,12 @@ class Root:
         return FileFact(rel, "symlink", problem=None if inside else "link-out", detail=printable(target))
 
 
+def unreadable(rel: str, e: OSError) -> FileFact:
+    """A file that could not be read: for lack of permission (containerd, as root, could), or not at all."""
+    denied = e.errno in (errno.EACCES, errno.EPERM)
+    return FileFact(rel, "file", problem="denied" if denied else "unreadable", detail=e.strerror or str(e))
+
+
 def read_regular(dir_fd: int, name: str, rel: str, limit: int = layout.MAX_FILE_BYTES) -> FileFact:
     """Open a name that was listed as a regular file, without following links or blocking."""
     try:
@@ -263,7 +273,7 @@ def read_regular(dir_fd: int, name: str, rel: str, limit: int = layout.MAX_FILE_
     except OSError as e:
         if e.errno == errno.ELOOP:  # replaced by a symlink since it was listed
             return FileFact(rel, "symlink", problem="link-out", detail="(replaced while reading)")
-        return FileFact(rel, "file", problem="unreadable", detail=e.strerror or str(e))
+        return unreadable(rel, e)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # swapped since it was listed: read nothing
@@ -282,7 +292,7 @@ def read_regular(dir_fd: int, name: str, rel: str, limit: int = layout.MAX_FILE_
         data = b"".join(chunks)
         return FileFact(rel, "file", data=data, size=len(data), mtime_ns=st.st_mtime_ns)
     except OSError as e:
-        return FileFact(rel, "file", problem="unreadable", detail=e.strerror or str(e))
+        return unreadable(rel, e)
     finally:
         os.close(fd)
 
@@ -300,6 +310,14 @@ def kind_of(mode: int) -> layout.Kind:
     if stat.S_ISLNK(mode):
         return "symlink"
     return "file" if stat.S_ISREG(mode) else "other"
+
+
+def _unlisted(rel: str, e: OSError) -> FileFact:
+    """A file of a dir that could not be listed: unknown when recover lacks the permission
+    (containerd, as root, reads it), otherwise as good as missing."""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return FileFact(rel, "file", problem="denied", detail=e.strerror or str(e))
+    return FileFact(rel, "missing")
 
 
 def _dir_problem(e: OSError, rel: str) -> Finding:

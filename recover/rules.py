@@ -166,6 +166,8 @@ _RULES = [
     Rule("H012", "warning", "shim works in another root (this root is a copy)",
          "the live root is the one the shim works in: judge and repair that one; repair never kills "
          "from a copy"),
+    Rule("H013", "info", "shim of an unknown root (its working dir cannot be read)",
+         "whether it is an orphan of this root cannot be told: run as root on the live host"),
 ]
 
 RULES: dict[str, Rule] = {r.code: r for r in _RULES}

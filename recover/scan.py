@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from .around import Surroundings, bundle_findings, docker_findings, runc_dir, runc_findings
+from .around import Surroundings, bundle_findings, daemon_findings, runc_dir, runc_findings
 from .classify import DEFAULT_ROOTS, Classification, classify_fd
 from .host import HostView, ProcessFacts, gather, shim_root
 from .judge import ContainerJudgement, HostFacts, judge_container
@@ -85,12 +85,15 @@ class Scan:
             root_on_tmpfs=None if fs is None else fs == "tmpfs")
         self.ids = select_containers(self.root.containers(), select)
         self.findings.extend(self.root.findings)
-        self.findings.extend(docker_findings(self.root.real, self.host))
+        self.findings.extend(daemon_findings(self.root.real, self.host))
         self.orphan_shims: list[OrphanShim] = []
         self.summary = Summary()
         # shims that watch a process of this root that has not exited: bounded by the live
         # processes on the host, not by the size of the root
         self._accounted_shims: set[int] = set()
+        # where this root's shims work: the root itself on a live host; in a capture, the path
+        # the root had when it was live, as the cwd of its processes' shims names it
+        self._own_shim_roots: set[str] = {self.root.real} if self.host_facts.live else set()
 
     def close(self) -> None:
         self.root.close()
@@ -140,6 +143,8 @@ class Scan:
             judged = replace(judged, findings=judged.findings + tuple(extra))
         self._accounted_shims.update(p.shim_pid for p in judged.processes
                                      if p.shim_pid is not None and p.verdict != "exited")
+        if not self.host_facts.live:
+            self._own_shim_roots.update(p.shim_root for p in judged.processes if p.shim_root is not None)
         return judged
 
     def shim_roots(self) -> set[str]:
@@ -158,17 +163,24 @@ class Scan:
         s.severities.update(f.severity for p in judged.processes for f in p.findings)
 
     def _find_orphan_shims(self) -> list[OrphanShim]:
-        """Live shims containerd will never look for: their dir is gone, or their process has exited."""
+        """Live shims containerd will never look for: their dir is gone, or their process has exited.
+        A shim is this root's only when its cwd says so; one whose cwd cannot be read is counted
+        apart (H013): whose it is cannot be told."""
         if self.host is None or not self.host_facts.proc_read:
             return []
         out = []
+        untold = []
         selected = set(self.ids)
         everything = len(self.ids) == len(self.root.containers())
         for shim in self.host.all_shims():
             cid, pid_id = shim.container, shim.process
             if cid is None or shim.pid in self._accounted_shims:
                 continue
-            if self.host_facts.live and shim.cwd and os.path.dirname(os.path.dirname(shim.cwd)) != self.root.real:
+            root = shim_root(shim.cwd)
+            if root is None or not self._own_shim_roots:
+                untold.append(shim.pid)
+                continue
+            if root not in self._own_shim_roots:
                 continue  # the shim of another state root
             if cid not in selected:
                 if not everything or cid in self.root.containers():
@@ -182,6 +194,10 @@ class Scan:
                 shim.stat.state, "alive")
             started = self.host.start_epoch(shim.stat.starttime) if shim.stat else None
             out.append(OrphanShim(shim.pid, cid, pid_id, shim.cwd, state, reason, started))
+        if untold:
+            shown = ", ".join(map(str, untold[:10])) + (", ..." if len(untold) > 10 else "")
+            self.findings.append(finding("H013", f"{len(untold)} shim(s) whose working dir cannot be read "
+                                         f"(pid {shown}): whether they belong to this root cannot be told"))
         return out
 
 

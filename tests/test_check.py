@@ -87,16 +87,39 @@ def test_json_and_jsonl(reference):
     assert lines[:-1] == doc["findings"] and lines[-1] == {"summary": doc["summary"]}
 
 
-def test_junit_parses_with_a_case_per_process(reference):
+def test_junit_parses_with_a_case_per_container_and_process(reference):
     result = check(reference, "-f", "junit")
     suite = ET.fromstring(result.stdout.encode())
-    assert suite.tag == "testsuite" and suite.get("tests") == "5" and suite.get("failures") == "3"
+    # 4 containers and 5 processes; failures counts failing test cases (2), not findings (3)
+    assert suite.tag == "testsuite" and suite.get("tests") == "9" and suite.get("failures") == "2"
     cases = suite.findall("testcase")
-    assert len(cases) == 5
+    assert len(cases) == 9
     failing = {(c.get("classname"), c.get("name")): [f.get("type") for f in c.findall("failure")] for c in cases}
     assert failing[(CACHE, "init")] == ["L001"]
     assert sorted(failing[(CRON, "init")]) == ["L003", "R006"]
     assert sum(bool(v) for v in failing.values()) == 2
+
+
+def test_junit_keeps_container_findings(tmp_path):
+    root = tmp_path / "bad-root"
+    shutil.copytree(FIXTURES / "bad-root", root, symlinks=True)
+    proc = str(FIXTURES / "reference" / "proc")
+    text = runner.invoke(app, ["check", str(root), "--proc-root", proc, "--select", "R00"]).stdout.splitlines()
+    container_level = {line.split()[2].rstrip(":") for line in text if line[:4] in ("R001", "R002", "R003")}
+    assert len(container_level) >= 10
+    suite = ET.fromstring(runner.invoke(app, ["check", str(root), "--proc-root", proc, "-f", "junit",
+                                              "--select", "R00"]).stdout.encode())
+    cases = {(c.get("classname"), c.get("name")): c for c in suite.findall("testcase")}
+    for cid in container_level:
+        assert {f.get("type") for f in cases[(cid, cid)].findall("failure")} & {"R001", "R002", "R003"}, cid
+    assert int(suite.get("failures")) == sum(1 for c in cases.values() if c.findall("failure"))
+
+
+@pytest.mark.parametrize("flag", ["--select", "--ignore"])
+def test_an_unknown_code_is_a_usage_error(reference, flag):
+    result = check(reference, flag, "L001,ZZZ")
+    assert result.exit_code == 2 and "ZZZ" in result.stderr and result.stdout == ""
+    assert check(reference, flag, "l00").exit_code in (0, 1)  # a prefix of real codes is fine
 
 
 def test_junit_with_hostile_names_is_still_xml(reference):
@@ -188,7 +211,7 @@ def test_check_on_a_built_root_with_live_processes(tmp_path):
         ok = runner.invoke(app, ["check", str(b.root), "-f", "junit"])
         assert ok.exit_code == 0, ok.stdout
         suite = ET.fromstring(ok.stdout.encode())
-        assert suite.get("tests") == "2" and suite.get("failures") == "0"
+        assert suite.get("tests") == "3" and suite.get("failures") == "0"  # the container and 2 processes
         b.live[0].kill_shim()  # an orphan now: the gate fails
         failed = runner.invoke(app, ["check", str(b.root), "-f", "github"])
         assert failed.exit_code == 1

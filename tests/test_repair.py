@@ -325,6 +325,8 @@ def test_a_daemon_on_the_root_makes_apply_refuse(world, tmp_path, name, argv, re
         dry = cli("repair", b.root)
         assert dry.exit_code == 0
         assert ("--apply will refuse" in dry.stderr) is refused
+        scanned = cli("check", b.root, "-f", "json", "--select", "H009")  # scan and check say it too
+        assert bool(orjson.loads(scanned.stdout)["findings"]) is refused
         result = cli("repair", b.root, "--apply", "--kill-orphans")
         if not refused:
             assert result.exit_code == 0, result.output

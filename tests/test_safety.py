@@ -172,3 +172,76 @@ def test_an_empty_dir_and_a_damaged_02_root_are_still_read(tmp_path):
     (damaged / ("e5" + "0" * 62) / "init" / "pid").write_bytes(b"12")
     doc = scan(damaged)  # no state.json anywhere, but a process dir: still a 0.2 root
     assert [c["id"] for c in doc["containers"]] == ["e5" + "0" * 62]
+
+
+# --- 3. the gate never passes what it could not judge --------------------------------------
+
+def test_unprivileged_check_of_an_empty_root_does_not_fail_on_other_roots_shims(tmp_path):
+    import tempfile
+
+    from unprivileged import scan_as_nobody
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start root-owned shims and then become an unprivileged user")
+    top = tempfile.mkdtemp(prefix="recover-unpriv-", dir="/tmp")
+    try:
+        os.chmod(top, 0o755)
+        empty = Path(top) / "empty"
+        empty.mkdir()
+        with RootBuilder(tmp_path / "root") as b:  # root's shims, whose cwd nobody may read
+            live = b.start_process(RUNNING, "init")
+            doc = scan_as_nobody(str(empty), "/proc")
+        codes = {f["code"]: f for f in doc["findings"]}
+        assert "H003" not in codes and doc["orphan_shims"] == []
+        assert "H013" in codes and str(live.shim.pid) in codes["H013"]["message"]
+        assert codes["H013"]["severity"] == "info"
+    finally:
+        import shutil
+
+        shutil.rmtree(top)
+
+
+def test_orphan_shims_in_a_capture_are_this_roots_only_when_their_cwd_says_so(tmp_path):
+    """A captured proc dir names the root where it was live: the shims of this root's processes
+    say which path that was; a shim working anywhere else belongs to another root."""
+    import shutil
+
+    from recover.builder import capture_proc
+
+    with RootBuilder(tmp_path / "root") as b, RootBuilder(tmp_path / "other") as other:
+        running = b.start_process(RUNNING, "init")
+        lost = b.start_process(ORPHAN, "init")
+        stranger = other.start_process(GONE, "init")
+        shutil.rmtree(b.root / ORPHAN)  # its shim lives on: an orphan shim of this root
+        proc = capture_proc(tmp_path / "proc", [running.pid, running.shim.pid, lost.pid, lost.shim.pid,
+                                                stranger.pid, stranger.shim.pid])
+        copy = copy_root(b.root, tmp_path / "evidence" / "root")
+        doc = scan(copy, "--proc-root", proc)
+        assert [(o["pid"], o["container"]) for o in doc["orphan_shims"]] == [(lost.shim.pid, ORPHAN)]
+        os.unlink(proc / str(lost.shim.pid) / "cwd")  # whose it is can no longer be told
+        doc = scan(copy, "--proc-root", proc)
+        assert doc["orphan_shims"] == []
+        h013 = [f for f in doc["findings"] if f["code"] == "H013"]
+        assert h013 and str(lost.shim.pid) in h013[0]["message"]
+
+
+def test_a_captured_proc_dir_does_not_read_this_hosts_runc_state(tmp_path, monkeypatch):
+    import recover.around
+    from recover.builder import capture_proc
+
+    runc_root = tmp_path / "runc"
+    monkeypatch.setattr(recover.around, "RUNC_ROOT", str(runc_root))  # this host's runc state, here
+    with RootBuilder(tmp_path / "root") as b:
+        live = b.start_process(RUNNING, "init")
+        (runc_root / RUNNING).mkdir(parents=True)
+        (runc_root / RUNNING / "state.json").write_bytes(orjson.dumps(
+            {"id": RUNNING, "init_process_pid": live.pid + 1, "init_process_start": 1}))
+        proc = capture_proc(tmp_path / "proc", [live.pid, live.shim.pid])
+
+        def h011(*args):
+            doc = scan(b.root, *args)
+            return [f for c in doc["containers"] for f in c["findings"] if f["code"] == "H011"]
+
+        assert h011()  # beside the live /proc: this host's runc state is read, and it disagrees
+        assert h011("--proc-root", proc, "--runc-root", runc_root)  # asked for
+        assert h011("--proc-root", proc) == []  # a capture: this host's live runc state is not its own

@@ -1,0 +1,80 @@
+"""Scans as an unprivileged user, from a forked child of this (root) test process."""
+
+from __future__ import annotations
+
+import os
+
+import orjson
+
+from conftest import record_emitted
+
+NOBODY = 65534
+
+
+def mount_hidepid_proc(target: str) -> None:
+    """In a new mount namespace of this (child) process, mount a procfs with hidepid=2."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    CLONE_NEWNS, MS_REC, MS_PRIVATE = 0x00020000, 0x4000, 1 << 18
+    if libc.unshare(CLONE_NEWNS) != 0 or libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        raise OSError(ctypes.get_errno(), "unshare")
+    if libc.mount(b"proc", target.encode(), b"proc", 0, b"hidepid=2") != 0:
+        raise OSError(ctypes.get_errno(), "mount proc")
+
+
+def scan_as_nobody(root: str, proc_root: str, hidepid: bool = False) -> dict | None:
+    """Scan in a forked child that dropped root: the interpreter and every module it needs are
+    loaded already (the unprivileged user may not be able to read them).  None: the child could
+    not set up what was asked (no mount namespaces here)."""
+    import io
+
+    from recover.render import render_json
+    from recover.scan import Scan
+
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_end)
+            if hidepid:
+                try:
+                    mount_hidepid_proc(proc_root)
+                except OSError:
+                    code = 77
+                    raise
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            buf = io.BytesIO()
+            with Scan(root, proc_root=proc_root) as s:
+                render_json(s, buf)
+            with os.fdopen(write_end, "wb") as out:
+                out.write(buf.getvalue())
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(child, 0)
+    if os.waitstatus_to_exitcode(status) == 77:
+        return None
+    assert os.waitstatus_to_exitcode(status) == 0
+    doc = orjson.loads(data)
+    record_emitted(doc)  # emitted in the child: count them for the catalog check
+    return doc
+
+
+def world_readable(top: str) -> None:
+    for d, dirs, files in os.walk(top):
+        for n in dirs:
+            os.chmod(os.path.join(d, n), 0o755)
+        for n in files:
+            if not os.path.islink(os.path.join(d, n)):
+                os.chmod(os.path.join(d, n), 0o644)
