@@ -209,12 +209,17 @@ def runc_dir(where: Surroundings) -> str | None:
 
 
 def runc_findings(c: ContainerJudgement, runc_root: str | None) -> list[Finding]:
-    """runc's own state of the container (`<runc-root>/<id>/state.json`) against the init's files."""
+    """runc's own state of the container (`<runc-root>/<id>/state.json`) against the init's files,
+    and its absence while the init runs."""
     init = next((p for p in c.processes if p.id == "init"), None)
     if runc_root is None or init is None:
         return []
     data = _read(os.path.join(runc_root, c.id, "state.json"))
-    if init is None or data is None:
+    if data is None:
+        state_dir = os.path.join(runc_root, c.id)
+        if init.verdict in ("running", "orphaned") and not os.path.lexists(state_dir):
+            return [finding("H014", f"runc has no state for this container ({printable(state_dir)} is missing) "
+                            f"while its init (pid {init.pid}) runs: runc cannot kill, exec into or delete it", c.rel)]
         return []
     try:
         doc = orjson.loads(data)

@@ -28,7 +28,8 @@ import orjson
 from . import layout
 from .host import HostView, ProcessFacts
 from .judge import (PID_FILE_MTIME_SLACK_S, PREVIOUS_BOOT_MARGIN_S, VERDICT_CHECKS, ContainerJudgement,
-                    HostFacts, ProcessJudgement, identity_of, predict_process, previous_boot_evidence)
+                    HostFacts, ProcessJudgement, identity_of, lives_under_its_shim, predict_process,
+                    previous_boot_evidence)
 from .repair import Options, plan_repair
 from .root import ContainerRecord, ProcessRecord, RootError, json_text, kind_of, printable, read_regular
 from .scan import Scan, SelectionError
@@ -269,6 +270,7 @@ def describe_process_files(p: ProcessRecord) -> dict[str, str]:
             exit_text += "; containerd cannot parse it"
     else:
         exit_text = {"not-exited": "no exit status: not exited, to containerd",
+                     "valid": f"exitStatus {es.containerd_status}: no process exits with that; containerd reads it",
                      "invalid": "not an exit status (see the findings)",
                      "blocks": "a FIFO: containerd's read would block"}.get(es.containerd, es.containerd)
     return {layout.PROCESS_FILE: spec_text, layout.PID_FILE: pid, layout.STARTTIME_FILE: start,
@@ -322,8 +324,13 @@ def _other_file_meaning(entry: dict, logs: dict[str, dict]) -> str | None:
 
 def _why_exit(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
     es = rec.exit_status
+    if es.value is not None and lives_under_its_shim(rec, facts, host):
+        return (f"exitStatus holds {es.value}, but the recorded process lives under its own shim: "
+                "decided from the pid")
     if es.value is not None:
         return f"exitStatus holds {es.value} (from {es.source})"
+    if es.containerd_status is not None:
+        return f"exitStatus holds {es.containerd_status}, which no process exits with: decided from the pid"
     if es.containerd == "not-exited":
         return "file absent" if es.mtime_ns is None else "empty file"
     if es.containerd == "blocks":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .host import ProcessFacts, ProcStat, ShimStateName, wait_status_to_exit
+from .layout import INIT_PROCESS, JsonDoc
 from .root import ContainerRecord, ProcessRecord, printable
 from .rules import Finding, finding
 
@@ -98,13 +99,21 @@ Check = Callable[[ProcessRecord, ProcessFacts, HostFacts], Decision | None]
 
 def _exit_recorded(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decision | None:
     es = rec.exit_status
-    if es.value is None:
+    if es.value is None or lives_under_its_shim(rec, facts, host):
         return None
     found = []
-    if facts.stat is not None and _same_start(rec, facts) and facts.stat.state not in "ZXx":
+    if _recorded_process_lives(rec, facts):
         found.append(finding("L007", f"pid {facts.pid} is alive and is the recorded process, "
                              f"but exitStatus says {es.value}", rec.rel))
     return Decision("exited", exit_status=es.value, exit_status_source=es.source, findings=tuple(found))
+
+
+def lives_under_its_shim(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> bool:
+    """The recorded process is alive, not a zombie, and its parent is its own shim: it has not
+    exited, whatever exitStatus says (SPEC §2 rule 3).  The rest of the table then decides it."""
+    if not host.proc_read or facts.stat is None or not facts.parent_is_shim or facts.stat.state in "ZXx":
+        return False
+    return all(check(rec, facts, host) is None for check in (_previous_boot, _thread, _identity))
 
 
 def _proc_unreadable(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decision | None:
@@ -122,8 +131,9 @@ def _no_pid(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decisio
             f"{facts.shim_children} children: which one is the process cannot be told", rec.rel),))
     why = (f"its shim (pid {facts.shim_pid}) is {facts.shim_state} without a child"
            if facts.shim_pid else "no shim is alive for it")
+    logged = f"; runc's log.json says: {quoted(rec.runtime_error)}" if rec.runtime_error is not None else ""
     return Decision("not-started", findings=(finding(
-        "L005", f"no usable pid file and {why}: the start never finished", rec.rel),))
+        "L005", f"no usable pid file and {why}: the start never finished{logged}", rec.rel),))
 
 
 def _pid_gone(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decision | None:
@@ -237,6 +247,20 @@ def _same_start(rec: ProcessRecord, facts: ProcessFacts) -> bool:
     return facts.stat is not None and rec.starttime.value == facts.stat.starttime
 
 
+def _recorded_process_lives(rec: ProcessRecord, facts: ProcessFacts) -> bool:
+    """The pid is alive, not a zombie, and its start ticks are the recorded ones."""
+    return facts.stat is not None and _same_start(rec, facts) and facts.stat.state not in "ZXx"
+
+
+QUOTE_LIMIT = 160
+
+
+def quoted(text: str) -> str:
+    """Text from a file of the root, for a message: escaped, and cut when long."""
+    shown = printable(text)
+    return f'"{shown[:QUOTE_LIMIT]}"' + ("..." if len(shown) > QUOTE_LIMIT else "")
+
+
 def previous_boot_evidence(rec: ProcessRecord, host: HostFacts) -> str | None:
     """Why the process's files belong to a previous boot, or None.  Never on a tmpfs (it cannot
     outlive a boot) and only with a margin, since btime moves when the clock is stepped."""
@@ -293,7 +317,8 @@ def predict_process(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) ->
     if rec.exit_status.containerd == "blocks":
         return Prediction("hang-daemon", "exitStatus is a FIFO: containerd's read never returns")
     if rec.exit_status.containerd == "valid":
-        return Prediction("use-exit-status", "exitStatus holds a status")
+        return Prediction("use-exit-status", f"exitStatus holds {rec.exit_status.containerd_status}: containerd "
+                          "reports that exit")
     if not host.proc_read:
         return Prediction(None, "whether the pid lives cannot be told without /proc")
     stat = facts.containerd_stat
@@ -321,6 +346,10 @@ def predict_process(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) ->
         return Prediction("kill-record-137", "ppid is 1: \"shim died, killing associated process\"")
     if rec.exit_status.containerd == "invalid":
         return Prediction("skip-process", "exitStatus cannot be parsed and the process looks alive")
+    if rec.exit_is_file:
+        return Prediction("crash-daemon", f"containerd would watch this process, but {rec.rel}/exit is a regular "
+                          "file, not a FIFO: epoll refuses it (\"operation not permitted\") and the daemon exits "
+                          "(level=fatal) at every start: make that file a FIFO again")
     return Prediction("keep-running", "the pid lives, is the same process, and its parent is not pid 1")
 
 
@@ -347,6 +376,16 @@ def _disagreement(rec: ProcessRecord, d: Decision, p: Prediction, facts: Process
     return None
 
 
+def _takes_exit_of_live(rec: ProcessRecord, d: Decision, p: Prediction, facts: ProcessFacts) -> str | None:
+    """containerd would read exitStatus as the exit of a process that is still alive (R010)."""
+    alive = d.verdict in ("running", "orphaned") or _recorded_process_lives(rec, facts)
+    if p.would != "use-exit-status" or not alive:
+        return None
+    what = "the container" if rec.id == INIT_PROCESS else "this process"
+    return (f"exitStatus says {rec.exit_status.containerd_status}, but pid {facts.pid} is alive and is the recorded "
+            f"process: containerd would take that exit, drop the state of {what} and leak the live process")
+
+
 # --- a whole container ---------------------------------------------------------------------
 
 def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], host: HostFacts,
@@ -366,7 +405,8 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
         container_would = None  # containerd, as root, reads what recover may not: nothing is predicted
     elif not record.state.containerd_decodes:
         container_would = "drop-container"
-        found.append(finding("R001", "state.json cannot be decoded: containerd would delete the container dir", record.rel))
+        found.append(finding("R001", f"state.json {_not_loaded(record.state)}: containerd would delete the "
+                             "container dir", record.rel))
     else:
         for p in record.processes:
             if p.spec.containerd_read == "blocks":
@@ -378,7 +418,7 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
                 continue
             if not p.spec.containerd_decodes:
                 container_would = "drop-container"
-                found.append(finding("R001", f"{printable(p.id)}/process.json cannot be decoded: "
+                found.append(finding("R001", f"{printable(p.id)}/process.json {_not_loaded(p.spec)}: "
                                      "containerd would delete the whole container dir", record.rel))
                 break
             predictions[p.id] = predict_process(p, facts[p.id], host)
@@ -410,6 +450,8 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
             pfound.append(finding(_PREDICTION_CODES[pred.would], pred.why, p.rel))
         if (why := _disagreement(p, d, pred, f)) is not None:
             pfound.append(finding("R009", why, p.rel))
+        if (why := _takes_exit_of_live(p, d, pred, f)) is not None:
+            pfound.append(finding("R010", why, p.rel))
         if f.pid_source == "shim-child":
             pfound.append(finding("L010", f"pid {f.pid} is the only child of its shim "
                                   f"(pid {f.shim_pid})", p.rel))
@@ -430,6 +472,12 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
         runtime=_str((record.state.value or {}).get("runtime")), shim=record.shim,
         labels=tuple(x for x in labels if isinstance(x, str)) if isinstance(labels, list) else (),
         containerd_would=container_would, processes=tuple(processes), findings=tuple(found))
+
+
+def _not_loaded(doc: JsonDoc) -> str:
+    """Why containerd cannot load a JSON file, in what is seen (SPEC §2 rule 1)."""
+    seen = {"missing": "is missing", "error": "cannot be read", "follows-link": "is a symbolic link"}
+    return seen.get(doc.containerd_read, "cannot be decoded")
 
 
 def _process_judgement(rec: ProcessRecord, d: Decision, f: ProcessFacts, would: ContainerdWould | None,

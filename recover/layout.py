@@ -28,6 +28,7 @@ EXIT_STATUS_FILE = "exitStatus"
 EXIT_FIFO = "exit"
 CONTROL_FIFO = "control"
 EVENTS_LOG = "events.log"
+RUNTIME_LOG = "log.json"  # runc --log-format json: one object a line, says why a start failed
 INIT_PROCESS = "init"
 PROCESS_FILES = (PROCESS_FILE, PID_FILE, STARTTIME_FILE, EXIT_STATUS_FILE)
 # recover repair publishes through temp files with this prefix; never read as state
@@ -36,11 +37,13 @@ RECOVER_TEMP_PREFIX = ".recover-tmp-"
 MAX_FILE_BYTES = 1 << 20
 UINT32_MAX = (1 << 32) - 1
 UINT64_MAX = (1 << 64) - 1  # start ticks are an unsigned long long in the kernel
+MAX_EXIT_STATUS = 255  # what a process can exit with (code, or 128+signal): anything above is no status
 PID_MAX_LIMIT = 1 << 22  # the kernel's ceiling for /proc/sys/kernel/pid_max
 # What 0.2.4-0.2.8 wrote on restore: fmt.Sprintf("%u", uint32(255)) is not a Go verb.
 _DAEMON_FORMAT_BUG = re.compile(rb"%!u\(uint32=(\d+)\)")
 _DECIMAL = re.compile(rb"[0-9]+")
 _GO_ATOI = re.compile(rb"[+-]?[0-9]+")
+_PLUS_DECIMAL = re.compile(rb"\+[0-9]+")
 
 Kind = Literal["file", "missing", "fifo", "socket", "device", "dir", "symlink", "other"]
 
@@ -170,7 +173,7 @@ def parse_pid(fact: FileFact) -> PidFile:
     read = go_read(fact)
     found = file_findings(fact, required=False)
     if fact.kind == "missing":
-        found.append(finding("F030", f"{fact.name} is missing: the runtime never wrote it", fact.rel))
+        found.append(finding("F030", f"{fact.name} is missing", fact.rel))
     value = containerd = None
     if fact.readable:
         data = fact.data or b""
@@ -178,6 +181,10 @@ def parse_pid(fact: FileFact) -> PidFile:
         lenient = _lenient_decimal(data)
         if containerd is not None and 0 < containerd <= PID_MAX_LIMIT and data.isdigit():
             value = containerd
+        elif containerd is not None and 0 < containerd <= PID_MAX_LIMIT and _PLUS_DECIMAL.fullmatch(data):
+            value = containerd  # Go's Atoi takes the sign: containerd loads this pid too
+            found.append(finding("F044", f"{fact.name} holds {_show(data)}: read as pid {value}, as containerd "
+                                 "reads it (runc writes bare digits)", fact.rel))
         elif lenient is not None and 0 < lenient <= PID_MAX_LIMIT:
             value = lenient
             found.append(finding("F032", f"{fact.name} holds {_show(data)}: white space around the pid", fact.rel))
@@ -218,7 +225,7 @@ ExitSource = Literal["exitStatus", "daemon-format-bug"]
 
 @dataclass(frozen=True, slots=True)
 class ExitStatusFile:
-    value: int | None  # the exit status as recover reads it
+    value: int | None  # the exit status as recover reads it: only one a process can have (0-255)
     source: ExitSource | None
     # containerd's view: "valid" (ParseUint succeeds), "not-exited" (no file or empty),
     # "invalid" (present, unparseable or unreadable), "blocks" (a FIFO: ReadFile never returns),
@@ -226,12 +233,14 @@ class ExitStatusFile:
     containerd: Literal["valid", "not-exited", "invalid", "blocks", "denied"]
     mtime_ns: int | None
     findings: tuple[Finding, ...]
+    containerd_status: int | None = None  # what containerd reports when "valid" (256 included)
 
 
 def parse_exit_status(fact: FileFact) -> ExitStatusFile:
     read = go_read(fact)
     found = file_findings(fact, required=False)
     value: int | None = None
+    reported: int | None = None  # ParseUint's result, when it succeeds
     source: ExitSource | None = None
     if read == "missing":
         state = "not-exited"
@@ -247,7 +256,7 @@ def parse_exit_status(fact: FileFact) -> ExitStatusFile:
         bug = _DAEMON_FORMAT_BUG.fullmatch(data.strip()) if len(data) < 64 else None
         lenient = _lenient_decimal(data)
         if strict is not None:
-            state, value, source = "valid", strict, "exitStatus"
+            state, value, source, reported = "valid", strict, "exitStatus", strict
         elif bug and int(bug.group(1)) <= UINT32_MAX:
             state, value, source = "invalid", int(bug.group(1)), "daemon-format-bug"
             found.append(finding(
@@ -260,7 +269,31 @@ def parse_exit_status(fact: FileFact) -> ExitStatusFile:
             state = "invalid"
             found.extend(_content_findings(fact))
             found.append(finding("F035", f"{fact.name} holds {_show(data)}, not an exit status", fact.rel))
-    return ExitStatusFile(value, source, state, fact.mtime_ns, tuple(found))
+        if value is not None and value > MAX_EXIT_STATUS:
+            found.append(finding(
+                "F039", f"{fact.name} holds {value}: no process exits with a status above {MAX_EXIT_STATUS}, so "
+                "the real status is lost" + (f" (containerd would report {value})" if state == "valid" else ""),
+                fact.rel))
+            value = source = None
+    return ExitStatusFile(value, source, state, fact.mtime_ns, tuple(found), reported)
+
+
+# --- runc's log ----------------------------------------------------------------------------
+
+_ERROR_LEVELS = ("error", "fatal", "panic")
+
+
+def last_runtime_error(fact: FileFact) -> str | None:
+    """The last error message runc wrote to log.json (one JSON object a line, {"level","msg",
+    "time"}), unescaped: whoever shows it escapes it.  None when the file says no error."""
+    for line in reversed((fact.data or b"").splitlines()):
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:  # a torn line, NUL blocks, not UTF-8: not an entry
+            continue
+        if isinstance(entry, dict) and entry.get("level") in _ERROR_LEVELS and isinstance(entry.get("msg"), str):
+            return entry["msg"]
+    return None
 
 
 # --- JSON documents ------------------------------------------------------------------------

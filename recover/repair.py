@@ -90,7 +90,12 @@ def _plan_process(c: ContainerJudgement, p: ProcessJudgement, opts: Options, dro
 
     seen = {"pid": p.pid, "start_ticks": p.observed_start, "ppid": p.ppid}
     codes = {f.code for f in p.findings}
-    if p.verdict in ("vanished", "pid-reused") and not drop:
+    if p.containerd_would == "use-exit-status" and p.verdict != "exited":
+        # a status the process cannot have (F039), or beside a process that still runs (R010)
+        yield act("none", None, f"exitStatus holds a status containerd reads as valid, but the verdict is "
+                  f"{p.verdict}: a valid exitStatus is never overwritten; move it out by hand if containerd "
+                  "must not take it")
+    elif p.verdict in ("vanished", "pid-reused") and not drop:
         why = "the process is gone" if p.verdict == "vanished" else f"pid {p.pid} is now another process"
         # start_ticks: the RECORDED process's, re-checked to be still gone before writing
         yield act("write-exit-status", 255, f"{why} and its exit was missed: 255, as containerd would record "

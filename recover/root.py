@@ -35,6 +35,8 @@ class ProcessRecord:
     exit_status: layout.ExitStatusFile
     findings: tuple[Finding, ...]
     temp_files: tuple[str, ...] = ()  # leftovers of an interrupted `recover repair`
+    exit_is_file: bool = False  # `exit` is a regular file where containerd expects its FIFO
+    runtime_error: str | None = None  # runc's last logged error, read only when no usable pid says it started
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,11 +215,15 @@ class Root:
                 facts = {n: _unlisted(f"{rel}/{n}", listing_error) for n in layout.PROCESS_FILES}
             else:
                 facts = {n: self._read_entry(pfd, entries.get(n), f"{rel}/{n}") for n in layout.PROCESS_FILES}
+            pid = layout.parse_pid(facts[layout.PID_FILE])
+            runtime_error = None
+            if pid.value is None:  # why the start failed, when runc logged it
+                log = entries.get(layout.RUNTIME_LOG)
+                runtime_error = layout.last_runtime_error(self._read_entry(pfd, log, f"{rel}/{layout.RUNTIME_LOG}"))
         finally:
             if pfd >= 0:
                 os.close(pfd)
         spec = layout.parse_json_doc(facts[layout.PROCESS_FILE], layout.PROCESS_SCHEMA, "F021")
-        pid = layout.parse_pid(facts[layout.PID_FILE])
         starttime = layout.parse_starttime(facts[layout.STARTTIME_FILE])
         exit_status = layout.parse_exit_status(facts[layout.EXIT_STATUS_FILE])
         for parsed in (spec, pid, starttime, exit_status):
@@ -229,7 +235,13 @@ class Root:
         for temp in temps:
             found.append(finding("F043", f"{printable(temp)} is left over by an interrupted "
                                  "`recover repair`", f"{rel}/{printable(temp)}"))
-        return ProcessRecord(name, rel, spec, pid, starttime, exit_status, tuple(found), temps)
+        exit_fifo = entries.get(layout.EXIT_FIFO)
+        try:
+            exit_is_file = exit_fifo is not None and exit_fifo.is_file(follow_symlinks=False)
+        except OSError:  # vanished since it was listed
+            exit_is_file = False
+        return ProcessRecord(name, rel, spec, pid, starttime, exit_status, tuple(found), temps,
+                             exit_is_file, runtime_error)
 
     def _read_entry(self, dir_fd: int, entry: os.DirEntry | None, rel: str) -> FileFact:
         if entry is None or dir_fd < 0:

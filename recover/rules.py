@@ -67,7 +67,8 @@ _RULES = [
          "containerd 0.2.9 cannot decode it and deletes the whole container dir: do not upgrade "
          "over live containers, or quarantine the dir first"),
     Rule("F030", "error", "pid file missing",
-         "containerd skips this process; if its shim lives, `recover repair` can rewrite pid"),
+         "never written (the start failed) or removed since; containerd skips this process; if its "
+         "shim lives, `recover repair` can rewrite pid"),
     Rule("F031", "error", "pid file is not a decimal integer",
          "containerd skips this process; if its shim lives, `recover repair` can rewrite pid"),
     Rule("F032", "error", "pid file has white space (containerd cannot parse it)",
@@ -87,6 +88,9 @@ _RULES = [
          "recover read the status anyway; rewrite the file as a bare decimal"),
     Rule("F038", "warning", "leftover .pid file",
          "the runtime died while writing the pid file: the start did not finish cleanly"),
+    Rule("F039", "error", "exitStatus is above 255 (no process exits with that)",
+         "the real status is lost: recover judges the process from its pid; containerd would report "
+         "the value as is, and a valid exitStatus is never overwritten by `recover repair`"),
     Rule("F040", "info", "unexpected entry in the root",
          "not part of a containerd root; left alone"),
     Rule("F041", "warning", "name holds control characters or is not UTF-8",
@@ -95,6 +99,8 @@ _RULES = [
          "check permissions; what it holds was not judged"),
     Rule("F043", "info", "temp file left by an interrupted repair",
          "never read as state; the next `recover repair --apply` removes it"),
+    Rule("F044", "info", "pid file has a + sign",
+         "not runc's format, but Go's Atoi reads it: containerd and recover both load the pid"),
     # --- liveness ----------------------------------------------------------------------------
     Rule("L001", "error", "process vanished without an exit status",
          "the process died while nothing watched it; `recover repair --apply` records 255"),
@@ -109,7 +115,8 @@ _RULES = [
     Rule("L006", "warning", "liveness cannot be decided",
          "run on the live host (or give --proc-root a capture of it) to decide"),
     Rule("L007", "warning", "process is alive but exitStatus is already written",
-         "the exit status is stale or the pid was reused; check before trusting it"),
+         "the recorded process runs on though its shim is gone: the status is stale or false "
+         "(containerd would take it: R010); check before trusting it"),
     Rule("L008", "info", "identity of the live pid assumed",
          "no starttime and no usable pid file mtime: the pid could have been reused"),
     Rule("L009", "warning", "files predate this boot",
@@ -117,7 +124,8 @@ _RULES = [
     Rule("L010", "info", "pid taken from the shim's only child",
          "the pid file is missing but the shim lives: `recover repair --apply` rewrites pid"),
     # --- what containerd 0.2.9 would do ------------------------------------------------------
-    Rule("R001", "error", "containerd would delete the container dir (cannot decode it)",
+    Rule("R001", "error",
+         "containerd would delete the container dir (state.json or a process.json missing or undecodable)",
          "restarting the daemon now loses this container's state and leaks what still runs: "
          "`recover repair --quarantine DIR` first"),
     Rule("R002", "error", "containerd would delete the container dir (no process loads)",
@@ -131,16 +139,21 @@ _RULES = [
          "the real exit status is lost; if recover knows it, `recover repair --apply` records it"),
     Rule("R006", "error", "containerd would SIGKILL this process",
          "a live process will be killed on restart; stop it cleanly first if it matters"),
-    Rule("R007", "error", "containerd would crash at start (stat parser panic)",
-         "the daemon panics on every start and takes every container with it: if the pid was "
-         "reused, `recover repair --apply` records 255 so containerd never parses its stat; if it "
-         "is the container's own process, stop it before restarting the daemon"),
+    Rule("R007", "error", "containerd would crash at start (stat parser panic, or an exit that is not a FIFO)",
+         "the daemon stops on every start and takes every container with it. A stat parser panic: if "
+         "the pid was reused, `recover repair --apply` records 255 so containerd never parses its "
+         "stat; if it is the container's own process, stop it before restarting the daemon. An `exit` "
+         "that is a regular file: make it a FIFO again (mkfifo) before restarting the daemon"),
     Rule("R008", "error", "containerd would hang at start",
          "the daemon never finishes starting (frozen process or a FIFO where a file belongs): "
          "thaw the container or fix the file first"),
     Rule("R009", "error", "containerd would decide wrongly",
          "containerd's decision differs from what the process really did; `recover repair` "
          "writes the right exit status"),
+    Rule("R010", "error", "containerd would take the exit of a live process",
+         "exitStatus holds a status but the process still runs: containerd would take that exit, drop "
+         "its state and leak the process. Move the stray exitStatus out of the dir (keep it as "
+         "evidence) before restarting the daemon; `recover repair` never overwrites a valid one"),
     # --- host, /proc, shims -------------------------------------------------------------------
     Rule("H001", "warning", "shim is stopped (hung or under a debugger)",
          "a stopped shim reaps nothing and records nothing; resume it (SIGCONT) or kill it"),
@@ -168,6 +181,9 @@ _RULES = [
          "from a copy"),
     Rule("H013", "info", "shim of an unknown root (its working dir cannot be read)",
          "whether it is an orphan of this root cannot be told: run as root on the live host"),
+    Rule("H014", "warning", "runc has no state for a live container",
+         "its dir under runc's root is gone while its init runs: runc cannot act on the container "
+         "(kill, exec, delete); stop the process by hand when it must go"),
 ]
 
 RULES: dict[str, Rule] = {r.code: r for r in _RULES}

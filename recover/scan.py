@@ -189,7 +189,7 @@ class Scan:
             elif pid_id is not None and not self.root.has_dir(cid, pid_id):
                 reason = "its process dir is missing"
             else:
-                reason = "its process has exited or its pid file names another process"
+                reason = "exitStatus records its process's exit, or its pid file names another process"
             state = "alive" if shim.stat is None else {"T": "stopped", "t": "stopped", "Z": "zombie"}.get(
                 shim.stat.state, "alive")
             started = self.host.start_epoch(shim.stat.starttime) if shim.stat else None

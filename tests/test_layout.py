@@ -22,7 +22,8 @@ def fact(data: bytes | None, rel="c/init/x", kind="file") -> FileFact:
     (b"123", 123, 123, []),
     (b"123\n", 123, None, ["F032"]),
     (b" 123", 123, None, ["F032"]),
-    (b"+123", None, 123, ["F031"]),  # Go's Atoi takes a sign
+    (b"+123", 123, 123, ["F044"]),  # Go's Atoi takes a sign: containerd loads it, so does recover
+    (b"+0", None, 0, ["F031"]),
     (b"0", None, 0, ["F031"]),
     (b"-1", None, -1, ["F031"]),
     (b"", None, None, ["F031"]),
@@ -49,7 +50,10 @@ def test_pid_missing():
     (b"", None, None, "not-exited", []),
     (b"0", 0, "exitStatus", "valid", []),
     (b"137", 137, "exitStatus", "valid", []),
-    (b"4294967295", 4294967295, "exitStatus", "valid", []),
+    (b"255", 255, "exitStatus", "valid", []),
+    (b"256", None, None, "valid", ["F039"]),  # containerd reports 256; no process exits with it
+    (b"4294967295", None, None, "valid", ["F039"]),
+    (b"256\n", None, None, "invalid", ["F037", "F039"]),
     (b"4294967296", None, None, "invalid", ["F035"]),
     (b"0\n", 0, "exitStatus", "invalid", ["F037"]),
     (b"%!u(uint32=255)", 255, "daemon-format-bug", "invalid", ["F036"]),
@@ -62,6 +66,15 @@ def test_exit_status(data, value, source, state, codes):
     parsed = layout.parse_exit_status(fact(data))
     assert (parsed.value, parsed.source, parsed.containerd) == (value, source, state)
     assert [f.code for f in parsed.findings] == codes
+
+
+def test_exit_status_above_255_is_what_containerd_reports_and_no_status_for_recover():
+    parsed = layout.parse_exit_status(fact(b"256"))
+    assert (parsed.value, parsed.containerd, parsed.containerd_status) == (None, "valid", 256)
+    (f,) = parsed.findings
+    assert "256" in f.message and "lost" in f.message and "containerd would report 256" in f.message
+    assert layout.parse_exit_status(fact(b"7")).containerd_status == 7
+    assert layout.parse_exit_status(fact(b"7\n")).containerd_status is None  # containerd cannot parse it
 
 
 def test_exit_status_fifo_blocks_containerd():
