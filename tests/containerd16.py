@@ -483,7 +483,7 @@ class Containerd16:
             started.append((execs[exec_id], exec_cmd))
         for pid, command in started:
             if "trap" in command:
-                wait_until(lambda: traps_sigterm(pid), 10, f"pid {pid} to set its trap")
+                wait_until(lambda pid=pid: traps_sigterm(pid), 10, f"pid {pid} to set its trap")
         return Task(ns, cid, init, proc_stat(init).start, execs, self.shim_pid(cid, ns))
 
     def shims(self) -> dict[int, dict[str, str]]:
