@@ -11,11 +11,8 @@ import os
 import stat
 from dataclasses import dataclass
 
-import orjson
-
+from .fsread import printable, read_regular
 from .host import HostView
-from .judge import ContainerJudgement
-from .root import printable, read_regular
 from .rules import Finding, finding
 
 RUNC_ROOT = "/run/runc"
@@ -62,13 +59,15 @@ class Surroundings:
     """Where to look: the host's own paths, or the same paths inside an image."""
 
     image_root: str | None = None
-    runc_root: str | None = RUNC_ROOT  # None: runc's state is not read (analysing a capture)
+    runc_root: str | None = None  # --runc-root; None: each layout's default
+    read_runc: bool = True  # false beside a captured proc dir: this host's runc state is not the capture's
+    containerd_root: str | None = None  # --containerd-root (runtime-v2); None: from each task's work link
 
     def path(self, host_path: str) -> str:
         return host_path if self.image_root is None else in_image(self.image_root, host_path)
 
 
-def _read(path: str) -> bytes | None:
+def read_small(path: str) -> bytes | None:
     """A small regular file, read without following a final link or opening a FIFO."""
     directory, name = os.path.split(path)
     try:
@@ -107,7 +106,7 @@ def daemons_on_root(host: HostView, root_real: str) -> list[str]:
         if os.path.realpath(state_dir) == root_real:
             found.append(f"pid {pid} ({printable(' '.join(argv[:3]))})")
     pid_file = os.path.join(os.path.dirname(root_real), "docker-containerd.pid")
-    recorded = _pid_in(_read(pid_file))
+    recorded = _pid_in(read_small(pid_file))
     if recorded and host.stat(recorded) is not None and _is_containerd(host.cmdline(recorded) or []):
         if not any(f.startswith(f"pid {recorded} ") for f in found):
             found.append(f"pid {recorded} (named by {pid_file})")
@@ -142,7 +141,7 @@ def daemon_findings(root_real: str, host: HostView | None) -> list[Finding]:
     Docker 1.12-1.13's docker-containerd.pid beside the root (SPEC §1.5): does the daemon it
     names live, and is it really containerd?"""
     pid_path = os.path.join(os.path.dirname(root_real.rstrip("/")), "docker-containerd.pid")
-    data = _read(pid_path)
+    data = read_small(pid_path)
     if data is not None and _pid_in(data) is None:
         return [finding("H007", f"docker-containerd.pid holds {data[:20]!r}, not a pid: Docker will start a "
                         "new containerd", pid_path)]
@@ -162,74 +161,4 @@ def daemon_findings(root_real: str, host: HostView | None) -> list[Finding]:
         shown = printable(" ".join(argv[:3])) if argv else st.comm
         return [finding("H008", f"docker-containerd.pid names pid {pid}, which is alive but is not containerd "
                         f"({shown}): Docker would take it for a running containerd and never start one", pid_path)]
-    return []
-
-
-def bundle_findings(c: ContainerJudgement, where: Surroundings) -> list[Finding]:
-    """A Docker bundle's config.json and stdio FIFOs (only where the bundle can be seen).
-    One listing of the bundle dir: types come from it, nothing in it is opened."""
-    if not c.bundle:
-        return []
-    try:
-        with os.scandir(where.path(c.bundle)) as it:
-            kinds = {e.name: _kind(e) for e in it}
-    except (OSError, ValueError):
-        return []  # gone (judged as R003 where it matters) or not readable
-    out = []
-    if kinds.get("config.json") != "file":
-        out.append(finding("H010", f"bundle {printable(c.bundle)} has no config.json: runc cannot act on "
-                           "this container", c.rel))
-    for p in c.processes:
-        prefix = "init" if p.id == "init" else p.id
-        for stream in ("stdin", "stdout", "stderr"):
-            kind = kinds.get(f"{prefix}-{stream}")
-            if kind is not None and kind != "fifo":  # absent: not a Docker bundle, nothing to say
-                out.append(finding("H010", f"{printable(prefix)}-{stream} in the bundle is not a FIFO: Docker "
-                                   "cannot reattach the container's stdio", c.rel))
-    return out
-
-
-def _kind(entry: os.DirEntry) -> str:
-    if entry.is_file(follow_symlinks=False):
-        return "file"
-    if entry.is_dir(follow_symlinks=False) or entry.is_symlink():
-        return "other"
-    try:
-        return "fifo" if stat.S_ISFIFO(entry.stat(follow_symlinks=False).st_mode) else "other"
-    except OSError:
-        return "other"
-
-
-def runc_dir(where: Surroundings) -> str | None:
-    """runc's state dir, when there is one (looked up once per scan)."""
-    if where.runc_root is None:
-        return None
-    path = where.path(where.runc_root)
-    return path if os.path.isdir(path) else None
-
-
-def runc_findings(c: ContainerJudgement, runc_root: str | None) -> list[Finding]:
-    """runc's own state of the container (`<runc-root>/<id>/state.json`) against the init's files,
-    and its absence while the init runs."""
-    init = next((p for p in c.processes if p.id == "init"), None)
-    if runc_root is None or init is None:
-        return []
-    data = _read(os.path.join(runc_root, c.id, "state.json"))
-    if data is None:
-        state_dir = os.path.join(runc_root, c.id)
-        if init.verdict in ("running", "orphaned") and not os.path.lexists(state_dir):
-            return [finding("H014", f"runc has no state for this container ({printable(state_dir)} is missing) "
-                            f"while its init (pid {init.pid}) runs: runc cannot kill, exec into or delete it", c.rel)]
-        return []
-    try:
-        doc = orjson.loads(data)
-        pid = int(doc["init_process_pid"])
-        start = int(doc["init_process_start"])  # a string in old runc, a number in new
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return [finding("H011", "runc's state.json cannot be read (init_process_pid, init_process_start)", c.rel)]
-    if init.pid is not None and init.pid != pid:
-        return [finding("H011", f"runc's state says init is pid {pid}, containerd's pid file says {init.pid}", c.rel)]
-    if init.recorded_start is not None and init.recorded_start != start:
-        return [finding("H011", f"runc's state says init started at tick {start}, containerd's starttime says "
-                        f"{init.recorded_start}", c.rel)]
     return []

@@ -34,13 +34,14 @@ class Classification:
     evidence: str  # what was seen, for the message
 
     @property
-    def readable_as_02(self) -> bool:
-        return self.kind in ("containerd-0.2", "empty")
+    def layout(self) -> str | None:
+        """The layout (recover/layouts/) that reads it; None: recover reads no such thing."""
+        return {"containerd-0.2": "containerd-0.2", "empty": "containerd-0.2",
+                "containerd-runtime-v2": "containerd-runtime-v2"}.get(self.kind)
 
     def explain(self, path: str) -> str:
         """A one-line message for a user who pointed recover at something it does not read."""
         what = {
-            "containerd-runtime-v2": "a containerd 1.x/2.x state dir",
             "containerd-root-dir": "containerd 1.x/2.x's root dir (its state dir, default /run/containerd, "
                                    "is the one to read)",
             "docker-data-root": "Docker's data root, not a containerd state root (Docker 1.11-1.13 keep "

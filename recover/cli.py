@@ -60,7 +60,15 @@ ImageRootOpt = Annotated[Optional[str], typer.Option(
     "Docker's files and runc's root are looked up under DIR; /proc only from --proc-root.")]
 RuncRootOpt = Annotated[Optional[str], typer.Option(
     "--runc-root", metavar="DIR", show_default=False,
-    help="runc's state dir. Default: /run/runc, read only beside a live /proc (not with a captured proc dir).")]
+    help="runc's state dir. Default: /run/runc (0.2) or each task's runc root, /run/containerd/runc "
+         "(runtime-v2); read only beside a live /proc or inside --image-root.")]
+ContainerdRootOpt = Annotated[Optional[str], typer.Option(
+    "--containerd-root", metavar="DIR", show_default=False,
+    help="containerd 1.x/2.x's root dir (work dirs, CRI checkpoints). Default: as each task's work link names "
+         "it (/var/lib/containerd).")]
+LayoutOpt = Annotated[Optional[str], typer.Option(
+    "--layout", metavar="LAYOUT", show_default=False,
+    help="Read ROOT as this layout, whatever it looks like: containerd-0.2 or containerd-runtime-v2.")]
 ContainerOpt = Annotated[Optional[list[str]], typer.Option(
     "--container", "-c", metavar="ID", help="A container id or unique prefix (repeatable).", show_default=False)]
 
@@ -93,26 +101,31 @@ def _check_proc_root(proc_root: str | None, offline: bool) -> None:
 
 
 def _open_scan(root: str | None, proc_root: str | None, offline: bool, container: list[str] | None,
-               image_root: str | None = None, runc_root: str | None = None, *, not_a_root_exit: int = EXIT_USAGE):
-    from .around import RUNC_ROOT, Surroundings
+               image_root: str | None = None, runc_root: str | None = None, containerd_root: str | None = None,
+               layout: str | None = None, *, not_a_root_exit: int = EXIT_USAGE):
+    from .around import Surroundings
+    from .fsread import RootError
     from .host import is_procfs
-    from .root import RootError
+    from .layouts import LAYOUT_NAMES
     from .scan import NotAStateRoot, Scan, SelectionError
 
     if image_root is not None and not os.path.isdir(image_root):
         raise _fail(f"--image-root {image_root}: not a directory")
+    if layout is not None and layout not in LAYOUT_NAMES:
+        raise _fail(f"--layout must be one of: {', '.join(LAYOUT_NAMES)}")
     _check_proc_root(proc_root, offline)
-    if runc_root is None and (image_root is not None or proc_root is None or is_procfs(proc_root)):
-        runc_root = RUNC_ROOT  # this host's runc state beside its live /proc, or the image's own
-    around = Surroundings(image_root, runc_root)
+    # runc's state is this host's, beside its live /proc, or the image's own: never a capture's
+    read_runc = runc_root is not None or image_root is not None or proc_root is None or is_procfs(proc_root)
+    around = Surroundings(image_root, runc_root, read_runc, containerd_root)
     path = _resolve_root(root, around)
     if proc_root is None:  # a disk image has no /proc of its own: the host's would be wrong
         offline = offline or image_root is not None
         proc_root = "/proc"
     try:
-        return Scan(path, proc_root=proc_root, offline=offline, select=container, around=around)
+        return Scan(path, proc_root=proc_root, offline=offline, select=container, around=around, layout=layout)
     except NotAStateRoot as e:
-        raise _fail(f"{e}; recover reads containerd 0.2 state roots", not_a_root_exit) from None
+        raise _fail(f"{e}; recover reads containerd 0.2 roots and containerd 1.x/2.x state dirs "
+                    "(--layout to read it as one anyway)", not_a_root_exit) from None
     except RootError as e:
         raise _fail(f"{e}: not a readable directory") from None
     except SelectionError as e:
@@ -126,6 +139,8 @@ def scan(
     offline: OfflineOpt = False,
     image_root: ImageRootOpt = None,
     runc_root: RuncRootOpt = None,
+    containerd_root: ContainerdRootOpt = None,
+    layout: LayoutOpt = None,
     format: Annotated[str, typer.Option(
         "--format", "-f", metavar="FORMAT", help="table, json (one document) or jsonl (a line per container, then a summary).")] = "table",
     container: ContainerOpt = None,
@@ -140,7 +155,7 @@ def scan(
         fmt = ScanFormat(format)
     except ValueError:
         raise _fail(f"--format must be one of: {', '.join(f.value for f in ScanFormat)}") from None
-    with _open_scan(root, proc_root, offline, container, image_root, runc_root) as s:
+    with _open_scan(root, proc_root, offline, container, image_root, runc_root, containerd_root, layout) as s:
         RENDERERS[fmt](s, sys.stdout.buffer)
         sys.stdout.flush()
 
@@ -152,6 +167,8 @@ def check(
     offline: OfflineOpt = False,
     image_root: ImageRootOpt = None,
     runc_root: RuncRootOpt = None,
+    containerd_root: ContainerdRootOpt = None,
+    layout: LayoutOpt = None,
     container: ContainerOpt = None,
     select: Annotated[Optional[str], typer.Option(
         "--select", metavar="CODES", help="Only these codes or prefixes (comma-separated), e.g. L,R006.")] = None,
@@ -190,7 +207,7 @@ def check(
         if unknown := ck.unknown_codes(ck.parse_codes(value)):
             raise _fail(f"{flag} {','.join(unknown)}: no finding code starts with it (see `recover rules`)")
     gate = ck.Gate(ck.parse_codes(select), ck.parse_codes(ignore), fail_on, known)
-    with _open_scan(root, proc_root, offline, container, image_root, runc_root) as s:
+    with _open_scan(root, proc_root, offline, container, image_root, runc_root, containerd_root, layout) as s:
         containers = list(s.containers())
         report = ck.CheckReport(
             root=s.root.path, findings=tuple(ck.locate(containers, s.findings)),
@@ -278,7 +295,7 @@ def repair(
     from . import repair as rp
     from .around import daemons_on_root
     from .render import REPAIR_RENDERERS, RepairFormat
-    from .root import printable
+    from .fsread import printable
 
     proc_root = proc_root or "/proc"
 
@@ -290,6 +307,9 @@ def repair(
         _undo(undo)
         return
     with _open_scan(root, proc_root, False, container, not_a_root_exit=EXIT_REFUSED) as s:
+        if not s.layout.writable:
+            raise _fail(f"refusing: {s.root.path} is a {s.layout.name} root ({s.layout.daemon}); repair writes only "
+                        "in containerd 0.2 roots (`recover scan` judges it)", EXIT_REFUSED)
         if quarantine is not None:
             inside = os.path.realpath(quarantine)
             if inside == s.root.real or inside.startswith(s.root.real.rstrip("/") + "/"):

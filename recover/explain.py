@@ -25,19 +25,21 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from . import layout
+from .fsread import MAX_FILE_BYTES, RootError, json_text, kind_of, printable, read_regular
 from .host import HostView, ProcessFacts
-from .judge import (PID_FILE_MTIME_SLACK_S, PREVIOUS_BOOT_MARGIN_S, VERDICT_CHECKS, ContainerJudgement,
-                    HostFacts, ProcessJudgement, identity_of, lives_under_its_shim, predict_process,
-                    previous_boot_evidence)
+from .judge import ContainerJudgement, ProcessJudgement
+from .layouts.containerd_0_2 import files as layout
+from .predict.containerd_0_2 import predict_process
+from .records import ContainerRecord, ProcessRecord
 from .repair import Options, plan_repair
-from .root import ContainerRecord, ProcessRecord, RootError, json_text, kind_of, printable, read_regular
 from .scan import Scan, SelectionError
+from .verdicts import (PID_FILE_MTIME_SLACK_S, PREVIOUS_BOOT_MARGIN_S, VERDICT_CHECKS, HostFacts, identity_of,
+                       lives_under_its_shim, previous_boot_evidence)
 
 SCHEMA = "recover.explain/1"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-EVENTS_TAIL = layout.MAX_FILE_BYTES  # events.log can grow: read its last MiB
+EVENTS_TAIL = MAX_FILE_BYTES  # events.log can grow: read its last MiB
 LOG_FILES = ("log.json", "shim-log.json")
 
 
@@ -236,14 +238,15 @@ def read_log(dir_fd: int, entries: list[dict], name: str, rel: str) -> tuple[lis
         return [], f"a {entry['type']}, not a regular file: not opened"
     fact = read_regular(dir_fd, name, f"{rel}/{name}")
     if fact.data is None:
-        return [], {"too-big": f"over {layout.MAX_FILE_BYTES} bytes: not read"}.get(
+        return [], {"too-big": f"over {MAX_FILE_BYTES} bytes: not read"}.get(
             fact.problem or "", f"not read ({fact.problem or fact.kind}{': ' + fact.detail if fact.detail else ''})")
     return parse_log_objects(fact.data), None
 
 
 def describe_process_files(p: ProcessRecord) -> dict[str, str]:
     """What each file of a process dir was read as (the findings say why where it was not)."""
-    spec = p.spec.value
+    files = p.files
+    spec = files.spec.value
     if spec is None:
         spec_text = "not decoded (see the findings)"
     else:
@@ -254,15 +257,15 @@ def describe_process_files(p: ProcessRecord) -> dict[str, str]:
         args = spec.get("args")
         spec_text = (f"args {_shown(args) if args is not None else '(none)'}, exec {_shown(spec.get('exec'))}, "
                      f"capabilities {shape}; containerd 0.2.9 "
-                     f"{'decodes' if p.spec.containerd_decodes else 'cannot decode'} it")
-    pid = (f"pid {p.pid.value}" if p.pid.value is not None else "no usable pid")
-    if p.pid.containerd is None:
+                     f"{'decodes' if files.spec.containerd_decodes else 'cannot decode'} it")
+    pid = (f"pid {p.pid}" if p.pid is not None else "no usable pid")
+    if files.pid.containerd is None:
         pid += "; containerd cannot parse it (the process would be skipped)"
-    elif p.pid.containerd != p.pid.value:
-        pid += f"; containerd reads {p.pid.containerd}"
-    start = (f"starttime {p.starttime.value} (clock ticks after boot)" if p.starttime.value is not None
+    elif files.pid.containerd != p.pid:
+        pid += f"; containerd reads {files.pid.containerd}"
+    start = (f"starttime {p.start} (clock ticks after boot)" if p.start is not None
              else "no start ticks recorded")
-    es = p.exit_status
+    es = files.exit_status
     if es.value is not None:
         exit_text = f"exitStatus {es.value} from " + ('"exitStatus"' if es.source == "exitStatus" else
                                                         "the daemon's %!u format bug")
@@ -278,11 +281,12 @@ def describe_process_files(p: ProcessRecord) -> dict[str, str]:
 
 
 def _describe_state(record: ContainerRecord) -> str:
-    if record.state.value is None:
+    state = record.files.state
+    if state.value is None:
         return "not decoded (see the findings)"
-    v = record.state.value
+    v = state.value
     return (f"bundle {_shown(v.get('bundle'))}, runtime {_shown(v.get('runtime'))}, shim {_shown(v.get('shim'))}; "
-            f"containerd 0.2.9 {'decodes' if record.state.containerd_decodes else 'cannot decode'} it")
+            f"containerd 0.2.9 {'decodes' if state.containerd_decodes else 'cannot decode'} it")
 
 
 def _file_rows(entries: list[dict], parsed: dict[str, str], findings: list, prefix: str,
@@ -323,7 +327,7 @@ def _other_file_meaning(entry: dict, logs: dict[str, dict]) -> str | None:
 # --- evidence ------------------------------------------------------------------------------
 
 def _why_exit(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
-    es = rec.exit_status
+    es = rec.files.exit_status
     if es.value is not None and lives_under_its_shim(rec, facts, host):
         return (f"exitStatus holds {es.value}, but the recorded process lives under its own shim: "
                 "decided from the pid")
@@ -372,9 +376,9 @@ def _why_boot(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan)
         return "the root's filesystem is unknown: a previous boot is never concluded"
     if host.btime is None:
         return "the boot time is unknown"
-    if rec.pid.mtime_ns is None:
+    if rec.pid_mtime_ns is None:
         return "the pid file has no mtime (not a file read from the root)"
-    age = host.btime - rec.pid.mtime_ns / 1e9
+    age = host.btime - rec.pid_mtime_ns / 1e9
     if age <= 0:
         return f"the pid file was written {-age:.0f} s after this boot (btime {host.btime})"
     return (f"the pid file was written {age:.0f} s before this boot, within the {PREVIOUS_BOOT_MARGIN_S} s "
@@ -392,10 +396,10 @@ def _why_thread(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Sca
 def _why_identity(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
     st = facts.stat
     observed = st.starttime if st else None
-    recorded = rec.starttime.value
+    recorded = rec.start
     if recorded is not None:
         return f"start ticks: recorded {recorded}, observed {observed}: {'same' if recorded == observed else 'differ'}"
-    mtime_ns = rec.pid.mtime_ns if facts.pid_source == "pid-file" else None
+    mtime_ns = rec.pid_mtime_ns if facts.pid_source == "pid-file" else None
     started = host.start_epoch(observed) if observed is not None else None
     if mtime_ns is None or started is None:
         return "no starttime recorded and no pid file mtime to compare with: identity assumed"
@@ -484,10 +488,10 @@ def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) ->
     shim: dict[str, Any] = {"pid": facts.shim_pid, "state": facts.shim_state if host.proc_read else None}
     if facts.shim_pid is not None:
         shim.update(_process_view(facts.shim_pid, view) or {})
-    recorded_epoch = host.start_epoch(p.starttime.value) if p.starttime.value is not None else None
+    recorded_epoch = host.start_epoch(p.start) if p.start is not None else None
     return {
         "steps": verdict_steps(p, facts, host, s),
-        "recorded": {"pid": p.pid.value, "pid_containerd": p.pid.containerd, "start_ticks": p.starttime.value,
+        "recorded": {"pid": p.pid, "pid_containerd": getattr(p.files.pid, "containerd", None), "start_ticks": p.start,
                      "started_if_this_boot": iso(recorded_epoch)},
         "pid_source": facts.pid_source,
         "judged_pid": facts.pid,
@@ -505,12 +509,13 @@ def containerd_reason(p: ProcessRecord, j: ProcessJudgement, facts: ProcessFacts
     if j.containerd_would == "drop-container":
         why = [f.message for f in judged.findings if f.code in ("R001", "R002", "R003")]
         return "; ".join(why) or "the container dir is deleted"
-    if p.spec.containerd_read == "blocks" and j.containerd_would == "hang-daemon":
+    spec = p.files.spec
+    if spec.containerd_read == "blocks" and j.containerd_would == "hang-daemon":
         return "process.json is a FIFO: containerd's read never returns"
     if j.containerd_would is None and judged.containerd_would in ("crash-daemon", "hang-daemon"):
-        if not p.spec.containerd_decodes or p.spec.containerd_read == "blocks":
+        if not spec.containerd_decodes or spec.containerd_read == "blocks":
             return "containerd stops before it reaches this process"
-    if p.spec.containerd_decodes:
+    if spec.containerd_decodes:
         prediction = predict_process(p, facts, host)
         if prediction.would == j.containerd_would:
             return prediction.why
@@ -578,9 +583,7 @@ def explain(s: Scan, target: str) -> dict:
     now = time.time()
     _, slash, process_id = target.partition("/")
     (cid,) = s.ids  # the scan was opened on one selected container
-    record = s.root.read(cid)
-    facts = s.facts(record)
-    judged = s.judge(record, facts)
+    record, facts, judged = s.examine(cid)
     processes = [p for p in record.processes if not process_id or p.id == process_id]
     if process_id and not processes:
         names = ", ".join(printable(p.id) for p in record.processes) or "none"
@@ -597,7 +600,7 @@ def explain(s: Scan, target: str) -> dict:
             raise ExplainError(f"container {printable(cid)} cannot be opened: {e.strerror}") from None
         try:
             if not process_id:
-                state_findings = list(record.findings) + list(record.state.findings)
+                state_findings = list(record.findings) + list(record.files.state.findings)
                 files.append({"dir": cdir, "entries": _file_rows(
                     list_dir(cfd), {layout.STATE_FILE: _describe_state(record)}, state_findings, record.rel,
                     (layout.STATE_FILE,))})

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
-from .root import filesystem_type
+from .fsread import filesystem_type
 
 ShimStateName = Literal["alive", "stopped", "zombie", "gone"]
+PF_EXITING = 0x4
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,18 @@ class ProcStat:
     starttime: int  # field 22: clock ticks since boot, exact
     exit_code: int | None  # field 52 (Linux 3.5+): wait status of a zombie
     raw: bytes
+    flags: int = 0  # field 9: the kernel's PF_* flags
+
+    @property
+    def exiting(self) -> bool:
+        """PF_EXITING: killed and dying, but not yet a zombie (a SIGKILLed container init waits in
+        state S while a zombie of its pid namespace is unreaped)."""
+        return bool(self.flags & PF_EXITING)
+
+    @property
+    def exited(self) -> bool:
+        """A zombie, a dead task, or one that is exiting: it runs no more."""
+        return self.state in ("Z", "X", "x") or self.exiting
 
 
 def parse_stat(data: bytes) -> ProcStat | None:
@@ -40,15 +53,15 @@ def parse_stat(data: bytes) -> ProcStat | None:
     try:
         pid = int(data[:open_at])
         state = fields[0].decode("ascii")
-        ppid, starttime = int(fields[1]), int(fields[19])
+        ppid, flags, starttime = int(fields[1]), int(fields[6]), int(fields[19])
         exit_code = int(fields[49]) if len(fields) > 49 else None
     except (ValueError, IndexError, UnicodeDecodeError):
         return None
-    if not (0 <= pid < 1 << 32 and 0 <= ppid < 1 << 32 and 0 <= starttime < 1 << 64
+    if not (0 <= pid < 1 << 32 and 0 <= ppid < 1 << 32 and 0 <= flags < 1 << 32 and 0 <= starttime < 1 << 64
             and (exit_code is None or 0 <= exit_code < 1 << 32)):
         return None  # not what a kernel writes: a damaged or hostile capture
     comm = data[open_at + 1:close_at].decode("utf-8", "surrogateescape")
-    return ProcStat(pid, comm, state, ppid, starttime, exit_code, data)
+    return ProcStat(pid, comm, state, ppid, starttime, exit_code, data, flags)
 
 
 def read_proc_file(path: str, limit: int = 1 << 16) -> bytes | None:
@@ -113,30 +126,33 @@ def shim_state(stat: ProcStat | None) -> ShimStateName:
     return "alive"
 
 
-def is_shim_of(argv: list[str], cwd: str | None, shim_name: str, cid: str, process_id: str) -> bool:
-    """SPEC §3: argv holds the shim (by basename) directly followed by the container id, at
-    argv[0] (the real shim) or argv[1] (a script shim under an interpreter); and when cwd is
-    readable, its last two components are <container>/<process>, so a copied root still matches.
-    Which root the shim works in is a separate question (`shim_root`)."""
-    want = os.path.basename(shim_name)
-    for i in (0, 1):
-        if i + 1 >= len(argv):
-            break
-        base = os.path.basename(argv[i])
-        named = base == want if want else base.endswith("containerd-shim")
-        if named and argv[i + 1] == cid:
-            return cwd is None or cwd.rstrip("/").split("/")[-2:] == [cid, process_id]
-    return False
+class ShimRule(Protocol):
+    """How a layout recognises the shim of one of its processes (see recover/layouts/)."""
 
+    key: str  # the argv value the shim names its container by: where the host's index looks
 
-def shim_root(cwd: str | None) -> str | None:
-    """The root a 0.2 shim works in: its cwd is <root>/<container>/<process>."""
-    return None if cwd is None else os.path.dirname(os.path.dirname(cwd.rstrip("/"))) or "/"
+    def matches(self, argv: list[str], cwd: str | None) -> bool: ...
+
+    def root_of(self, cwd: str | None) -> str | None:
+        """The state root a shim with this cwd works in."""
+        ...
 
 
 def looks_like_shim(argv: list[str]) -> bool:
-    """Any containerd-shim-like process, before its container is known (for orphan shims)."""
-    return any(os.path.basename(a).endswith("shim") for a in argv[:2]) and len(argv) >= 3
+    """Any containerd shim (0.2's containerd-shim, containerd-shim-runc-v2, ...), run directly or
+    as a script under an interpreter, before its container is known (for orphan shims)."""
+    return len(argv) >= 3 and any("shim" in os.path.basename(a) for a in argv[:2])
+
+
+def flag_value(argv: list[str] | tuple[str, ...], flag: str) -> str | None:
+    """The value of a Go flag in argv: `-flag value`, `--flag value`, `-flag=value`."""
+    for i, a in enumerate(argv):
+        name, eq, value = a.partition("=")
+        if name in (flag, "-" + flag):
+            if eq:
+                return value
+            return argv[i + 1] if i + 1 < len(argv) else None
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,17 +161,6 @@ class ShimProcess:
     argv: tuple[str, ...]
     cwd: str | None
     stat: ProcStat | None
-
-    @property
-    def container(self) -> str | None:
-        for i in (0, 1):
-            if i + 1 < len(self.argv) and os.path.basename(self.argv[i]).endswith("shim"):
-                return self.argv[i + 1]
-        return None
-
-    @property
-    def process(self) -> str | None:
-        return self.cwd.rstrip("/").rsplit("/", 1)[-1] if self.cwd else None
 
 
 @dataclass
@@ -237,21 +242,25 @@ class HostView:
         return self._argv
 
     def _shim_index(self) -> dict[str, list[int]]:
-        """Pids by the argv elements where a shim names its container (argv[1], argv[2])."""
+        """Pids by the argv values where a shim names its container: argv[1] or argv[2] (0.2's
+        shim, direct or under an interpreter) and the value of -id (runtime-v2's shims)."""
         if self._shims is None:
             self._shims = {}
             for pid, argv in self.all_argv().items():
-                for candidate in {argv[i] for i in (1, 2) if i < len(argv)}:
-                    self._shims.setdefault(candidate, []).append(pid)
+                keys = {argv[i] for i in (1, 2) if i < len(argv)}
+                if (task := flag_value(argv, "-id")) is not None:
+                    keys.add(task)
+                for key in keys:
+                    self._shims.setdefault(key, []).append(pid)
         return self._shims
 
     def _shim_process(self, pid: int) -> ShimProcess | None:
         argv = self.cmdline(pid)
         return ShimProcess(pid, tuple(argv), self.cwd(pid), self.stat(pid)) if argv else None
 
-    def shims_named(self, cid: str) -> list[ShimProcess]:
-        """Processes whose argv names `cid` where a shim's argv would."""
-        found = (self._shim_process(pid) for pid in self._shim_index().get(cid, []))
+    def shims_named(self, key: str) -> list[ShimProcess]:
+        """Processes whose argv names `key` where a shim's argv would."""
+        found = (self._shim_process(pid) for pid in self._shim_index().get(key, []))
         return [s for s in found if s is not None]
 
     def all_shims(self) -> list[ShimProcess]:
@@ -337,13 +346,13 @@ class ProcessFacts:
     other_root: str | None = None  # that root, when it is another root that exists: this one is a copy
 
 
-def gather(host: HostView, root_real: str, container_id: str, shim_name: str, process_id: str,
-           pid: int | None, containerd_pid: int | None) -> ProcessFacts:
+def gather(host: HostView, root_real: str, rule: ShimRule, pid: int | None,
+           containerd_pid: int | None) -> ProcessFacts:
     """Collect the host facts for one process (reads /proc; decides nothing)."""
 
     def other_root(cwd: str | None) -> str | None:
         """The existing root other than ours that a shim's cwd names (only a live host's cwd says)."""
-        root = shim_root(cwd) if host.live else None
+        root = rule.root_of(cwd) if host.live else None
         return root if root is not None and root != root_real and os.path.isdir(root) else None
 
     source: Literal["pid-file", "shim-child"] | None = "pid-file" if pid else None
@@ -351,14 +360,12 @@ def gather(host: HostView, root_real: str, container_id: str, shim_name: str, pr
     parent = host.stat(stat.ppid) if stat else None
     shim_cwd = host.cwd(parent.pid) if parent else None
     # the parent is the process's shim wherever its cwd lies: a copied root still names it
-    parent_is_shim = parent is not None and is_shim_of(
-        host.cmdline(parent.pid) or [], shim_cwd, shim_name, container_id, process_id)
+    parent_is_shim = parent is not None and rule.matches(host.cmdline(parent.pid) or [], shim_cwd)
     shim = parent if parent_is_shim else None
     if shim is None:
         # not the parent: a shim that works in another root is that root's, not this process's
-        for candidate in host.shims_named(container_id):
-            if (is_shim_of(list(candidate.argv), candidate.cwd, shim_name, container_id, process_id)
-                    and other_root(candidate.cwd) is None):
+        for candidate in host.shims_named(rule.key):
+            if rule.matches(list(candidate.argv), candidate.cwd) and other_root(candidate.cwd) is None:
                 shim, shim_cwd = candidate.stat, candidate.cwd
                 break
     children = None
@@ -377,5 +384,5 @@ def gather(host: HostView, root_real: str, container_id: str, shim_name: str, pr
         parent=parent, parent_is_shim=parent_is_shim,
         shim_pid=shim.pid if shim else None, shim_state=shim_state(shim),
         shim_children=children, containerd_stat=containerd_stat, frozen=frozen,
-        shim_root=shim_root(shim_cwd) if shim is not None else None,
+        shim_root=rule.root_of(shim_cwd) if shim is not None else None,
         other_root=other_root(shim_cwd) if shim is not None else None)

@@ -13,12 +13,13 @@ from typing import BinaryIO
 
 import orjson
 
-from .judge import VERDICTS, ContainerJudgement, ProcessJudgement
+from .judge import ContainerJudgement, ProcessJudgement
 from .check import CheckReport, Gate, Located, locate
 from .repair import Action
-from .root import json_text, printable
+from .fsread import json_safe, json_text, printable
 from .rules import Finding
 from .scan import Scan
+from .verdicts import VERDICTS
 
 SCHEMA = "recover.scan/1"
 
@@ -50,13 +51,26 @@ def process_json(p: ProcessJudgement) -> dict:
 
 
 def container_json(c: ContainerJudgement) -> dict:
-    return {
+    """SPEC §5's container; a runtime-v2 task adds its namespace and the layout's own fields
+    (sandbox, its shim's pid, state and socket, runc's state, CRI's checkpoint and cri_would)."""
+    out = {
         "id": json_text(c.id), "bundle": json_text(c.bundle), "runtime": json_text(c.runtime),
         "shim": json_text(c.shim), "labels": [json_text(x) for x in c.labels],
         "containerd_would": c.containerd_would,
         "processes": [process_json(p) for p in c.processes],
         "findings": [finding_json(f) for f in c.findings],
     }
+    if c.namespace is not None:
+        out["namespace"] = json_text(c.namespace)
+    out.update(json_safe(dict(c.extra)))
+    return out
+
+
+def layout_json(scan: Scan) -> dict:
+    """Which reader read the root, what it looked like, and which daemon's restore is predicted."""
+    c = scan.classification
+    return {"layout": scan.layout.name, "daemon": scan.layout.daemon,
+            "classified_as": {"kind": c.kind, "evidence": json_text(c.evidence)}}
 
 
 def summary_json(scan: Scan) -> dict:
@@ -80,7 +94,8 @@ def _tail_json(scan: Scan) -> dict:
 
 
 def render_json(scan: Scan, out: BinaryIO) -> None:
-    head = orjson.dumps({"schema": SCHEMA, "root": scan.root.path, "host": scan.host_json()})
+    head = orjson.dumps({"schema": SCHEMA, "root": json_text(scan.root.path), **layout_json(scan),
+                         "host": scan.host_json()})
     out.write(head[:-1] + b',"containers":[')
     for i, c in enumerate(scan.containers()):
         out.write((b"," if i else b"") + orjson.dumps(container_json(c)))
@@ -93,10 +108,16 @@ def render_jsonl(scan: Scan, out: BinaryIO) -> None:
     tail = _tail_json(scan)
     if tail["orphan_shims"]:
         out.write(orjson.dumps({"orphan_shims": tail["orphan_shims"]}) + b"\n")
-    out.write(orjson.dumps({"summary": tail["summary"], "findings": tail["findings"]}) + b"\n")
+    out.write(orjson.dumps({"summary": tail["summary"], "findings": tail["findings"], **layout_json(scan)}) + b"\n")
 
 
 TABLE_HEADERS = ("CONTAINER", "PROCESS", "PID", "VERDICT", "EXIT", "SHIM", "CONTAINERD WOULD", "FINDINGS")
+
+
+def short_key(c: ContainerJudgement) -> str:
+    """A container as the table names it: 12 characters of its id (after its namespace)."""
+    short = printable(c.id)[:12]
+    return short if c.namespace is None else f"{printable(c.namespace)}/{short}"
 
 
 def table_rows(containers: list[ContainerJudgement]) -> list[tuple[str, ...]]:
@@ -104,10 +125,10 @@ def table_rows(containers: list[ContainerJudgement]) -> list[tuple[str, ...]]:
     for c in containers:
         for p in c.processes:
             shim = "-" if p.shim_state is None else (p.shim_state if p.shim_pid is None else f"{p.shim_state} {p.shim_pid}")
-            rows.append((printable(c.id)[:12], printable(p.id), _dash(p.pid), p.verdict,
+            rows.append((short_key(c), printable(p.id), _dash(p.pid), p.verdict,
                          _dash(p.exit_status), shim, p.containerd_would or "?", str(len(p.findings))))
         if not c.processes:
-            rows.append((printable(c.id)[:12], "-", "-", "-", "-", "-", c.containerd_would or "?",
+            rows.append((short_key(c), "-", "-", "-", "-", "-", c.containerd_would or "?",
                          str(len(c.findings))))
     return rows
 

@@ -24,11 +24,11 @@ from typing import Literal
 
 import orjson
 
-from . import layout
 from .classify import is_default_root
 from .host import read_stat, wait_status_to_exit
 from .judge import ContainerJudgement, ProcessJudgement
-from .root import json_text, printable
+from .fsread import json_text, printable
+from .layouts.containerd_0_2 import files as layout
 
 ActionKind = Literal["write-exit-status", "rewrite-exit-status", "kill-orphan", "rewrite-pid",
                      "quarantine", "none"]
@@ -257,11 +257,11 @@ class Applier:
         if a.start_ticks is not None and a.pid is not None:
             now = read_stat(self.proc_root, a.pid)
             if a.value != "255":  # a zombie's status: it must still be that zombie, unreaped
-                if now is None or now.starttime != a.start_ticks or now.state not in "ZXx":
+                if now is None or now.starttime != a.start_ticks or not now.exited:
                     raise _Skip(f"pid {a.pid} is no longer the same unreaped zombie")
                 if now.exit_code is not None and str(wait_status_to_exit(now.exit_code)) != a.value:
                     raise _Skip(f"pid {a.pid}'s exit status changed")
-            elif now is not None and now.starttime == a.start_ticks and now.state not in "ZXx":
+            elif now is not None and now.starttime == a.start_ticks and not now.exited:
                 raise _Skip(f"pid {a.pid} holds a live process with the recorded start time")
         self._publish(a, layout.EXIT_STATUS_FILE, a.value.encode())
         return replace(a, result="applied")
@@ -285,7 +285,7 @@ class Applier:
             raise _Skip(f"pid {a.pid} is gone already") from None
         try:
             now = read_stat(self.proc_root, a.pid)  # identity checked AFTER the pidfd pins the process
-            if now is None or now.starttime != a.start_ticks or now.ppid != a.ppid or now.state in "ZXx":
+            if now is None or now.starttime != a.start_ticks or now.ppid != a.ppid or now.exited:
                 raise _Skip(f"pid {a.pid} changed since the plan (start, parent or state)")
             entry = self._intent(replace(a, kind="kill-orphan"), f"/proc/{a.pid}", b"alive", b"SIGKILL")
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)

@@ -2,7 +2,9 @@
 
 Codes are a family letter and three digits:
   F  files and formats in the root      L  liveness of recorded processes
-  R  what containerd 0.2.9 would do      H  the host, /proc and the shims
+  R  what the daemon would do            H  the host, /proc and the shims
+The hundreds say the layout where only one has it: x0xx containerd 0.2 (R0xx: what containerd
+0.2.9 would do), x1xx runtime-v2 (R1xx: what containerd 1.6-2.x and its CRI plugin would do).
 Every finding recover emits is made by `finding()`, so a code cannot be emitted without a
 catalog entry (and tests check that every entry is documented in the README).
 """
@@ -101,6 +103,14 @@ _RULES = [
          "never read as state; the next `recover repair --apply` removes it"),
     Rule("F044", "info", "pid file has a + sign",
          "not runc's format, but Go's Atoi reads it: containerd and recover both load the pid"),
+    Rule("F045", "warning", "root read as another layout than it looks like (--layout)",
+         "the layout was forced: check that this is what you meant"),
+    Rule("F101", "warning", "task pid file missing or not a pid",
+         "the process is judged from runc's state and its shim where they say; containerd asks the "
+         "shim, not the file"),
+    Rule("F102", "warning", "task file is not valid JSON, or holds no address",
+         "what it says (CRI annotations, runc options, the shim's address) is unknown; restore it "
+         "from the live task if it matters"),
     # --- liveness ----------------------------------------------------------------------------
     Rule("L001", "error", "process vanished without an exit status",
          "the process died while nothing watched it; `recover repair --apply` records 255"),
@@ -123,6 +133,9 @@ _RULES = [
          "no pid recorded before the reboot can be alive now, whatever /proc shows"),
     Rule("L010", "info", "pid taken from the shim's only child",
          "the pid file is missing but the shim lives: `recover repair --apply` rewrites pid"),
+    Rule("L011", "info", "process exited while the daemon was down; its shim holds the status",
+         "nothing is lost while the shim lives: containerd reads the status when it reconnects (its "
+         "exit event is re-sent only about 15-21 s after the exit)"),
     # --- what containerd 0.2.9 would do ------------------------------------------------------
     Rule("R001", "error",
          "containerd would delete the container dir (state.json or a process.json missing or undecodable)",
@@ -184,6 +197,24 @@ _RULES = [
     Rule("H014", "warning", "runc has no state for a live container",
          "its dir under runc's root is gone while its init runs: runc cannot act on the container "
          "(kill, exec, delete); stop the process by hand when it must go"),
+    Rule("H015", "info", "tasks of the legacy v1 shim (io.containerd.runtime.v1.linux) are not judged",
+         "containerd 1.6 still restores them; judge them by hand (shim.pid, init.pid)"),
+    # --- what containerd 1.6-2.x and its CRI plugin would do --------------------------------
+    Rule("R101", "error", "containerd 1.6+ would SIGKILL this task's live processes",
+         "its shim cannot be reached (address or socket missing, shim dead): the restore runs `runc "
+         "delete --force`. Restore the address if the shim lives, else stop the processes cleanly first"),
+    Rule("R102", "warning", "containerd 1.6+ would clean up this task and lose its exit status",
+         "nothing runs, but no exit event is published: Kubernetes records 255 \"Unknown\""),
+    Rule("R103", "error", "containerd 1.6+ would leave live processes of this task untracked",
+         "a hidden, empty or unreadable bundle, or runc state that names no live init: the restore "
+         "skips or deletes the task and its shim and processes live on; stop them by hand or fix the dir"),
+    Rule("R104", "info", "containerd 1.6+ would skip or delete this task (nothing of it runs)",
+         "nothing is lost but the dir; no action needed"),
+    Rule("R105", "error", "containerd 1.6+ would block on this task's stopped shim, then SIGKILL it",
+         "a stopped shim (SIGSTOP, a debugger) costs every restart 10 s and the task its processes: "
+         "resume it (kill -CONT) before restarting the daemon"),
+    Rule("R106", "warning", "CRI would record exit 255 \"Unknown\" for this container",
+         "the real exit status is lost and the stale pid kept; a pod restart policy acts on 255"),
 ]
 
 RULES: dict[str, Rule] = {r.code: r for r in _RULES}

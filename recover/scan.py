@@ -1,8 +1,10 @@
-"""The scan pipeline: read root -> host view -> judge, one container at a time.
+"""The scan pipeline: classify the root -> read it (its layout's reader) -> host view -> judge,
+one container at a time.
 
-`Scan` is what every command consumes: a header (root, host), a stream of judged containers
-(each read, gathered and judged when the consumer asks for it, so memory stays flat), then the
-orphan shims and a summary, known once the stream is drained.
+`Scan` is what every command consumes: a header (root, layout, host), a stream of judged
+containers (each read, gathered and judged when the consumer asks for it, so memory stays flat),
+then the orphan shims and a summary, known once the stream is drained.  Nothing here is specific
+to a daemon generation: that is the layout's (recover/layouts/).
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from .around import Surroundings, bundle_findings, daemon_findings, runc_dir, runc_findings
+from .around import Surroundings, daemon_findings
 from .classify import DEFAULT_ROOTS, Classification, classify_fd
-from .host import HostView, ProcessFacts, gather, shim_root
-from .judge import ContainerJudgement, HostFacts, judge_container
-from .root import ContainerRecord, Root, filesystem_type, printable
+from .fsread import OpenRoot, filesystem_type, printable
+from .host import HostView, ProcessFacts
+from .judge import ContainerJudgement, judge_container
+from .layouts import Context, Layout, layouts
+from .records import ContainerRecord
 from .rules import Finding, finding
-
+from .verdicts import HostFacts
 
 
 class SelectionError(Exception):
@@ -57,15 +61,24 @@ class Scan:
     """One scan of one root.  Iterate `containers()` once; then read `orphan_shims`, `summary`."""
 
     def __init__(self, root_path: str, *, proc_root: str = "/proc", offline: bool = False,
-                 select: list[str] | None = None, around: Surroundings = Surroundings()):
-        self.root = Root(root_path)
-        self.classification = classify_fd(self.root.fd)
-        if not self.classification.readable_as_02:
-            self.root.close()
-            raise NotAStateRoot(root_path, self.classification)
-        self.around = around
-        self._runc_dir = runc_dir(around)
+                 select: list[str] | None = None, around: Surroundings = Surroundings(),
+                 layout: str | None = None):
+        self.root = OpenRoot(root_path)
         self.findings: list[Finding] = []
+        try:
+            self.classification = classify_fd(self.root.fd)
+            name = layout or self.classification.layout
+            if name is None:
+                raise NotAStateRoot(root_path, self.classification)
+            if layout is not None and layout != self.classification.layout:
+                self.findings.append(finding("F045", f"read as {layout} (--layout), but it looks like "
+                                             f"{self.classification.kind} ({self.classification.evidence})"))
+            self.layout: Layout = layouts()[name]
+            self.reader = self.layout.open(self.root, around)
+        except BaseException:
+            self.root.close()
+            raise
+        self.around = around
         self.host: HostView | None = None if offline else HostView(proc_root)
         proc_read = self.host is not None and self.host.readable
         if offline:
@@ -83,13 +96,18 @@ class Scan:
             clock_ticks=self.host.clock_ticks if self.host else os.sysconf("SC_CLK_TCK"),
             hidepid=bool(self.host and self.host.hidepid),
             root_on_tmpfs=None if fs is None else fs == "tmpfs")
-        self.ids = select_containers(self.root.containers(), select)
-        self.findings.extend(self.root.findings)
+        self.ctx = Context(self.host if proc_read else None, self.host_facts, self.root.real, around, self.reader)
+        try:
+            self.ids = select_containers(self.reader.containers(), select)
+        except BaseException:
+            self.root.close()
+            raise
+        self.findings.extend(self.reader.findings)
         self.findings.extend(daemon_findings(self.root.real, self.host))
         self.orphan_shims: list[OrphanShim] = []
         self.summary = Summary()
-        # shims that watch a process of this root that has not exited: bounded by the live
-        # processes on the host, not by the size of the root
+        # shims that watch a process of this root: bounded by the live processes on the host,
+        # not by the size of the root
         self._accounted_shims: set[int] = set()
         # where this root's shims work: the root itself on a live host; in a capture, the path
         # the root had when it was live, as the cwd of its processes' shims names it
@@ -111,8 +129,8 @@ class Scan:
                 "clock_ticks": self.host_facts.clock_ticks}
 
     def containers(self) -> Iterator[ContainerJudgement]:
-        for record in map(self.root.read, self.ids):
-            judged = self.judge(record)
+        for key in self.ids:
+            judged = self.judge(key)
             self._count(judged)
             yield judged
         self.orphan_shims = self._find_orphan_shims()
@@ -121,37 +139,33 @@ class Scan:
                                          f"{printable(shim.process or '?')}): {shim.reason}"))
         self.summary.severities.update(f.severity for f in self.findings)
 
-    def facts(self, record: ContainerRecord) -> dict[str, ProcessFacts]:
-        """What /proc says about each process of the container (nothing when /proc is not read)."""
-        facts = {}
-        for p in record.processes:
-            if self.host is None or not self.host_facts.proc_read:
-                facts[p.id] = ProcessFacts(pid=p.pid.value, pid_source="pid-file" if p.pid.value else None)
-            else:
-                facts[p.id] = gather(self.host, self.root.real, record.id, record.shim, p.id, p.pid.value, p.pid.containerd)
-        return facts
+    def judge(self, key: str) -> ContainerJudgement:
+        """Read, gather and judge one container."""
+        return self.examine(key)[2]
 
-    def judge(self, record: ContainerRecord, facts: dict[str, ProcessFacts] | None = None) -> ContainerJudgement:
-        facts = self.facts(record) if facts is None else facts
-        bundle_exists = None
-        if record.bundle and (self.host_facts.live or self.around.image_root is not None):
-            # os.Stat, as containerd does: follows links (inside the image, when analysing one)
-            bundle_exists = os.path.exists(self.around.path(record.bundle))
-        judged = judge_container(record, facts, self.host_facts, bundle_exists)
-        extra = bundle_findings(judged, self.around) + runc_findings(judged, self._runc_dir)
+    def examine(self, key: str) -> tuple[ContainerRecord, dict[str, ProcessFacts], ContainerJudgement]:
+        """One container's record, the host's facts about each process, and its judgement."""
+        record = self.reader.read(key)
+        facts, evidence = self.layout.gather(self.ctx, record)
+        judged = judge_container(record, facts, self.host_facts, self.layout.predictor(self.ctx, facts, evidence))
+        extra = self.layout.around_findings(self.ctx, record, judged)
         if extra:
             judged = replace(judged, findings=judged.findings + tuple(extra))
-        self._accounted_shims.update(p.shim_pid for p in judged.processes
-                                     if p.shim_pid is not None and p.verdict != "exited")
-        if not self.host_facts.live:
-            self._own_shim_roots.update(p.shim_root for p in judged.processes if p.shim_root is not None)
-        return judged
+        for p in judged.processes:
+            if p.shim_pid is not None and self.layout.accounts_for(p.verdict):
+                self._accounted_shims.add(p.shim_pid)
+            if not self.host_facts.live and p.shim_root is not None:
+                self._own_shim_roots.add(p.shim_root)
+        if (shim := judged.extra.get("shim")) and shim.get("pid") is not None:
+            self._accounted_shims.add(shim["pid"])  # a task's shim, found without a process
+        return record, facts, judged
 
     def shim_roots(self) -> set[str]:
-        """The roots that live shims on this host work in (their cwd names them)."""
+        """The roots that live shims of this layout work in (their cwd names them)."""
         if self.host is None or not self.host_facts.live:
             return set()
-        return {root for s in self.host.all_shims() if (root := shim_root(s.cwd)) is not None}
+        return {claim.root for s in self.host.all_shims()
+                if (claim := self.layout.claim(s)) is not None and claim.root is not None}
 
     def _count(self, judged: ContainerJudgement) -> None:
         s = self.summary
@@ -163,7 +177,7 @@ class Scan:
         s.severities.update(f.severity for p in judged.processes for f in p.findings)
 
     def _find_orphan_shims(self) -> list[OrphanShim]:
-        """Live shims containerd will never look for: their dir is gone, or their process has exited.
+        """Live shims the daemon will never look for: their dir is gone, or their process has exited.
         A shim is this root's only when its cwd says so; one whose cwd cannot be read is counted
         apart (H013): whose it is cannot be told."""
         if self.host is None or not self.host_facts.proc_read:
@@ -171,29 +185,30 @@ class Scan:
         out = []
         untold = []
         selected = set(self.ids)
-        everything = len(self.ids) == len(self.root.containers())
+        every = self.reader.containers()
+        everything = len(self.ids) == len(every)
         for shim in self.host.all_shims():
-            cid, pid_id = shim.container, shim.process
-            if cid is None or shim.pid in self._accounted_shims:
+            claim = self.layout.claim(shim)
+            if claim is None or shim.pid in self._accounted_shims:
                 continue
-            root = shim_root(shim.cwd)
-            if root is None or not self._own_shim_roots:
+            if claim.root is None or not self._own_shim_roots:
                 untold.append(shim.pid)
                 continue
-            if root not in self._own_shim_roots:
+            if claim.root not in self._own_shim_roots:
                 continue  # the shim of another state root
-            if cid not in selected:
-                if not everything or cid in self.root.containers():
+            if claim.key not in selected:
+                if not everything or claim.key in every:
                     continue  # a container that was not selected
-                reason = "its container dir is missing"
-            elif pid_id is not None and not self.root.has_dir(cid, pid_id):
+                reason = "the dir of its container is missing"
+            elif claim.process is not None and not self.layout.has_process_dir(self.reader, claim.key,
+                                                                               claim.process):
                 reason = "its process dir is missing"
             else:
                 reason = "exitStatus records its process's exit, or its pid file names another process"
             state = "alive" if shim.stat is None else {"T": "stopped", "t": "stopped", "Z": "zombie"}.get(
                 shim.stat.state, "alive")
             started = self.host.start_epoch(shim.stat.starttime) if shim.stat else None
-            out.append(OrphanShim(shim.pid, cid, pid_id, shim.cwd, state, reason, started))
+            out.append(OrphanShim(shim.pid, claim.key, claim.process, shim.cwd, state, reason, started))
         if untold:
             shown = ", ".join(map(str, untold[:10])) + (", ..." if len(untold) > 10 else "")
             self.findings.append(finding("H013", f"{len(untold)} shim(s) whose working dir cannot be read "
@@ -201,16 +216,17 @@ class Scan:
         return out
 
 
-def select_containers(ids: list[str], wanted: list[str] | None) -> list[str]:
-    """Resolve --container values (an id or a unique prefix) against the root's ids."""
+def select_containers(keys: list[str], wanted: list[str] | None) -> list[str]:
+    """Resolve --container values against the root's keys: an id, namespace/id, or a unique
+    prefix of either."""
     if not wanted:
-        return ids
+        return keys
     chosen = set()
     for w in wanted:
-        if w in ids:
+        if w in keys:
             chosen.add(w)
             continue
-        matches = [i for i in ids if i.startswith(w)]
+        matches = [k for k in keys if k.startswith(w) or k.rpartition("/")[2].startswith(w)]
         if not matches:
             raise SelectionError(f"no container matches {printable(w)!r}")
         if len(matches) > 1:

@@ -8,7 +8,8 @@ import re
 from typer.testing import CliRunner
 
 from recover.cli import app
-from recover.judge import CONTAINERD_WOULD, VERDICT_CHECKS, VERDICTS
+from recover.predict.containerd_0_2 import CONTAINERD_WOULD
+from recover.verdicts import VERDICT_CHECKS, VERDICTS
 from recover.render import ScanFormat
 from recover.rules import RULES
 

@@ -14,9 +14,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from recover import layout
+from recover.layouts.containerd_0_2 import files as layout
 from recover.cli import app
-from recover.root import Root
+from recover.fsread import MAX_FILE_BYTES, OpenRoot
+from recover.layouts.containerd_0_2.reader import Reader
 from reference import FIXTURES, REFERENCE
 from unprivileged import scan_as_nobody, world_readable
 
@@ -128,7 +129,7 @@ def test_socket_where_a_file_belongs(one):
 
 
 def test_file_over_one_mib_is_not_read(one):
-    (one / "c/init/process.json").write_bytes(b" " * (layout.MAX_FILE_BYTES + 1))
+    (one / "c/init/process.json").write_bytes(b" " * (MAX_FILE_BYTES + 1))
     c = scan(one)["c"]
     assert "F006" in all_codes(c) and c["containerd_would"] == "drop-container"
 
@@ -162,7 +163,8 @@ def test_non_utf8_name(one):
 
 
 def test_file_vanishing_between_listing_and_reading(one):
-    root = Root(str(one))
+    opened = OpenRoot(str(one))
+    root = Reader(opened)
     cfd = os.open(str(one / "c" / "init"), os.O_RDONLY | os.O_DIRECTORY)
     try:
         entry = next(e for e in os.scandir(cfd) if e.name == "pid")
@@ -170,7 +172,7 @@ def test_file_vanishing_between_listing_and_reading(one):
         fact = root._read_entry(cfd, entry, "c/init/pid")
     finally:
         os.close(cfd)
-        root.close()
+        opened.close()
     assert fact.problem == "vanished"
     assert [f.code for f in layout.file_findings(fact, required=False)] == ["F011"]
     assert layout.parse_pid(fact).containerd is None

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recover.host import HostView, is_shim_of, parse_stat, wait_status_to_exit
-from recover.judge import _Panic, go_read_proc_stat_field
+from recover.host import HostView, parse_stat, wait_status_to_exit
+from recover.layouts.containerd_0_2 import is_shim_of
+from recover.predict.containerd_0_2 import _Panic, go_read_proc_stat_field
 
 
 def stat_line(pid: int, comm: bytes, state=b"S", ppid=1, start=194198, exit_code=9) -> bytes:

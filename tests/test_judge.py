@@ -8,12 +8,15 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recover import layout
 from recover.builder import process_json, state_json
+from recover.fsread import FileFact
 from recover.host import ProcessFacts, ProcStat
-from recover.judge import CONTAINERD_WOULD, VERDICTS, HostFacts, judge_container
-from recover.layout import FileFact
-from recover.root import ContainerRecord, ProcessRecord
+from recover.judge import judge_container
+from recover.layouts.containerd_0_2 import files as layout
+from recover.layouts.containerd_0_2.reader import ProcessFiles, container_record, process_record
+from recover.predict.containerd_0_2 import CONTAINERD_WOULD, predict_container
+from recover.records import ContainerRecord, ProcessRecord
+from recover.verdicts import VERDICTS, HostFacts
 
 HOST = HostFacts(proc_read=True, live=False, btime=1_000_000, clock_ticks=100, root_on_tmpfs=False)
 
@@ -25,15 +28,15 @@ def record(pid=b"100", starttime=b"5000", exit_status=None, process=None, pid_mt
                         size=None if data is None else len(data), mtime_ns=mtime)
     spec = layout.parse_json_doc(f("process.json", process if process is not None else
                                    json.dumps(process_json(["sleep", "1"])).encode()), layout.PROCESS_SCHEMA, "F021")
-    return ProcessRecord(pid_id, f"c/{pid_id}", spec, layout.parse_pid(f("pid", pid, pid_mtime)),
-                         layout.parse_starttime(f("starttime", starttime)),
-                         layout.parse_exit_status(f("exitStatus", exit_status)), ())
+    return process_record(pid_id, f"c/{pid_id}", ProcessFiles(
+        spec, layout.parse_pid(f("pid", pid, pid_mtime)), layout.parse_starttime(f("starttime", starttime)),
+        layout.parse_exit_status(f("exitStatus", exit_status))), [])
 
 
 def container(*procs: ProcessRecord) -> ContainerRecord:
     state = layout.parse_json_doc(FileFact("c/state.json", "file", data=json.dumps(state_json("/b")).encode()),
                                   layout.STATE_SCHEMA, "F020")
-    return ContainerRecord("c", "c", state, tuple(procs), ())
+    return container_record("c", "c", state, list(procs), [])
 
 
 def stat(pid=100, state="S", ppid=50, start=5000, exit_code=0, comm="sleep") -> ProcStat:
@@ -42,7 +45,13 @@ def stat(pid=100, state="S", ppid=50, start=5000, exit_code=0, comm="sleep") -> 
 
 
 def judge(rec, facts, host=HOST, bundle_exists=None):
-    return judge_container(container(rec), {rec.id: facts}, host, bundle_exists)
+    return judge_all(container(rec), {rec.id: facts}, host, bundle_exists)
+
+
+def judge_all(record, facts, host=HOST, bundle_exists=None):
+    """The judge with containerd 0.2.9's predictor, as the 0.2 layout plugs it in."""
+    return judge_container(record, facts, host,
+                           lambda record, decisions: predict_container(record, decisions, facts, host, bundle_exists))
 
 
 def under_shim(s: ProcStat, **kw) -> ProcessFacts:
@@ -96,7 +105,7 @@ def test_tmpfs_root_is_never_from_a_previous_boot():
 def test_drop_by_undecodable_process_stops_at_that_dir():
     bad = record(process=b"{", pid_id="a-exec")
     good = record()
-    j = judge_container(container(bad, good), {"a-exec": ProcessFacts(), "init": under_shim(stat())}, HOST)
+    j = judge_all(container(bad, good), {"a-exec": ProcessFacts(), "init": under_shim(stat())})
     assert j.containerd_would == "drop-container"
     assert {p.containerd_would for p in j.processes} == {"drop-container"}
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recover import layout
+from recover.layouts.containerd_0_2 import files as layout
 from recover.builder import process_json, state_json
-from recover.layout import FileFact
+from recover.fsread import FileFact
 
 
 def fact(data: bytes | None, rel="c/init/x", kind="file") -> FileFact:

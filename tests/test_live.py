@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from procs import dead_pid, ticks
 from recover.builder import RootBuilder, become_subreaper, capture_proc
 from recover.cli import app
-from recover.root import filesystem_type
+from recover.fsread import filesystem_type
 
 runner = CliRunner()
 C = "c0ffee" + "0" * 58  # a Docker-like 64 hex id

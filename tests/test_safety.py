@@ -142,12 +142,17 @@ def test_scan_and_check_say_what_a_dir_is_instead_of_misreading_it(tmp_path, com
     etc_like = tmp_path / "etc"
     (etc_like / "ssh").mkdir(parents=True)
     (etc_like / "hosts").write_text("127.0.0.1 localhost\n")
-    for path, words in ((v2, "containerd 1.x/2.x state dir"), (docker, "Docker's data root"),
-                        (rootdir, "root dir"), (etc_like, "not a containerd state root")):
+    for path, words in ((docker, "Docker's data root"), (rootdir, "root dir"),
+                        (etc_like, "not a containerd state root")):
         result = cli(command, path)
         assert result.exit_code == 2, (path, result.output)
         assert words in result.stderr and result.stdout == ""
     assert cli(command, "").exit_code == 2 and "empty string" in cli(command, "").stderr
+    # a containerd 1.x/2.x state dir is read as one, never as a 0.2 root
+    doc = orjson.loads(cli(command, v2, "-f", "json").stdout)
+    if command == "scan":
+        assert doc["layout"] == "containerd-runtime-v2"
+        assert [(c["namespace"], c["id"]) for c in doc["containers"]] == [("k8s.io", "d4" + "0" * 62)]
 
 
 def test_repair_refuses_and_changes_nothing_outside_a_recognised_root(tmp_path):
@@ -226,11 +231,11 @@ def test_orphan_shims_in_a_capture_are_this_roots_only_when_their_cwd_says_so(tm
 
 
 def test_a_captured_proc_dir_does_not_read_this_hosts_runc_state(tmp_path, monkeypatch):
-    import recover.around
+    import recover.layouts.containerd_0_2.around as around_02
     from recover.builder import capture_proc
 
     runc_root = tmp_path / "runc"
-    monkeypatch.setattr(recover.around, "RUNC_ROOT", str(runc_root))  # this host's runc state, here
+    monkeypatch.setattr(around_02, "RUNC_ROOT", str(runc_root))  # this host's runc state, here
     with RootBuilder(tmp_path / "root") as b:
         live = b.start_process(RUNNING, "init")
         (runc_root / RUNNING).mkdir(parents=True)

@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 import orjson
 
-from .rules import Finding, finding
+from ...fsread import FileFact, content_findings, file_findings, show_bytes
+from ...rules import Finding, finding
 
 STATE_FILE = "state.json"
 PROCESS_FILE = "process.json"
@@ -34,7 +35,6 @@ PROCESS_FILES = (PROCESS_FILE, PID_FILE, STARTTIME_FILE, EXIT_STATUS_FILE)
 # recover repair publishes through temp files with this prefix; never read as state
 RECOVER_TEMP_PREFIX = ".recover-tmp-"
 
-MAX_FILE_BYTES = 1 << 20
 UINT32_MAX = (1 << 32) - 1
 UINT64_MAX = (1 << 64) - 1  # start ticks are an unsigned long long in the kernel
 MAX_EXIT_STATUS = 255  # what a process can exit with (code, or 128+signal): anything above is no status
@@ -44,32 +44,6 @@ _DAEMON_FORMAT_BUG = re.compile(rb"%!u\(uint32=(\d+)\)")
 _DECIMAL = re.compile(rb"[0-9]+")
 _GO_ATOI = re.compile(rb"[+-]?[0-9]+")
 _PLUS_DECIMAL = re.compile(rb"\+[0-9]+")
-
-Kind = Literal["file", "missing", "fifo", "socket", "device", "dir", "symlink", "other"]
-
-
-@dataclass(frozen=True, slots=True)
-class FileFact:
-    """What reading one name in the root found.  `data` is set only for a regular file read whole."""
-
-    rel: str
-    kind: Kind
-    data: bytes | None = None
-    size: int | None = None
-    mtime_ns: int | None = None
-    # denied: recover may not read it (not root); containerd, as root, can: nothing is predicted from it
-    problem: Literal["too-big", "vanished", "unreadable", "denied", "link-out"] | None = None
-    detail: str = ""  # errno text, or a symlink's target
-
-    @property
-    def readable(self) -> bool:
-        return self.data is not None
-
-    @property
-    def name(self) -> str:
-        """The file's own name: messages say it; the finding's path says where it is."""
-        return self.rel.rsplit("/", 1)[-1]
-
 
 GoReadKind = Literal["ok", "missing", "error", "blocks", "follows-link", "denied"]
 
@@ -92,46 +66,6 @@ def go_read(fact: FileFact) -> GoReadKind:
     if fact.kind == "symlink":
         return "follows-link"
     return "error"
-
-
-def file_findings(fact: FileFact, *, required: bool) -> list[Finding]:
-    """Findings about the file itself (type, size, readability), before its content is parsed."""
-    rel = fact.rel
-    if fact.kind == "missing":
-        return [finding("F001", f"{fact.name} is missing", rel)] if required else []
-    if fact.kind in ("fifo", "socket", "device", "other"):
-        return [finding("F007", f"{fact.name} is a {fact.kind}, not a regular file; not opened", rel)]
-    if fact.kind == "dir":
-        return [finding("F008", f"{fact.name} is a directory, not a regular file", rel)]
-    if fact.kind == "symlink":
-        if fact.problem == "link-out":
-            return [finding("F010", f"{fact.name} links out of the root (to {fact.detail!r}); not followed", rel)]
-        return [finding("F009", f"{fact.name} is a symbolic link (to {fact.detail!r}); not followed", rel)]
-    if fact.problem == "too-big":
-        return [finding("F006", f"{fact.name} is {fact.size} bytes, over the 1 MiB limit; not read", rel)]
-    if fact.problem == "vanished":
-        return [finding("F011", f"{fact.name} vanished between listing and reading", rel)]
-    if fact.problem == "unreadable":
-        return [finding("F012", f"{fact.name} cannot be read: {fact.detail}", rel)]
-    if fact.problem == "denied":
-        return [finding("F012", f"{fact.name} cannot be read by recover ({fact.detail}); containerd, as root, "
-                        "can: what it would do with it is not predicted", rel)]
-    return []
-
-
-def _content_findings(fact: FileFact) -> list[Finding]:
-    """Findings shared by every file's content: empty, NUL-filled, not UTF-8."""
-    data = fact.data or b""
-    if not data:
-        return [finding("F002", f"{fact.name} is empty", fact.rel)]
-    out = []
-    if b"\0" in data:
-        out.append(finding("F004", f"{fact.name} holds {data.count(0)} NUL byte(s)", fact.rel))
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        out.append(finding("F005", f"{fact.name} is not UTF-8 (byte {e.start})", fact.rel))
-    return out
 
 
 # --- small decimal files -------------------------------------------------------------------
@@ -183,14 +117,14 @@ def parse_pid(fact: FileFact) -> PidFile:
             value = containerd
         elif containerd is not None and 0 < containerd <= PID_MAX_LIMIT and _PLUS_DECIMAL.fullmatch(data):
             value = containerd  # Go's Atoi takes the sign: containerd loads this pid too
-            found.append(finding("F044", f"{fact.name} holds {_show(data)}: read as pid {value}, as containerd "
+            found.append(finding("F044", f"{fact.name} holds {show_bytes(data)}: read as pid {value}, as containerd "
                                  "reads it (runc writes bare digits)", fact.rel))
         elif lenient is not None and 0 < lenient <= PID_MAX_LIMIT:
             value = lenient
-            found.append(finding("F032", f"{fact.name} holds {_show(data)}: white space around the pid", fact.rel))
+            found.append(finding("F032", f"{fact.name} holds {show_bytes(data)}: white space around the pid", fact.rel))
         else:
-            found.extend(f for f in _content_findings(fact) if f.code != "F002")
-            found.append(finding("F031", f"{fact.name} holds {_show(data)}, not a pid", fact.rel))
+            found.extend(f for f in content_findings(fact) if f.code != "F002")
+            found.append(finding("F031", f"{fact.name} holds {show_bytes(data)}, not a pid", fact.rel))
     return PidFile(value, containerd, read, fact.mtime_ns, tuple(found))
 
 
@@ -215,8 +149,8 @@ def parse_starttime(fact: FileFact) -> StartTimeFile:
         else:
             lenient = _lenient_decimal(raw)
             value = lenient if lenient is not None and lenient <= UINT64_MAX else None
-            found.extend(f for f in _content_findings(fact) if f.code != "F002")
-            found.append(finding("F034", f"{fact.name} holds {_show(raw)}", fact.rel))
+            found.extend(f for f in content_findings(fact) if f.code != "F002")
+            found.append(finding("F034", f"{fact.name} holds {show_bytes(raw)}", fact.rel))
     return StartTimeFile(value, raw, read, tuple(found))
 
 
@@ -260,15 +194,15 @@ def parse_exit_status(fact: FileFact) -> ExitStatusFile:
         elif bug and int(bug.group(1)) <= UINT32_MAX:
             state, value, source = "invalid", int(bug.group(1)), "daemon-format-bug"
             found.append(finding(
-                "F036", f"{fact.name} holds {_show(data)}: status {value} written by the daemon's "
+                "F036", f"{fact.name} holds {show_bytes(data)}: status {value} written by the daemon's "
                 "own restore (containerd 0.2.4-0.2.8), not by the process", fact.rel))
         elif lenient is not None and lenient <= UINT32_MAX:
             state, value, source = "invalid", lenient, "exitStatus"
-            found.append(finding("F037", f"{fact.name} holds {_show(data)}", fact.rel))
+            found.append(finding("F037", f"{fact.name} holds {show_bytes(data)}", fact.rel))
         else:
             state = "invalid"
-            found.extend(_content_findings(fact))
-            found.append(finding("F035", f"{fact.name} holds {_show(data)}, not an exit status", fact.rel))
+            found.extend(content_findings(fact))
+            found.append(finding("F035", f"{fact.name} holds {show_bytes(data)}, not an exit status", fact.rel))
         if value is not None and value > MAX_EXIT_STATUS:
             found.append(finding(
                 "F039", f"{fact.name} holds {value}: no process exits with a status above {MAX_EXIT_STATUS}, so "
@@ -431,7 +365,7 @@ def parse_json_doc(fact: FileFact, schema: _Struct, shape_code: str) -> JsonDoc:
     if not fact.readable:
         return JsonDoc(None, False, read, tuple(found))
     data = fact.data or b""
-    found.extend(_content_findings(fact))
+    found.extend(content_findings(fact))
     try:
         value, end, text = decode_first_value(data)
     except (ValueError, RecursionError) as e:
@@ -453,12 +387,6 @@ def parse_json_doc(fact: FileFact, schema: _Struct, shape_code: str) -> JsonDoc:
         else:
             found.append(finding(shape_code, f"{fact.name}: {error}", fact.rel))
     return JsonDoc(value or {}, error is None and read == "ok", read, tuple(found))
-
-
-def _show(data: bytes, limit: int = 40) -> str:
-    """A short, escaped rendering of file bytes for a message."""
-    shown = repr(data[:limit])[2:-1]
-    return f'"{shown}"' + ("..." if len(data) > limit else "")
 
 
 def _short(e: Exception) -> str:

@@ -1,0 +1,231 @@
+"""Reading untrusted files safely: shared by every layout's reader.
+
+Nothing here follows a link it was not asked to, opens a FIFO, socket or device, or reads more
+than 1 MiB of a file.  A file's problems become a `FileFact` and findings, never an exception.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Literal
+
+from .rules import Finding, finding
+
+MAX_FILE_BYTES = 1 << 20
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+
+
+class RootError(Exception):
+    """The root itself cannot be scanned (not a directory, unreadable)."""
+
+
+class OpenRoot:
+    """A root dir held open by fd (every read below it is relative to this fd).  A context manager."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.real = os.path.realpath(path)
+        try:
+            self.fd = os.open(self.real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise RootError(f"{path}: {e.strerror}") from None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> OpenRoot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+Kind = Literal["file", "missing", "fifo", "socket", "device", "dir", "symlink", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileFact:
+    """What reading one name in the root found.  `data` is set only for a regular file read whole."""
+
+    rel: str
+    kind: Kind
+    data: bytes | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    # denied: recover may not read it (not root); containerd, as root, can: nothing is predicted from it
+    problem: Literal["too-big", "vanished", "unreadable", "denied", "link-out"] | None = None
+    detail: str = ""  # errno text, or a symlink's target
+
+    @property
+    def readable(self) -> bool:
+        return self.data is not None
+
+    @property
+    def name(self) -> str:
+        """The file's own name: messages say it; the finding's path says where it is."""
+        return self.rel.rsplit("/", 1)[-1]
+
+
+def printable(name: str) -> str:
+    """A name as it may be shown on a terminal: control characters and undecodable bytes escaped."""
+    if name.isprintable():
+        return name
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def json_text(name: str) -> str:
+    """A name for JSON: exact, except bytes that are not UTF-8, which JSON cannot hold (\\xNN)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def json_safe(value):
+    """A value built from names in a root, made safe for JSON: every string through json_text."""
+    if isinstance(value, str):
+        return json_text(value)
+    if isinstance(value, dict):
+        return {json_text(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def file_findings(fact: FileFact, *, required: bool) -> list[Finding]:
+    """Findings about the file itself (type, size, readability), before its content is parsed."""
+    rel = fact.rel
+    if fact.kind == "missing":
+        return [finding("F001", f"{fact.name} is missing", rel)] if required else []
+    if fact.kind in ("fifo", "socket", "device", "other"):
+        return [finding("F007", f"{fact.name} is a {fact.kind}, not a regular file; not opened", rel)]
+    if fact.kind == "dir":
+        return [finding("F008", f"{fact.name} is a directory, not a regular file", rel)]
+    if fact.kind == "symlink":
+        if fact.problem == "link-out":
+            return [finding("F010", f"{fact.name} links out of the root (to {fact.detail!r}); not followed", rel)]
+        return [finding("F009", f"{fact.name} is a symbolic link (to {fact.detail!r}); not followed", rel)]
+    if fact.problem == "too-big":
+        return [finding("F006", f"{fact.name} is {fact.size} bytes, over the 1 MiB limit; not read", rel)]
+    if fact.problem == "vanished":
+        return [finding("F011", f"{fact.name} vanished between listing and reading", rel)]
+    if fact.problem == "unreadable":
+        return [finding("F012", f"{fact.name} cannot be read: {fact.detail}", rel)]
+    if fact.problem == "denied":
+        return [finding("F012", f"{fact.name} cannot be read by recover ({fact.detail}); containerd, as root, "
+                        "can: what it would do with it is not predicted", rel)]
+    return []
+
+
+def content_findings(fact: FileFact) -> list[Finding]:
+    """Findings shared by every file's content: empty, NUL-filled, not UTF-8."""
+    data = fact.data or b""
+    if not data:
+        return [finding("F002", f"{fact.name} is empty", fact.rel)]
+    out = []
+    if b"\0" in data:
+        out.append(finding("F004", f"{fact.name} holds {data.count(0)} NUL byte(s)", fact.rel))
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        out.append(finding("F005", f"{fact.name} is not UTF-8 (byte {e.start})", fact.rel))
+    return out
+
+
+def show_bytes(data: bytes, limit: int = 40) -> str:
+    """A short, escaped rendering of file bytes for a message."""
+    shown = repr(data[:limit])[2:-1]
+    return f'"{shown}"' + ("..." if len(data) > limit else "")
+
+
+def unreadable(rel: str, e: OSError) -> FileFact:
+    """A file that could not be read: for lack of permission (containerd, as root, could), or not at all."""
+    denied = e.errno in (errno.EACCES, errno.EPERM)
+    return FileFact(rel, "file", problem="denied" if denied else "unreadable", detail=e.strerror or str(e))
+
+
+def read_regular(dir_fd: int, name: str, rel: str, limit: int = MAX_FILE_BYTES) -> FileFact:
+    """Open a name that was listed as a regular file, without following links or blocking."""
+    try:
+        fd = os.open(name, _OPEN_FILE, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return FileFact(rel, "file", problem="vanished")
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # replaced by a symlink since it was listed
+            return FileFact(rel, "symlink", problem="link-out", detail="(replaced while reading)")
+        return unreadable(rel, e)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # swapped since it was listed: read nothing
+            return FileFact(rel, kind_of(st.st_mode), mtime_ns=st.st_mtime_ns)
+        if st.st_size > limit:
+            return FileFact(rel, "file", size=st.st_size, mtime_ns=st.st_mtime_ns, problem="too-big")
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, limit + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:  # grew while being read
+            return FileFact(rel, "file", size=total, mtime_ns=st.st_mtime_ns, problem="too-big")
+        data = b"".join(chunks)
+        return FileFact(rel, "file", data=data, size=len(data), mtime_ns=st.st_mtime_ns)
+    except OSError as e:
+        return unreadable(rel, e)
+    finally:
+        os.close(fd)
+
+
+def kind_of(mode: int) -> Kind:
+    """A file type from its st_mode, in the words recover uses."""
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    return "file" if stat.S_ISREG(mode) else "other"
+
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The type of the filesystem holding `path` (e.g. "tmpfs"), from this machine's mount table."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    best, best_type = "", None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right:
+            continue
+        mount_point = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])  # "\040" is a space
+        inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, right.split()[0]
+    return best_type

@@ -1,0 +1,111 @@
+"""The on-disk layouts recover reads, one plug-in each: the pipeline's only generation-specific part.
+
+A layout says how to read a root into records (its reader), how to recognise the shim of one of
+its processes, what the host must be asked beyond the shared facts, and which daemon's restore
+to predict (recover/predict/).  Everything else (the host view, the verdicts, the outputs, the
+gate) is shared.  `LAYOUTS` is the registry; `recover/classify.py` decides which one a root is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..host import ProcessFacts, ShimProcess, ShimRule
+from ..records import ContainerRecord
+from ..rules import Finding
+
+if TYPE_CHECKING:
+    from ..around import Surroundings
+    from ..fsread import OpenRoot
+    from ..host import HostView
+    from ..judge import ContainerJudgement, Predictor
+    from ..verdicts import HostFacts
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a layout may consult while it gathers: the host view and where things are."""
+
+    host: HostView | None  # None: /proc is not read
+    facts: HostFacts
+    root_real: str
+    around: Surroundings
+    reader: Any  # the layout's own reader of this root
+
+
+class Reader(Protocol):
+    path: str
+    real: str
+    findings: list[Finding]
+
+    def containers(self) -> list[str]:
+        """Every container's key, sorted as the daemon visits them."""
+        ...
+
+    def read(self, key: str) -> ContainerRecord: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ShimClaim:
+    """What a live shim's argv and cwd say it watches, in a layout's terms."""
+
+    key: str  # the container key it names
+    process: str | None  # the process (0.2: its cwd's last component; runtime-v2: the whole task)
+    root: str | None  # the state root its cwd lies in (None: cwd unreadable)
+
+
+class Layout(Protocol):
+    name: str  # the value of --layout, and of "layout" in the JSON output
+    daemon: str  # which daemon's restore is predicted
+    writable: bool  # whether `recover repair` may write in such a root
+
+    def open(self, root: OpenRoot, around: Surroundings) -> Reader: ...
+
+    def gather(self, ctx: Context, record: ContainerRecord) -> tuple[dict[str, ProcessFacts], Any]:
+        """Per-process host facts, and whatever else the layout's predictor needs (reads /proc)."""
+        ...
+
+    def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], evidence: Any) -> Predictor:
+        """The pure prediction of the daemon's restore, from what `gather` returned."""
+        ...
+
+    def around_findings(self, ctx: Context, record: ContainerRecord, judged: ContainerJudgement) -> list[Finding]:
+        """Findings about what lies around a container (bundles, runc's state...)."""
+        ...
+
+    def claim(self, shim: ShimProcess) -> ShimClaim | None:
+        """Whether a live process is a shim of this layout, and what it watches."""
+        ...
+
+    def accounts_for(self, verdict: str) -> bool:
+        """Whether a process with this verdict explains its live shim (else the shim is an orphan)."""
+        ...
+
+    def has_process_dir(self, reader: Reader, key: str, process: str) -> bool: ...
+
+
+def gather_with(ctx: Context, record: ContainerRecord, rules: Iterable[tuple[str, ShimRule, int | None]]
+                ) -> dict[str, ProcessFacts]:
+    """Host facts for each (process id, shim rule, pid as the daemon reads it) of a container."""
+    from ..host import gather
+
+    out = {}
+    for p, (pid_id, rule, daemon_pid) in zip(record.processes, rules, strict=True):
+        if ctx.host is None or not ctx.facts.proc_read:
+            out[pid_id] = ProcessFacts(pid=p.pid, pid_source="pid-file" if p.pid else None)
+        else:
+            out[pid_id] = gather(ctx.host, ctx.root_real, rule, p.pid, daemon_pid)
+    return out
+
+
+def layouts() -> dict[str, Layout]:
+    """The registry, by name (imported on demand: a command loads only what it reads)."""
+    from .containerd_0_2 import LAYOUT as V02
+    from .runtime_v2 import LAYOUT as V2
+
+    return {V02.name: V02, V2.name: V2}
+
+
+LAYOUT_NAMES = ("containerd-0.2", "containerd-runtime-v2")

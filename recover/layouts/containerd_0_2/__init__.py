@@ -1,0 +1,96 @@
+"""containerd 0.2.x (`docker-containerd` of Docker 1.11-1.13): one dir per container, one per
+process, with the pid, start ticks and exit status in small files (SPEC §1).  Predicted daemon:
+containerd 0.2.9 (recover/predict/containerd_0_2.py)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ...fsread import OpenRoot
+from ...host import ProcessFacts, ShimProcess
+from ...judge import ContainerJudgement, Predictor
+from ...records import ContainerRecord
+from ...rules import Finding
+from .. import Context, ShimClaim, gather_with
+from .around import bundle_findings, runc_dir, runc_findings
+from .reader import Reader
+
+
+def is_shim_of(argv: list[str], cwd: str | None, shim_name: str, cid: str, process_id: str) -> bool:
+    """SPEC §3: argv holds the shim (by basename) directly followed by the container id, at
+    argv[0] (the real shim) or argv[1] (a script shim under an interpreter); and when cwd is
+    readable, its last two components are <container>/<process>, so a copied root still matches.
+    Which root the shim works in is a separate question (`shim_root`)."""
+    want = os.path.basename(shim_name)
+    for i in (0, 1):
+        if i + 1 >= len(argv):
+            break
+        base = os.path.basename(argv[i])
+        named = base == want if want else base.endswith("containerd-shim")
+        if named and argv[i + 1] == cid:
+            return cwd is None or cwd.rstrip("/").split("/")[-2:] == [cid, process_id]
+    return False
+
+
+def shim_root(cwd: str | None) -> str | None:
+    """The root a 0.2 shim works in: its cwd is <root>/<container>/<process>."""
+    return None if cwd is None else os.path.dirname(os.path.dirname(cwd.rstrip("/"))) or "/"
+
+
+class Shim:
+    """The shim of one process: `<shim> <container-id> <bundle> <runtime>`, cwd the process dir."""
+
+    def __init__(self, shim_name: str, cid: str, process_id: str):
+        self.key = cid
+        self._name, self._process = shim_name, process_id
+
+    def matches(self, argv: list[str], cwd: str | None) -> bool:
+        return is_shim_of(argv, cwd, self._name, self.key, self._process)
+
+    def root_of(self, cwd: str | None) -> str | None:
+        return shim_root(cwd)
+
+
+class Containerd02:
+    name = "containerd-0.2"
+    daemon = "containerd 0.2.9"
+    writable = True
+
+    def open(self, root: OpenRoot, around: Any) -> Reader:
+        return Reader(root, runc_dir(around))
+
+    def gather(self, ctx: Context, record: ContainerRecord) -> tuple[dict[str, ProcessFacts], Any]:
+        shim = record.files.shim
+        facts = gather_with(ctx, record, [(p.id, Shim(shim, record.id, p.id), p.files.pid.containerd)
+                                          for p in record.processes])
+        bundle_exists = None
+        if record.bundle and (ctx.facts.live or ctx.around.image_root is not None):
+            # os.Stat, as containerd does: follows links (inside the image, when analysing one)
+            bundle_exists = os.path.exists(ctx.around.path(record.bundle))
+        return facts, bundle_exists
+
+    def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], bundle_exists: Any) -> Predictor:
+        from ...predict.containerd_0_2 import predict_container
+
+        return lambda record, decisions: predict_container(record, decisions, facts, ctx.facts, bundle_exists)
+
+    def around_findings(self, ctx: Context, record: ContainerRecord, judged: ContainerJudgement) -> list[Finding]:
+        return bundle_findings(judged, ctx.around) + runc_findings(judged, ctx.reader.runc_dir)
+
+    def claim(self, shim: ShimProcess) -> ShimClaim | None:
+        argv = shim.argv
+        for i in (0, 1):
+            if i + 1 < len(argv) and os.path.basename(argv[i]).endswith("shim"):
+                process = shim.cwd.rstrip("/").rsplit("/", 1)[-1] if shim.cwd else None
+                return ShimClaim(argv[i + 1], process, shim_root(shim.cwd))
+        return None
+
+    def accounts_for(self, verdict: str) -> bool:
+        return verdict != "exited"  # a 0.2 shim exits once it has recorded its process's exit
+
+    def has_process_dir(self, reader: Reader, key: str, process: str) -> bool:
+        return reader.has_dir(key, process)
+
+
+LAYOUT = Containerd02()

@@ -1,0 +1,84 @@
+"""What lies around a containerd 0.2 root and decides its restart: Docker's bundle of each
+container (config.json, the stdio FIFOs) and runc's own state of each init."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import orjson
+
+from ...around import RUNC_ROOT, Surroundings, read_small
+from ...fsread import printable
+from ...judge import ContainerJudgement
+from ...rules import Finding, finding
+
+
+def bundle_findings(c: ContainerJudgement, where: Surroundings) -> list[Finding]:
+    """A Docker bundle's config.json and stdio FIFOs (only where the bundle can be seen).
+    One listing of the bundle dir: types come from it, nothing in it is opened."""
+    if not c.bundle:
+        return []
+    try:
+        with os.scandir(where.path(c.bundle)) as it:
+            kinds = {e.name: _kind(e) for e in it}
+    except (OSError, ValueError):
+        return []  # gone (judged as R003 where it matters) or not readable
+    out = []
+    if kinds.get("config.json") != "file":
+        out.append(finding("H010", f"bundle {printable(c.bundle)} has no config.json: runc cannot act on "
+                           "this container", c.rel))
+    for p in c.processes:
+        prefix = "init" if p.id == "init" else p.id
+        for stream in ("stdin", "stdout", "stderr"):
+            kind = kinds.get(f"{prefix}-{stream}")
+            if kind is not None and kind != "fifo":  # absent: not a Docker bundle, nothing to say
+                out.append(finding("H010", f"{printable(prefix)}-{stream} in the bundle is not a FIFO: Docker "
+                                   "cannot reattach the container's stdio", c.rel))
+    return out
+
+
+def _kind(entry: os.DirEntry) -> str:
+    if entry.is_file(follow_symlinks=False):
+        return "file"
+    if entry.is_dir(follow_symlinks=False) or entry.is_symlink():
+        return "other"
+    try:
+        return "fifo" if stat.S_ISFIFO(entry.stat(follow_symlinks=False).st_mode) else "other"
+    except OSError:
+        return "other"
+
+
+def runc_dir(where: Surroundings) -> str | None:
+    """runc's state dir, when there is one (looked up once per scan, by the reader)."""
+    if not where.read_runc:
+        return None
+    path = where.path(where.runc_root or RUNC_ROOT)
+    return path if os.path.isdir(path) else None
+
+
+def runc_findings(c: ContainerJudgement, runc_root: str | None) -> list[Finding]:
+    """runc's own state of the container (`<runc-root>/<id>/state.json`) against the init's files,
+    and its absence while the init runs."""
+    init = next((p for p in c.processes if p.id == "init"), None)
+    if runc_root is None or init is None:
+        return []
+    data = read_small(os.path.join(runc_root, c.id, "state.json"))
+    if data is None:
+        state_dir = os.path.join(runc_root, c.id)
+        if init.verdict in ("running", "orphaned") and not os.path.lexists(state_dir):
+            return [finding("H014", f"runc has no state for this container ({printable(state_dir)} is missing) "
+                            f"while its init (pid {init.pid}) runs: runc cannot kill, exec into or delete it", c.rel)]
+        return []
+    try:
+        doc = orjson.loads(data)
+        pid = int(doc["init_process_pid"])
+        start = int(doc["init_process_start"])  # a string in old runc, a number in new
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return [finding("H011", "runc's state.json cannot be read (init_process_pid, init_process_start)", c.rel)]
+    if init.pid is not None and init.pid != pid:
+        return [finding("H011", f"runc's state says init is pid {pid}, containerd's pid file says {init.pid}", c.rel)]
+    if init.recorded_start is not None and init.recorded_start != start:
+        return [finding("H011", f"runc's state says init started at tick {start}, containerd's starttime says "
+                        f"{init.recorded_start}", c.rel)]
+    return []

@@ -1,0 +1,254 @@
+"""Reading a containerd 0.2 root into records: no /proc here, only the files.
+
+Everything in a root is untrusted.  Directories are opened relative to their parent's fd with
+O_NOFOLLOW, so no path component can lead out of the root; a name's type comes from the
+directory listing (d_type, an lstat), so a FIFO, socket or device is never opened; regular files
+are opened O_NOFOLLOW | O_NONBLOCK and checked again with fstat before a single byte is read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass
+
+from ...fsread import FileFact, OpenRoot, RootError, kind_of, printable, read_regular, unreadable
+from ...records import ContainerRecord, ProcessRecord
+from ...rules import Finding, finding
+from . import files
+from .files import JsonDoc
+
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessFiles:
+    """Everything the files of one process dir say, parsed as recover and as containerd 0.2.9 read them."""
+
+    spec: JsonDoc
+    pid: files.PidFile
+    starttime: files.StartTimeFile
+    exit_status: files.ExitStatusFile
+    exit_is_file: bool = False  # `exit` is a regular file where containerd expects its FIFO
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerFiles:
+    state: JsonDoc
+
+    @property
+    def shim(self) -> str:
+        value = (self.state.value or {}).get("shim")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        value = (self.state.value or {}).get("labels")
+        return tuple(x for x in value if isinstance(x, str)) if isinstance(value, list) else ()
+
+
+def _name_findings(name: str, rel: str) -> list[Finding]:
+    if name.isprintable():
+        return []
+    return [finding("F041", f"name {printable(name)!r} holds control characters or bytes that are not UTF-8", rel)]
+
+
+class Reader:
+    """A containerd 0.2 root: `containers()` lists the container ids, `read()` reads one."""
+
+    def __init__(self, root: OpenRoot, runc_dir: str | None = None):
+        self.runc_dir = runc_dir  # runc's state dir beside the root, when it is read
+        self.path = root.path
+        self.real = root.real
+        self._fd = root.fd
+        self.findings: list[Finding] = []
+        self._names: list[str] | None = None
+
+    def containers(self) -> list[str]:
+        """Container ids (directories, as containerd lists them), sorted; other entries become findings."""
+        if self._names is not None:
+            return self._names
+        names = []
+        try:
+            entries = list(os.scandir(self._fd))
+        except OSError as e:
+            raise RootError(f"{self.path}: cannot list: {e.strerror}") from None
+        for entry in entries:
+            rel = printable(entry.name)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    names.append(entry.name)
+                    continue
+                if entry.name == files.EVENTS_LOG and entry.is_file(follow_symlinks=False):
+                    continue
+                what = "symbolic link (not followed)" if entry.is_symlink() else "file"
+            except OSError:
+                continue  # vanished while listed
+            self.findings.append(finding("F040", f"a {what} in the root; containerd ignores it", rel))
+        self._names = sorted(names)
+        return self._names
+
+    def has_dir(self, cid: str, process: str) -> bool:
+        """Whether <cid>/<process> is a directory (not a link) in the root right now."""
+        try:
+            cfd = os.open(cid, _OPEN_DIR, dir_fd=self._fd)
+        except (OSError, ValueError):
+            return False
+        try:
+            return stat.S_ISDIR(os.stat(process, dir_fd=cfd, follow_symlinks=False).st_mode)
+        except (OSError, ValueError):
+            return False
+        finally:
+            os.close(cfd)
+
+    def read(self, cid: str) -> ContainerRecord:
+        """Read one container dir.  Never raises for anything inside it."""
+        rel = printable(cid)
+        found = _name_findings(cid, rel)
+        state_rel = f"{rel}/{files.STATE_FILE}"
+        try:
+            cfd = os.open(cid, _OPEN_DIR, dir_fd=self._fd)
+        except OSError as e:
+            found.append(_dir_problem(e, rel))
+            return container_record(cid, rel, files.parse_json_doc(_unlisted(state_rel, e), files.STATE_SCHEMA, "F020"),
+                              [], found)
+        try:
+            try:
+                entries = {e.name: e for e in os.scandir(cfd)}
+            except OSError as e:
+                found.append(_dir_problem(e, rel))
+                state = files.parse_json_doc(_unlisted(state_rel, e), files.STATE_SCHEMA, "F020")
+                return container_record(cid, rel, state, [], found)
+            state = files.parse_json_doc(self._read_entry(cfd, entries.get(files.STATE_FILE), state_rel),
+                                          files.STATE_SCHEMA, "F020")
+            processes = []
+            for name in sorted(entries):
+                entry = entries[name]
+                if name == files.STATE_FILE:
+                    continue
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    continue
+                if is_dir:
+                    processes.append(self._read_process(cfd, name, f"{rel}/{printable(name)}"))
+                elif entry.is_symlink():
+                    prel = f"{rel}/{printable(name)}"
+                    found.append(finding("F040", "a symbolic link in a container dir; not followed", prel))
+            return container_record(cid, rel, state, processes, found)
+        finally:
+            os.close(cfd)
+
+    def _read_process(self, cfd: int, name: str, rel: str) -> ProcessRecord:
+        found = _name_findings(name, rel)
+        entries: dict[str, os.DirEntry] = {}
+        listing_error: OSError | None = None
+        try:
+            pfd = os.open(name, _OPEN_DIR, dir_fd=cfd)
+        except OSError as e:
+            pfd, listing_error = -1, e
+        try:
+            if pfd >= 0:
+                try:
+                    entries = {e.name: e for e in os.scandir(pfd)}
+                except OSError as e:
+                    listing_error = e
+            if listing_error is not None:
+                found.append(_dir_problem(listing_error, rel))
+                facts = {n: _unlisted(f"{rel}/{n}", listing_error) for n in files.PROCESS_FILES}
+            else:
+                facts = {n: self._read_entry(pfd, entries.get(n), f"{rel}/{n}") for n in files.PROCESS_FILES}
+            pid = files.parse_pid(facts[files.PID_FILE])
+            runtime_error = None
+            if pid.value is None:  # why the start failed, when runc logged it
+                log = entries.get(files.RUNTIME_LOG)
+                runtime_error = files.last_runtime_error(self._read_entry(pfd, log, f"{rel}/{files.RUNTIME_LOG}"))
+        finally:
+            if pfd >= 0:
+                os.close(pfd)
+        spec = files.parse_json_doc(facts[files.PROCESS_FILE], files.PROCESS_SCHEMA, "F021")
+        starttime = files.parse_starttime(facts[files.STARTTIME_FILE])
+        exit_status = files.parse_exit_status(facts[files.EXIT_STATUS_FILE])
+        for parsed in (spec, pid, starttime, exit_status):
+            found.extend(parsed.findings)
+        if files.PID_TEMP_FILE in entries:
+            found.append(finding("F038", ".pid is left over: the runtime died while writing the pid",
+                                 f"{rel}/.pid"))
+        temps = tuple(sorted(n for n in entries if n.startswith(files.RECOVER_TEMP_PREFIX)))
+        for temp in temps:
+            found.append(finding("F043", f"{printable(temp)} is left over by an interrupted "
+                                 "`recover repair`", f"{rel}/{printable(temp)}"))
+        exit_fifo = entries.get(files.EXIT_FIFO)
+        try:
+            exit_is_file = exit_fifo is not None and exit_fifo.is_file(follow_symlinks=False)
+        except OSError:  # vanished since it was listed
+            exit_is_file = False
+        return process_record(name, rel, ProcessFiles(spec, pid, starttime, exit_status, exit_is_file), found,
+                              temps, runtime_error)
+
+    def _read_entry(self, dir_fd: int, entry: os.DirEntry | None, rel: str) -> FileFact:
+        if entry is None or dir_fd < 0:
+            return FileFact(rel, "missing")
+        try:
+            if entry.is_symlink():
+                return self._symlink_fact(dir_fd, entry.name, rel)
+            if entry.is_dir(follow_symlinks=False):
+                return FileFact(rel, "dir")
+            if not entry.is_file(follow_symlinks=False):
+                return FileFact(rel, kind_of(entry.stat(follow_symlinks=False).st_mode))
+        except FileNotFoundError:
+            return FileFact(rel, "file", problem="vanished")
+        except OSError as e:
+            return unreadable(rel, e)
+        return read_regular(dir_fd, entry.name, rel)
+
+    def _symlink_fact(self, dir_fd: int, name: str, rel: str) -> FileFact:
+        try:
+            target = os.readlink(name, dir_fd=dir_fd)
+        except OSError:
+            return FileFact(rel, "file", problem="vanished")
+        base = os.path.dirname(os.path.join(self.real, rel))
+        resolved = os.path.normpath(os.path.join(base, target))
+        inside = os.path.commonpath([self.real, resolved]) == self.real
+        return FileFact(rel, "symlink", problem=None if inside else "link-out", detail=printable(target))
+
+
+def process_record(name: str, rel: str, parsed: ProcessFiles, found: list[Finding], temps: tuple[str, ...] = (),
+                   runtime_error: str | None = None) -> ProcessRecord:
+    """The shared record of a 0.2 process, from its parsed files."""
+    exec_ = (parsed.spec.value or {}).get("exec")
+    return ProcessRecord(
+        id=name, rel=rel, exec=exec_ if isinstance(exec_, bool) else None,
+        pid=parsed.pid.value, pid_mtime_ns=parsed.pid.mtime_ns,
+        start=parsed.starttime.value, start_source="starttime" if parsed.starttime.value is not None else None,
+        exit_status=parsed.exit_status.value, exit_source=parsed.exit_status.source, findings=tuple(found),
+        files=parsed, temp_files=temps, runtime_error=runtime_error)
+
+
+def container_record(cid: str, rel: str, state: JsonDoc, processes: list[ProcessRecord],
+                     found: list[Finding]) -> ContainerRecord:
+    """The shared record of a 0.2 container, from its parsed state.json and its processes."""
+    doc = state.value or {}
+    bundle, runtime = doc.get("bundle"), doc.get("runtime")
+    return ContainerRecord(cid, rel, tuple(processes), tuple(found),
+                           bundle=bundle if isinstance(bundle, str) else "",
+                           runtime=runtime if isinstance(runtime, str) else "", files=ContainerFiles(state))
+
+
+def _unlisted(rel: str, e: OSError) -> FileFact:
+    """A file of a dir that could not be listed: unknown when recover lacks the permission
+    (containerd, as root, reads it), otherwise as good as missing."""
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return FileFact(rel, "file", problem="denied", detail=e.strerror or str(e))
+    return FileFact(rel, "missing")
+
+
+def _dir_problem(e: OSError, rel: str) -> Finding:
+    if e.errno == errno.ELOOP or e.errno == errno.ENOTDIR:
+        return finding("F042", "no longer a directory (replaced while scanning)", rel)
+    if e.errno == errno.ENOENT:
+        return finding("F011", "vanished while it was scanned", rel)
+    return finding("F042", f"cannot be listed: {e.strerror}", rel)
+
+

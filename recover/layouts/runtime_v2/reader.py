@@ -1,0 +1,479 @@
+"""The containerd 1.x/2.x runtime-v2 state dir: what its files are, and reading them (SPEC-v2 §1).
+
+    <state>/io.containerd.runtime.v2.task/<namespace>/<id>/   a task bundle, one per container:
+        init.pid  <exec>.pid  address | bootstrap.json  config.json  options.json  runtime
+        shim-binary-path  log (FIFO: never opened)  log.json  rootfs/  work -> <root>/...<ns>/<id>
+    <runc root>/<namespace>/<id>/state.json                  runc's own state (init pid, start ticks)
+    <containerd root>/io.containerd.grpc.v1.cri/containers/<id>/status   CRI's checkpoint
+
+Every name is untrusted: dirs are opened relative to their parent's fd without following links,
+a name's type comes from the listing, only regular files are opened, at most 1 MiB each.  What is
+read here is only the files; /proc is the host view's, judging is the judge's.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from ...fsread import FileFact, OpenRoot, file_findings, kind_of, printable, read_regular
+from ...records import ContainerRecord, ProcessRecord
+from ...rules import Finding, finding
+from ..containerd_0_2.files import go_atoi
+
+TASKS_DIR = "io.containerd.runtime.v2.task"
+V1_TASKS_DIR = "io.containerd.runtime.v1.linux"
+INIT = "init"
+PID_SUFFIX = ".pid"
+# containerd 1.6-2.x and the runc shim hard-code these, whatever the state dir is
+SHIM_SOCKET_DIR = "/run/containerd/s"
+DEFAULT_RUNC_ROOT = "/run/containerd/runc"
+DEFAULT_CONTAINERD_ROOT = "/var/lib/containerd"
+DEFAULT_GRPC_ADDRESS = "/run/containerd/containerd.sock"
+CRI_CONTAINERS = ("io.containerd.grpc.v1.cri", "containers")
+CRI_TYPE = "io.kubernetes.cri.container-type"
+CRI_SANDBOX = "io.kubernetes.cri.sandbox-id"
+MAX_FILE_BYTES = 1 << 20
+
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+SocketState = Literal["present", "missing", "not-a-socket", "unknown"]
+
+
+def socket_name(grpc_address: str, namespace: str, shim_id: str) -> str:
+    """The shim socket's name: hex sha256 of filepath.Join(<grpc address>, <ns>, <id>)."""
+    return hashlib.sha256(os.path.normpath(os.path.join(grpc_address, namespace, shim_id)).encode()).hexdigest()
+
+
+def address_for(grpc_address: str, namespace: str, shim_id: str) -> str:
+    """What the task's `address` file holds (the shim writes it at start)."""
+    return f"unix://{SHIM_SOCKET_DIR}/{socket_name(grpc_address, namespace, shim_id)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RuncState:
+    path: str  # where it was looked for
+    pid: int | None = None  # init_process_pid
+    start: int | None = None  # init_process_start (stat field 22 of the init)
+    created: str | None = None
+    problem: str | None = None  # why it could not be used ("missing", ...)
+
+
+@dataclass(frozen=True, slots=True)
+class CriStatus:
+    """CRI's checkpoint of a container (`.../containers/<id>/status`)."""
+
+    path: str
+    pid: int | None = None
+    created_at: int = 0  # ns since the epoch
+    started_at: int = 0
+    finished_at: int = 0
+    exit_code: int | None = None
+    reason: str = ""
+    problem: str | None = None
+
+    @property
+    def state(self) -> str:
+        """As CRI derives it: exited, running, created or unknown."""
+        if self.finished_at:
+            return "exited"
+        if self.started_at:
+            return "running"
+        return "created" if self.created_at else "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFiles:
+    """What the files of one task bundle say (the layout's own parse, beside the shared records)."""
+
+    dir: str  # the bundle dir as containerd names it: <state>/io.containerd.runtime.v2.task/<ns>/<id>
+    hidden: bool  # the task or its namespace is a dot-name: containerd skips it
+    hidden_namespace: bool
+    entries: int | None  # how many names the bundle holds (None: it cannot be listed)
+    listing_problem: str | None
+    address: str | None  # the shim's address, from bootstrap.json (2.0, preferred) or address
+    address_source: Literal["bootstrap.json", "address"] | None
+    address_problem: str | None  # why no usable address ("address is missing", ...)
+    socket_path: str | None  # where the socket should be, on the host recover runs on (or in the image)
+    socket: SocketState
+    shim_binary: str
+    sandbox: str | None  # CRI sandbox id (a pod's containers share its shim)
+    container_type: str | None  # CRI: "sandbox" or "container"
+    runc: RuncState | None
+    cri: CriStatus | None
+    work_link: str | None  # where the `work` link points (never followed)
+    work_dir_exists: bool | None
+    containerd_root: str | None  # the root dir, as the work link (or --containerd-root) names it
+    runtime_binary: str  # the `runtime` file: runc binary override ("" = runc)
+    options: dict[str, Any] | None
+    log_error: str | None  # the last error of runc's log.json
+
+    @property
+    def shim_id(self) -> str:
+        """The -id its shim runs with: the sandbox's for a CRI container, its own otherwise."""
+        return self.sandbox or os.path.basename(self.dir)
+
+    @property
+    def empty(self) -> bool:
+        return self.entries == 0
+
+
+@dataclass(frozen=True, slots=True)
+class PidFile:
+    value: int | None
+    mtime_ns: int | None
+    containerd: int | None  # strconv.Atoi, as the shim reads it
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Where to look outside the state dir; each path already resolved for this host or image."""
+
+    runc_root: str | None = None  # --runc-root: overrides options.json's root and the default
+    read_runc: bool = True  # false beside a captured proc dir (this host's runc state is not its own)
+    containerd_root: str | None = None  # --containerd-root: overrides the work link
+    resolve: Any = None  # host path -> path to open (inside --image-root); identity when None
+
+    def host(self, path: str) -> str:
+        return path if self.resolve is None else self.resolve(path)
+
+
+class StateDir:
+    """An open runtime-v2 state dir: `containers()` lists tasks as `ns/id`, `read()` reads one."""
+
+    def __init__(self, root: OpenRoot, paths: Paths = Paths()):
+        self._fd = root.fd
+        self.path = root.path
+        self.real = root.real
+        self.paths = paths
+        self.findings: list[Finding] = []
+        self._keys: list[str] | None = None
+
+    def containers(self) -> list[str]:
+        """Every task dir, hidden ones too (containerd mishandles exactly those), as `ns/id`, sorted."""
+        if self._keys is not None:
+            return self._keys
+        keys = []
+        namespaces = _listing(self._fd, TASKS_DIR)
+        if namespaces is None:
+            namespaces = []
+        for ns, ns_is_dir in namespaces:
+            if not ns_is_dir:
+                self.findings.append(finding("F040", "a file among the namespaces; containerd ignores it",
+                                             f"{TASKS_DIR}/{printable(ns)}"))
+                continue
+            for task, is_dir in _listing(self._fd, TASKS_DIR, ns) or []:
+                if is_dir:
+                    keys.append(f"{ns}/{task}")
+                else:
+                    self.findings.append(finding("F040", "a file among the tasks; containerd ignores it",
+                                                 f"{TASKS_DIR}/{printable(ns)}/{printable(task)}"))
+        if _listing(self._fd, V1_TASKS_DIR):
+            self.findings.append(finding("H015", "io.containerd.runtime.v1.linux holds tasks of the legacy v1 "
+                                         "shim: they are not judged", V1_TASKS_DIR))
+        self._keys = sorted(keys)
+        return self._keys
+
+    def read(self, key: str) -> ContainerRecord:
+        ns, _, tid = key.partition("/")
+        rel = f"{TASKS_DIR}/{printable(ns)}/{printable(tid)}"
+        bundle = os.path.join(self.real, TASKS_DIR, ns, tid)
+        found: list[Finding] = []
+        entries: dict[str, str] = {}  # name -> kind
+        listing_problem = None
+        facts: dict[str, FileFact] = {}
+        work_link = None
+        fds = []
+        try:
+            fd = self._fd
+            for part in (TASKS_DIR, ns, tid):
+                fd = os.open(part, _OPEN_DIR, dir_fd=fd)
+                fds.append(fd)
+            with os.scandir(fd) as it:
+                for e in it:
+                    entries[e.name] = _kind(e)
+            for name, kind in entries.items():
+                if kind == "file" and (name.endswith(PID_SUFFIX) or name in _SMALL_FILES):
+                    facts[name] = read_regular(fd, name, f"{rel}/{name}")
+            if entries.get("work") == "symlink":
+                try:
+                    work_link = os.readlink("work", dir_fd=fd)
+                except OSError:
+                    work_link = None
+        except OSError as e:
+            listing_problem = e.strerror or str(e)
+            found.append(finding("F042", f"the task dir cannot be listed: {listing_problem}", rel))
+        finally:
+            for fd in reversed(fds):
+                os.close(fd)
+        for name, kind in sorted(entries.items()):
+            if name in _SMALL_FILES and kind != "file":
+                found.extend(file_findings(FileFact(f"{rel}/{name}", kind), required=False))
+        hidden_ns = ns.startswith(".")
+        files_by_name = {n: f for n, f in facts.items()}
+        options = _json_object(files_by_name.get("options.json"), found)
+        config = _json_object(files_by_name.get("config.json"), found)
+        annotations = config.get("annotations") if isinstance(config, dict) else None
+        annotations = annotations if isinstance(annotations, dict) else {}
+        sandbox = annotations.get(CRI_SANDBOX) if isinstance(annotations.get(CRI_SANDBOX), str) else None
+        ctype = annotations.get(CRI_TYPE) if isinstance(annotations.get(CRI_TYPE), str) else None
+        address, source, address_problem = _address(files_by_name, entries, found, rel)
+        socket_path, socket = self._socket(address)
+        containerd_root = self.paths.containerd_root or _root_from_work_link(work_link, ns, tid)
+        work_exists = None
+        if containerd_root is not None:
+            work_exists = os.path.isdir(self.paths.host(os.path.join(containerd_root, TASKS_DIR, ns, tid)))
+        runc = self._runc(options, ns, tid) if entries and self.paths.read_runc else None
+        cri = self._cri(containerd_root, tid) if ctype == "container" else None
+        task_files = TaskFiles(
+            dir=bundle, hidden=tid.startswith(".") or hidden_ns, hidden_namespace=hidden_ns,
+            entries=None if listing_problem else len(entries), listing_problem=listing_problem,
+            address=address, address_source=source, address_problem=address_problem,
+            socket_path=socket_path, socket=socket, shim_binary=_text(files_by_name.get("shim-binary-path")),
+            sandbox=sandbox if sandbox != tid else None, container_type=ctype, runc=runc, cri=cri,
+            work_link=work_link, work_dir_exists=work_exists, containerd_root=containerd_root,
+            runtime_binary=_text(files_by_name.get("runtime")), options=options,
+            log_error=_last_error(files_by_name.get("log.json")))
+        processes = self._processes(rel, files_by_name, entries, task_files, found)
+        return ContainerRecord(tid, rel, tuple(processes), tuple(found), namespace=ns, bundle=bundle,
+                               runtime=task_files.shim_binary, files=task_files)
+
+    def _processes(self, rel: str, facts: dict[str, FileFact], entries: dict[str, str], task: TaskFiles,
+                   found: list[Finding]) -> list[ProcessRecord]:
+        """init, then each exec that has a pid file, by name.  An empty or unlisted bundle has none."""
+        if not entries:
+            return []
+        out = []
+        execs = sorted(n for n in entries if n.endswith(PID_SUFFIX) and n != INIT + PID_SUFFIX)
+        for name in [INIT + PID_SUFFIX] + execs:
+            pid_id = name[: -len(PID_SUFFIX)]
+            prel = f"{rel}/{printable(name)}"
+            fact = facts.get(name) or FileFact(prel, entries.get(name, "missing"))  # type: ignore[arg-type]
+            pid, pfound = _pid_file(fact, required=pid_id == INIT)
+            value, start, start_source = pid.value, None, None
+            runc = task.runc
+            if pid_id == INIT and runc is not None and runc.start is not None:
+                if value is None and runc.pid is not None:
+                    value = runc.pid  # init.pid unusable: runc's own record of the init, with its start
+                if runc.pid == value:
+                    start, start_source = runc.start, "runc-state"
+            exit_status = exit_source = None
+            if pid_id == INIT and task.cri is not None and task.cri.state == "exited":
+                exit_status, exit_source = task.cri.exit_code, "cri-checkpoint"
+            out.append(ProcessRecord(
+                id=pid_id, rel=prel, exec=pid_id != INIT, pid=value, pid_mtime_ns=pid.mtime_ns, start=start,
+                start_source=start_source, exit_status=exit_status, exit_source=exit_source,
+                findings=tuple(pfound), files=pid, exit_held_by_shim=True))
+        return out
+
+    def _socket(self, address: str | None) -> tuple[str | None, SocketState]:
+        if address is None:
+            return None, "unknown"
+        scheme, sep, path = address.partition("://")
+        if not sep or scheme != "unix" or not path.startswith("/"):
+            return None, "unknown"  # vsock, a remote shim: nothing on this filesystem to check
+        host = self.paths.host(path)
+        try:
+            mode = os.lstat(host).st_mode
+        except FileNotFoundError:
+            return host, "missing"
+        except (OSError, ValueError):
+            return host, "unknown"
+        return host, "present" if stat.S_ISSOCK(mode) else "not-a-socket"
+
+    def _runc(self, options: dict | None, ns: str, tid: str) -> RuncState:
+        root = self.paths.runc_root
+        if root is None:
+            root = options.get("root") if isinstance(options, dict) and isinstance(options.get("root"), str) \
+                and options.get("root") else DEFAULT_RUNC_ROOT
+            root = os.path.join(root, ns)
+        else:
+            root = os.path.join(root, ns)
+        path = os.path.join(root, tid, "state.json")
+        fact = read_path(self.paths.host(path))
+        if fact.kind == "missing":
+            return RuncState(path, problem="missing")
+        if fact.data is None:
+            return RuncState(path, problem=f"cannot be read ({fact.problem or fact.kind})")
+        try:
+            doc = orjson.loads(fact.data)
+            pid, start = int(doc["init_process_pid"]), int(doc["init_process_start"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return RuncState(path, problem="no init_process_pid and init_process_start")
+        created = doc.get("created") if isinstance(doc.get("created"), str) else None
+        return RuncState(path, pid, start, created)
+
+    def _cri(self, containerd_root: str | None, tid: str) -> CriStatus | None:
+        if containerd_root is None:
+            return None
+        path = os.path.join(containerd_root, *CRI_CONTAINERS, tid, "status")
+        fact = read_path(self.paths.host(path))
+        if fact.kind == "missing":
+            return None
+        if fact.data is None:
+            return CriStatus(path, problem=f"cannot be read ({fact.problem or fact.kind})")
+        try:
+            doc = orjson.loads(fact.data)
+            return CriStatus(path, pid=_int(doc.get("Pid")), created_at=_int(doc.get("CreatedAt")) or 0,
+                             started_at=_int(doc.get("StartedAt")) or 0, finished_at=_int(doc.get("FinishedAt")) or 0,
+                             exit_code=_int(doc.get("ExitCode")), reason=str(doc.get("Reason") or ""))
+        except (orjson.JSONDecodeError, AttributeError):
+            return CriStatus(path, problem="not a CRI status document")
+
+
+_SMALL_FILES = ("address", "bootstrap.json", "config.json", "options.json", "runtime", "shim-binary-path",
+                "log.json")
+
+
+def _kind(entry: os.DirEntry) -> str:
+    try:
+        if entry.is_symlink():
+            return "symlink"
+        if entry.is_dir(follow_symlinks=False):
+            return "dir"
+        if entry.is_file(follow_symlinks=False):
+            return "file"
+        return kind_of(entry.stat(follow_symlinks=False).st_mode)
+    except OSError:
+        return "missing"
+
+
+def _listing(dir_fd: int, *path: str) -> list[tuple[str, bool]] | None:
+    """(name, is a dir) in dir_fd/path..., each component opened without following a link."""
+    fds = []
+    try:
+        fd = dir_fd
+        for part in path:
+            fd = os.open(part, _OPEN_DIR, dir_fd=fd)
+            fds.append(fd)
+        with os.scandir(fd) as it:
+            return [(e.name, _kind(e) == "dir") for e in it]
+    except (OSError, ValueError):
+        return None
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+
+
+def read_path(path: str) -> FileFact:
+    """A file outside the root (runc's state, CRI's checkpoint): its dir may be reached through
+    links (it is the host's or the image's own), the file itself is never followed or blocked on."""
+    directory, name = os.path.split(path)
+    try:
+        fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return FileFact(path, "missing")
+    except (OSError, ValueError) as e:
+        denied = isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM)
+        return FileFact(path, "file", problem="denied" if denied else "unreadable", detail=str(e))
+    try:
+        try:
+            mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            return FileFact(path, "missing")
+        except OSError as e:
+            return FileFact(path, "file", problem="unreadable", detail=e.strerror or str(e))
+        if not stat.S_ISREG(mode):
+            return FileFact(path, kind_of(mode))
+        return read_regular(fd, name, path)
+    finally:
+        os.close(fd)
+
+
+def _pid_file(fact: FileFact, *, required: bool) -> tuple[PidFile, list[Finding]]:
+    found = file_findings(fact, required=False)
+    if fact.kind == "missing":
+        if required:
+            found.append(finding("F101", f"{fact.name} is missing", fact.rel))
+        return PidFile(None, None, None), found
+    if not fact.readable:
+        return PidFile(None, fact.mtime_ns, None), found
+    data = fact.data or b""
+    atoi = go_atoi(data)
+    if atoi is not None and atoi > 0:
+        return PidFile(atoi, fact.mtime_ns, atoi), found
+    shown = repr(data[:40])[2:-1]
+    found.append(finding("F101", f"{fact.name} holds \"{shown}\", not a pid", fact.rel))
+    return PidFile(None, fact.mtime_ns, atoi), found
+
+
+def _text(fact: FileFact | None) -> str:
+    if fact is None or fact.data is None:
+        return ""
+    return fact.data.decode("utf-8", "surrogateescape").strip()
+
+
+def _json_object(fact: FileFact | None, found: list[Finding]) -> dict | None:
+    if fact is None or fact.data is None:
+        return None
+    try:
+        doc = orjson.loads(fact.data)
+    except orjson.JSONDecodeError:
+        found.append(finding("F102", f"{fact.name} is not valid JSON", fact.rel))
+        return None
+    if not isinstance(doc, dict):
+        found.append(finding("F102", f"{fact.name} holds a JSON {type(doc).__name__}, not an object", fact.rel))
+        return None
+    return doc
+
+
+def _address(facts: dict[str, FileFact], entries: dict[str, str], found: list[Finding], rel: str
+             ) -> tuple[str | None, Literal["bootstrap.json", "address"] | None, str | None]:
+    """The shim's address as containerd reads it: bootstrap.json first (2.0), else `address`
+    (plain text in 1.6; 1.7 may write the same JSON there)."""
+    for name in ("bootstrap.json", "address"):
+        fact = facts.get(name)
+        if fact is None:
+            continue
+        if fact.data is None:
+            return None, None, f"{name} cannot be read"
+        text = fact.data.decode("utf-8", "replace").strip()
+        if text.startswith("{"):
+            try:
+                doc = orjson.loads(fact.data)
+                value = doc.get("address") if isinstance(doc, dict) else None
+            except orjson.JSONDecodeError:
+                value = None
+            if not isinstance(value, str) or not value:
+                found.append(finding("F102", f"{name} holds no address", f"{rel}/{name}"))
+                return None, None, f"{name} holds no address"
+            return value, name, None  # type: ignore[return-value]
+        if not text:
+            return None, None, f"{name} is empty"
+        return text, name, None  # type: ignore[return-value]
+    if "address" in entries or "bootstrap.json" in entries:
+        return None, None, "address is not a regular file"
+    return None, None, "address is missing"
+
+
+def _root_from_work_link(link: str | None, ns: str, tid: str) -> str | None:
+    """The containerd root dir, from `work` -> <root>/io.containerd.runtime.v2.task/<ns>/<id>."""
+    if not link:
+        return None
+    suffix = f"/{TASKS_DIR}/{ns}/{tid}"
+    return link[: -len(suffix)] or "/" if link.endswith(suffix) and link.startswith("/") else None
+
+
+def _last_error(fact: FileFact | None) -> str | None:
+    """The last error runc logged (log.json: one JSON object a line)."""
+    if fact is None or not fact.data:
+        return None
+    for line in reversed(fact.data.splitlines()):
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("error", "fatal") and isinstance(entry.get("msg"), str):
+            return printable(entry["msg"])[:300]
+    return None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
