@@ -151,7 +151,10 @@ def render_table(scan: Scan, out: BinaryIO) -> None:
                       disable_numparse=True) if containers else "(no containers)", "", summary_line(scan)]
     for o in scan.orphan_shims:
         age = _age(o.started)
-        lines.append(f"orphan shim: pid {o.pid} {printable(o.container)[:12]}/{printable(o.process or '?')} "
+        namespace, _, cid = o.container.rpartition("/")  # a runtime-v2 key is namespace/id
+        watched = (f"{printable(namespace)}/" if namespace else "") + printable(cid)[:12] + (
+            f"/{printable(o.process)}" if o.process is not None else "")
+        lines.append(f"orphan shim: pid {o.pid} {watched} "
                      f"({o.state}{f', {age:.0f} s old' if age is not None else ''}): {o.reason}")
     every = [f for c in containers for f in (*c.findings, *(f for p in c.processes for f in p.findings))]
     every.extend(scan.findings)

@@ -135,8 +135,8 @@ class Scan:
             yield judged
         self.orphan_shims = self._find_orphan_shims()
         for shim in self.orphan_shims:
-            self.findings.append(finding("H003", f"shim pid {shim.pid} ({printable(shim.container)}/"
-                                         f"{printable(shim.process or '?')}): {shim.reason}"))
+            watched = shim.container if shim.process is None else f"{shim.container}/{shim.process}"
+            self.findings.append(finding("H003", f"shim pid {shim.pid} ({printable(watched)}): {shim.reason}"))
         self.summary.severities.update(f.severity for f in self.findings)
 
     def judge(self, key: str) -> ContainerJudgement:

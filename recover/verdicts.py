@@ -152,9 +152,10 @@ def _zombie(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decisio
     status = wait_status_to_exit(code) if code is not None else None
     shown = f"exit status {status}" if status is not None else "exit status unreadable (kernel < 3.5)"
     how = "exited" if facts.stat.state in "ZXx" else "is exiting (killed, held back by an unreaped zombie)"
+    shim = (f"its shim (pid {facts.shim_pid}, {facts.shim_state}) does not reap it" if facts.shim_pid is not None
+            else "its shim is gone")
     return Decision("zombie", identity_of(rec, facts, host), status, "zombie-stat" if status is not None else None,
-                    (finding("L004", f"pid {facts.pid} {how} ({shown}) and its shim "
-                             f"(pid {facts.shim_pid}, {facts.shim_state}) does not reap it", rec.rel),))
+                    (finding("L004", f"pid {facts.pid} {how} ({shown}) and {shim}", rec.rel),))
 
 
 def _under_shim(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decision | None:

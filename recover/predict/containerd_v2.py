@@ -49,6 +49,7 @@ class TaskHost:
     verdicts: dict[str, str]  # process id -> verdict
     pids: dict[str, int | None]
     runc_init_alive: bool  # runc's state names a live init with the same start ticks: runc can kill it
+    shim_children: tuple[int, ...] = ()  # what the live shim still watches (an empty bundle names nothing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +156,11 @@ def _leaks(h: TaskHost) -> str:
     if not h.proc_read:
         return "whatever still runs is leaked"
     live = _live(h)
+    if not live and h.shim_children:
+        live = "its shim's children (pid " + ", ".join(map(str, h.shim_children)) + ")"
     shim = f"its shim (pid {h.shim_pid})" if h.shim_pid is not None and h.shim_state != "gone" else None
     leaked = " and ".join(x for x in (live, shim) if x)
-    return f"{leaked} live on, untracked" if leaked else "nothing of it runs"
+    return f"{leaked} {'live' if live else 'lives'} on, untracked" if leaked else "nothing of it runs"
 
 
 def _clean_up(cause: str, h: TaskHost) -> TaskPrediction:

@@ -39,7 +39,10 @@ class Shim:
             return False
         if flag_value(argv, "-namespace") != self._namespace or flag_value(argv, "-id") != self.key:
             return False
-        return cwd is None or cwd.rstrip("/").split("/")[-2:] == [self._namespace, self.key]
+        if cwd is None:
+            return True
+        namespace, name = cwd.rstrip("/").split("/")[-2:] if cwd.count("/") >= 2 else ("", "")
+        return namespace == self._namespace and name in (self.key, "." + self.key)  # a bundle renamed hidden
 
     def root_of(self, cwd: str | None) -> str | None:
         return task_root(cwd)
@@ -76,6 +79,8 @@ class RuntimeV2:
             proc_read=ctx.facts.proc_read, shim_pid=shim_pid, shim_state=shim_state(shim),
             grpc_address=flag_value(argv, "-address") if argv else None,
             verdicts={}, pids={p.id: facts[p.id].pid for p in record.processes},
+            shim_children=tuple(ctx.host.children(shim_pid)) if shim is not None and ctx.host is not None
+            and not record.processes else (),
             runc_init_alive=bool(runc_init is not None and task.runc is not None
                                  and runc_init.starttime == task.runc.start and not runc_init.exited))
 

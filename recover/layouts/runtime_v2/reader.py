@@ -116,8 +116,9 @@ class TaskFiles:
 
     @property
     def shim_id(self) -> str:
-        """The -id its shim runs with: the sandbox's for a CRI container, its own otherwise."""
-        return self.sandbox or os.path.basename(self.dir)
+        """The -id its shim runs with: the sandbox's for a CRI container, its own otherwise (a
+        hidden `.<id>` dir is a renamed bundle: its shim still runs as <id>)."""
+        return self.sandbox or os.path.basename(self.dir).lstrip(".") or os.path.basename(self.dir)
 
     @property
     def empty(self) -> bool:
@@ -225,12 +226,13 @@ class StateDir:
         ctype = annotations.get(CRI_TYPE) if isinstance(annotations.get(CRI_TYPE), str) else None
         address, source, address_problem = _address(files_by_name, entries, found, rel)
         socket_path, socket = self._socket(address)
-        containerd_root = self.paths.containerd_root or _root_from_work_link(work_link, ns, tid)
+        task_id = tid.lstrip(".") or tid  # a hidden `.<id>` dir is a renamed bundle: elsewhere it is <id>
+        containerd_root = self.paths.containerd_root or _root_from_work_link(work_link, ns, task_id)
         work_exists = None
         if containerd_root is not None:
-            work_exists = os.path.isdir(self.paths.host(os.path.join(containerd_root, TASKS_DIR, ns, tid)))
-        runc = self._runc(options, ns, tid) if entries and self.paths.read_runc else None
-        cri = self._cri(containerd_root, tid) if ctype == "container" else None
+            work_exists = os.path.isdir(self.paths.host(os.path.join(containerd_root, TASKS_DIR, ns, task_id)))
+        runc = self._runc(options, ns, task_id) if entries and self.paths.read_runc else None
+        cri = self._cri(containerd_root, task_id) if ctype == "container" else None
         task_files = TaskFiles(
             dir=bundle, hidden=tid.startswith(".") or hidden_ns, hidden_namespace=hidden_ns,
             entries=None if listing_problem else len(entries), listing_problem=listing_problem,
@@ -259,10 +261,10 @@ class StateDir:
             value, start, start_source = pid.value, None, None
             runc = task.runc
             if pid_id == INIT and runc is not None and runc.start is not None:
-                if value is None and runc.pid is not None:
-                    value = runc.pid  # init.pid unusable: runc's own record of the init, with its start
-                if runc.pid == value:
-                    start, start_source = runc.start, "runc-state"
+                # runc's start ticks are the container init's identity, whichever pid names it
+                start, start_source = runc.start, "runc-state"
+                if value is None:
+                    value = runc.pid  # init.pid unusable: runc's own record of the init
             exit_status = exit_source = None
             if pid_id == INIT and task.cri is not None and task.cri.state == "exited":
                 exit_status, exit_source = task.cri.exit_code, "cri-checkpoint"

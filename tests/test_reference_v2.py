@@ -1,0 +1,150 @@
+"""Real containerd 1.6 captures, judged as their truth says: verdicts against the processes as they
+were before the restart, predictions against what the restarted daemon really did."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from recover.cli import app
+from reference_v2 import extract, scan_args, truth
+
+runner = CliRunner()
+
+
+def scan(top, *args) -> dict:
+    result = runner.invoke(app, ["scan", *scan_args(top), "-f", "json", *args])
+    assert result.exit_code == 0, result.output
+    return orjson.loads(result.stdout)
+
+
+def by_key(doc) -> dict[str, dict]:
+    return {f"{c['namespace']}/{c['id']}": c for c in doc["containers"]}
+
+
+def codes(c) -> set[str]:
+    return {f["code"] for f in c["findings"]} | {f["code"] for p in c["processes"] for f in p["findings"]}
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory):
+    return extract("multi", tmp_path_factory.mktemp("multi"))
+
+
+# What containerd 1.6.20 did to each task of ctrd16-multi (its README and truth.json), in recover's words.
+MULTI = {
+    "aa/aa-shim-killed": "kill-live-processes",
+    "default/a-none": "reconnect",
+    "default/b-shim-killed": "kill-live-processes",
+    "default/c-shim-init-killed": "clean-up",
+    "default/d-init-exited": "reconnect",
+    "default/e-exec-exited": "reconnect",
+    "default/f-address-removed": "kill-live-processes",
+    "default/g-socket-removed": "kill-live-processes",
+    "default/h-bundle-emptied": "delete-silently-and-leak",
+    "default/.i-bundle-hidden": "skip-and-leak",
+    "default/j-shim-stopped": "block-then-kill",
+    "default/k-pid-reused": "clean-up",
+    "default/m-init-pid-garbage": "reconnect",
+    "default/n-exec-pidfile-removed": "reconnect",
+    "zz/zz-none": "reconnect",
+}
+
+
+def test_multi_fault_capture_is_judged_as_the_daemon_acted(multi):
+    doc = scan(multi)
+    assert doc["layout"] == "containerd-runtime-v2"
+    got = by_key(doc)
+    assert {k: c["containerd_would"] for k, c in got.items()} == MULTI
+    t = truth(multi)
+    for key, would in MULTI.items():
+        task = t[key.replace("/.", "/")]
+        killed = {k["name"] for k in task["killed"]}
+        if would in ("kill-live-processes", "block-then-kill"):
+            assert killed == {"init", "e1"}, key
+        else:
+            assert not killed, key
+        if would == "reconnect":
+            assert task["task_listed_after"] is not None, key
+
+
+def test_multi_verdicts_follow_the_processes_before_the_restart(multi):
+    got = by_key(scan(multi))
+    t = truth(multi)
+
+    def verdicts(key):
+        return {p["id"]: p["verdict"] for p in got[key]["processes"]}
+
+    for key in ("default/a-none", "zz/zz-none", "default/f-address-removed", "default/g-socket-removed",
+                "default/j-shim-stopped"):
+        assert set(verdicts(key).values()) == {"running"}, key  # healthy, whatever containerd will do
+    for key in ("aa/aa-shim-killed", "default/b-shim-killed"):
+        assert verdicts(key) == {"init": "orphaned", "e1": "orphaned"}, key
+    # exited while containerd was down, under a live shim: the shim holds the statuses
+    d = got["default/d-init-exited"]["processes"]
+    assert [(p["verdict"], p["exit_status_source"]) for p in d] == [("exited", "shim-memory")] * 2
+    assert verdicts("default/e-exec-exited") == {"init": "running", "e1": "exited"}
+    # SIGKILLed init held back by an unreaped zombie (PF_EXITING), and that zombie: both exited, 137
+    c = got["default/c-shim-init-killed"]["processes"]
+    assert [(p["verdict"], p["exit_status"]) for p in c] == [("zombie", 137), ("zombie", 137)]
+    assert t["default/c-shim-init-killed"]["before_restart"]["processes"]["init"]["exiting"] is True
+    # init.pid rewritten to name an unrelated live process: runc's start ticks say it is not the init
+    k = {p["id"]: p for p in got["default/k-pid-reused"]["processes"]}
+    assert k["init"]["verdict"] == "pid-reused" and k["init"]["pid"] == t["default/k-pid-reused"]["pids"]["victim"]
+    # garbage in init.pid: the init is found through runc's state, and runs
+    m = {p["id"]: p for p in got["default/m-init-pid-garbage"]["processes"]}
+    assert m["init"]["verdict"] == "running" and m["init"]["pid"] == t["default/m-init-pid-garbage"]["pids"]["init"]
+    assert "F101" in codes(got["default/m-init-pid-garbage"])
+
+
+def test_multi_findings_say_what_to_do_first(multi):
+    got = by_key(scan(multi))
+    f = got["default/f-address-removed"]
+    (r101,) = [x for x in f["findings"] if x["code"] == "R101"]
+    # the address to restore: sha256 of <grpc address>/<ns>/<id>, the name of the shim's live socket
+    address = "unix:///run/containerd/s/" + __import__("hashlib").sha256(
+        b"/run/ctrd16-multi/containerd.sock/default/f-address-removed").hexdigest()
+    assert address in r101["message"]
+    assert f["shim"]["address_problem"] == "address is missing"
+    assert "R105" in codes(got["default/j-shim-stopped"]) and "kill -CONT" in str(got["default/j-shim-stopped"])
+    assert "R103" in codes(got["default/h-bundle-emptied"]) and "R103" in codes(got["default/.i-bundle-hidden"])
+    assert "R102" in codes(got["default/c-shim-init-killed"])
+    assert "H011" in codes(got["default/k-pid-reused"])
+    assert {"L011"} <= codes(got["default/d-init-exited"])
+    assert not {c for c in codes(got["default/a-none"])}  # a healthy task: nothing to say
+
+
+def test_multi_bundle_removed_while_its_shim_lives_is_an_orphan_shim(multi):
+    doc = scan(multi)
+    t = truth(multi)
+    assert [(o["container"], o["pid"]) for o in doc["orphan_shims"]] == [
+        ("default/l-bundle-removed", t["default/l-bundle-removed"]["pids"]["shim"])]
+    assert "H003" in {f["code"] for f in doc["findings"]}
+
+
+@pytest.mark.parametrize("name, key, would, verdicts", [
+    ("a", "default/ta", "reconnect", {"init": "running", "e1": "running"}),
+    ("b", "default/tb", "kill-live-processes", {"init": "orphaned", "e1": "orphaned"}),
+    ("d", "default/td", "reconnect", {"init": "exited", "e1": "exited"}),
+])
+def test_earlier_captures(tmp_path, name, key, would, verdicts):
+    top = extract(name, tmp_path)
+    got = by_key(scan(top))
+    assert got[key]["containerd_would"] == would
+    assert {p["id"]: p["verdict"] for p in got[key]["processes"]} == verdicts
+
+
+def test_cri_pod_whose_container_exited(tmp_path):
+    top = extract("cri-d", tmp_path)
+    t = truth(top)
+    got = by_key(scan(top))
+    sandbox, container = got[f"k8s.io/{t['ids']['sandbox']}"], got[f"k8s.io/{t['ids']['container']}"]
+    assert sandbox["container_type"] == "sandbox" and sandbox["containerd_would"] == "reconnect"
+    assert container["sandbox"] == t["ids"]["sandbox"]  # its shim is the pod's
+    assert container["shim"]["pid"] == t["pids"]["shim"] == sandbox["shim"]["pid"]
+    (init,) = container["processes"]
+    assert (init["verdict"], init["exit_status_source"]) == ("exited", "shim-memory")
+    # CRI's checkpoint says running; the re-adopted task is stopped: CRI records the true exit
+    assert container["cri"]["state"] == "running" and container["cri"]["cri_would"] == "record-exit"
+    assert t["status_after"]["ExitCode"] == t["true_exit"]
