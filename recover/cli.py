@@ -430,15 +430,17 @@ def guard(
         "on a hazard (or when it cannot judge); repair: apply the safe repairs first, then report.")] = "report",
     kill_orphans: Annotated[bool, typer.Option(
         "--kill-orphans", help="With --policy repair: kill orphaned processes too (never otherwise).")] = False,
-    timeout: Annotated[float, typer.Option(
-        "--timeout", metavar="SECONDS", help="Give up after this long: pass (report, repair) or fail (block).")] = 10.0,
-    report_dir: Annotated[str, typer.Option(
-        "--report-dir", metavar="DIR", help="Where the JSON reports go (guard-<UTC time>-<root>.json).")]
-        = "/var/lib/recover",
-    keep: Annotated[int, typer.Option("--keep", metavar="N", help="Keep the last N reports of the root.")] = 10,
-    run_dir: Annotated[str, typer.Option(
-        "--run-dir", metavar="DIR", help="Where the one-shot override file guard-override is looked for.")]
-        = "/run/recover",
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", metavar="SECONDS", show_default=False,
+        help="Give up after this long: pass (report, repair) or fail (block). Default: 10.")] = None,
+    report_dir: Annotated[Optional[str], typer.Option(
+        "--report-dir", metavar="DIR", show_default=False,
+        help="Where the JSON reports go (guard-<UTC time>-<root>.json). Default: /var/lib/recover.")] = None,
+    keep: Annotated[Optional[int], typer.Option(
+        "--keep", metavar="N", show_default=False, help="Keep the last N reports of the root. Default: 10.")] = None,
+    run_dir: Annotated[Optional[str], typer.Option(
+        "--run-dir", metavar="DIR", show_default=False,
+        help="Where the one-shot override file guard-override is looked for. Default: /run/recover.")] = None,
     proc_root: ProcRootOpt = None,
     image_root: ImageRootOpt = None,
     install: Annotated[bool, typer.Option(
@@ -465,14 +467,34 @@ def guard(
         raise _fail(f"--policy must be one of: {', '.join(gd.POLICIES)}")
     if kill_orphans and policy != "repair":
         raise _fail("--kill-orphans goes with --policy repair only")
-    if not timeout > 0:
+    if timeout is not None and not timeout > 0:
         raise _fail("--timeout must be more than 0 seconds")
-    if keep < 1:
+    if keep is not None and keep < 1:
         raise _fail("--keep must be at least 1")
     if install or uninstall:
-        _guard_install(install, uninstall, root, policy, kill_orphans, timeout, report_dir, keep, run_dir, unit,
-                       systemd_dir, proc_root, image_root)
+        if install and uninstall:
+            raise _fail("--install and --uninstall cannot be given together")
+        if not gd.UNIT_NAME.fullmatch(unit):
+            raise _fail(f"--unit {unit}: not a service unit's name (containerd.service, docker.service)")
+        if uninstall:
+            _guard_uninstall(gd.dropin_path(systemd_dir, unit))
+            return
+        if proc_root is not None or image_root is not None:
+            raise _fail("--install writes the command for this host's own starts: "
+                        "--proc-root and --image-root cannot be given with it")
+        argv = [*_recover_command(), "guard", "--policy", policy] + (["--kill-orphans"] if kill_orphans else [])
+        for flag, value in (("--timeout", None if timeout is None else f"{timeout:g}"),
+                            ("--keep", None if keep is None else str(keep)),
+                            ("--report-dir", report_dir and os.path.abspath(report_dir)),
+                            ("--run-dir", run_dir and os.path.abspath(run_dir))):
+            if value is not None:  # given: systemd runs the command with another cwd
+                argv += [flag, value]
+        _guard_install(gd.dropin_path(systemd_dir, unit), gd.dropin_text(unit, argv + (
+            [os.path.abspath(root)] if root is not None else [])))
         return
+
+    timeout = gd.DEFAULT_TIMEOUT_S if timeout is None else timeout
+    run_dir = gd.DEFAULT_RUN_DIR if run_dir is None else run_dir
 
     def say(line: str) -> None:
         typer.echo(f"recover guard: {line}", err=True)
@@ -498,7 +520,10 @@ def guard(
     watchdog = threading.Timer(timeout, timed_out)
     watchdog.daemon = True
     watchdog.start()
-    settings = gd.Settings(policy, report_dir, keep, kill_orphans, overridden)  # type: ignore[arg-type]
+    settings = gd.Settings(policy,  # type: ignore[arg-type]
+                           report_dir=gd.DEFAULT_REPORT_DIR if report_dir is None else report_dir,
+                           keep=gd.DEFAULT_KEEP if keep is None else keep, kill_orphans=kill_orphans,
+                           overridden=overridden)
     try:
         decision = _guard_judge(root, proc_root, image_root, settings, say)
     except typer.Exit:  # ROOT cannot be read as a root: said in one line already
@@ -534,42 +559,29 @@ def _guard_judge(root: str | None, proc_root: str | None, image_root: str | None
     return gd.judge(lambda: _open_scan(path, proc_root, False, None, image_root), settings, say)
 
 
-def _guard_install(install: bool, uninstall: bool, root: str | None, policy: str, kill_orphans: bool,
-                   timeout: float, report_dir: str, keep: int, run_dir: str, unit: str, systemd_dir: str,
-                   proc_root: str | None, image_root: str | None) -> None:
+def _guard_install(path: str, text: str) -> None:
     from . import guard as gd
 
-    if install and uninstall:
-        raise _fail("--install and --uninstall cannot be given together")
-    if not gd.UNIT_NAME.fullmatch(unit):
-        raise _fail(f"--unit {unit}: not a service unit's name (containerd.service, docker.service)")
-    path = gd.dropin_path(systemd_dir, unit)
     try:
-        if uninstall:
-            if not gd.uninstall(path):
-                typer.echo(f"nothing to remove: {path} does not exist")
-                return
-            typer.echo(f"removed {path}\nthen run: systemctl daemon-reload")
-            return
-        if proc_root is not None or image_root is not None:
-            raise _fail("--install writes the command for this host's own starts: "
-                        "--proc-root and --image-root cannot be given with it")
-        argv = [*_recover_command(), "guard", "--policy", policy] + (["--kill-orphans"] if kill_orphans else [])
-        for flag, value, default in (("--timeout", f"{timeout:g}", f"{gd.DEFAULT_TIMEOUT_S:g}"),
-                                     ("--keep", str(keep), str(gd.DEFAULT_KEEP)),
-                                     ("--report-dir", os.path.abspath(report_dir), gd.DEFAULT_REPORT_DIR),
-                                     ("--run-dir", os.path.abspath(run_dir), gd.DEFAULT_RUN_DIR)):
-            if value != default:
-                argv += [flag, value]
-        if root is not None:
-            argv.append(os.path.abspath(root))
-        text = gd.dropin_text(unit, argv)
         gd.install(path, text)
     except gd.Refused as e:
         raise _fail(f"refusing: {e}", EXIT_REFUSED) from None
     except OSError as e:
         raise _fail(f"{path}: {e.strerror or e}") from None
     typer.echo(f"wrote {path}:\n{text}then run: systemctl daemon-reload")
+
+
+def _guard_uninstall(path: str) -> None:
+    from . import guard as gd
+
+    try:
+        removed = gd.uninstall(path)
+    except gd.Refused as e:
+        raise _fail(f"refusing: {e}", EXIT_REFUSED) from None
+    except OSError as e:
+        raise _fail(f"{path}: {e.strerror or e}") from None
+    typer.echo(f"removed {path}\nthen run: systemctl daemon-reload" if removed
+               else f"nothing to remove: {path} does not exist")
 
 
 def _recover_command() -> list[str]:

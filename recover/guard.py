@@ -40,8 +40,6 @@ DAEMON_RUNS = "H009"
 
 DEFAULT_REPORT_DIR = "/var/lib/recover"
 DEFAULT_RUN_DIR = "/run/recover"
-DEFAULT_SYSTEMD_DIR = "/etc/systemd/system"
-DEFAULT_UNIT = "containerd.service"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_KEEP = 10
 OVERRIDE_NAME = "guard-override"
