@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import stat
+import tomllib
 from dataclasses import dataclass
 
 from .fsread import printable, read_regular
-from .host import HostView
+from .host import HostView, flag_value
 from .rules import Finding, finding
 
 RUNC_ROOT = "/run/runc"
@@ -89,14 +90,14 @@ DAEMON_NAMES = ("containerd", "docker-containerd")
 
 
 def daemons_on_root(host: HostView, root_real: str) -> list[str]:
-    """containerd daemons running on this root, each as "pid N (argv...)": found by their
-    --state-dir (a relative one against the daemon's own cwd), or named by docker-containerd.pid
-    beside the root."""
+    """containerd daemons running on this root, each as "pid N (argv...)": found by their state
+    dir (see _state_dir; a relative one against the daemon's own cwd), or named by
+    docker-containerd.pid beside the root."""
     found = []
     for pid, argv in host.all_argv().items():
         if os.path.basename(argv[0]) not in DAEMON_NAMES:
             continue
-        state_dir = _state_dir(argv[1:])
+        state_dir = _state_dir(host, pid, argv[1:])
         if not os.path.isabs(state_dir):  # relative to the daemon's working directory, not ours
             cwd = host.cwd(pid)
             if cwd is None:  # cannot be told: assume the worst (repair's --force overrides)
@@ -113,14 +114,29 @@ def daemons_on_root(host: HostView, root_real: str) -> list[str]:
     return found
 
 
-def _state_dir(args: list[str]) -> str:
-    for i, a in enumerate(args):
-        for flag in ("--state-dir", "-state-dir"):
-            if a == flag and i + 1 < len(args):
-                return args[i + 1]
-            if a.startswith(flag + "="):
-                return a.split("=", 1)[1]
-    return "/run/containerd"  # containerd 0.2's default
+DEFAULT_STATE_DIR = "/run/containerd"  # containerd 0.2's --state-dir, and 1.x/2.x's `state`
+CONTAINERD_CONFIG = "/etc/containerd/config.toml"  # containerd 1.x/2.x's default --config
+
+
+def _state_dir(host: HostView, pid: int, args: list[str]) -> str:
+    """Where a containerd daemon keeps its state: 0.2's --state-dir; 1.x/2.x's --state, else the
+    `state` of its config file (--config/-c, default /etc/containerd/config.toml), read through
+    the daemon's own root (/proc/<pid>/root), else /run/containerd.  May be relative to its cwd."""
+    for flag in ("-state-dir", "-state"):
+        if (value := flag_value(args, flag)) is not None:
+            return value
+    config = flag_value(args, "-config") or flag_value(args, "-c") or CONTAINERD_CONFIG
+    if not os.path.isabs(config):
+        cwd = host.cwd(pid)
+        if cwd is None:
+            return DEFAULT_STATE_DIR
+        config = os.path.join(cwd, config)
+    data = read_small(os.path.join(host.proc_root, str(pid), "root", config.lstrip("/")))
+    try:
+        state = tomllib.loads(data.decode("utf-8")).get("state") if data else None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        state = None
+    return state if isinstance(state, str) and state else DEFAULT_STATE_DIR
 
 
 def _pid_in(data: bytes | None) -> int | None:

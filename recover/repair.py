@@ -18,7 +18,7 @@ import signal
 import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -637,3 +637,25 @@ def run(containers: Iterable[ContainerJudgement], opts: Options, applier: Applie
                 yield replace(action, result="info")
             else:
                 yield action if applier is None else applier.apply(action)
+
+
+def apply_plan(containers: Iterable[ContainerJudgement], root_real: str, proc_root: str, opts: Options,
+               journal_path: str, on_action: Callable[[Action], None] | None = None) -> list[Action]:
+    """Carry the plan out under the lock, journalled: every action ends applied, skipped, failed
+    or info.  Refused when another repair holds the lock (nothing is written then)."""
+    lock = take_lock(root_real)
+    try:
+        log = Journal(journal_path)
+        applier = Applier(root_real, proc_root, log)
+        try:
+            actions = []
+            for action in run(containers, opts, applier):
+                actions.append(action)
+                if on_action is not None:
+                    on_action(action)
+            return actions
+        finally:
+            applier.close()
+            log.close()
+    finally:
+        os.close(lock)

@@ -103,8 +103,12 @@ def _pid_gone(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decis
         return Decision("unknown", findings=(finding(
             "L006", f"pid {facts.pid} is not visible, but /proc hides other users' "
             "processes (hidepid): run as root", rec.rel),))
+    # a process of a previous boot is gone as surely: say so (L009), so that a whole root left by
+    # a previous boot can be told (`recover guard`)
+    evidence = previous_boot_evidence(rec, host)
     return Decision("vanished", findings=(finding(
-        "L001", f"pid {facts.pid} is gone and no exit status was recorded", rec.rel),))
+        "L001", f"pid {facts.pid} is gone and no exit status was recorded", rec.rel),)
+        + ((finding("L009", evidence, rec.rel),) if evidence is not None else ()))
 
 
 def _previous_boot(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decision | None:

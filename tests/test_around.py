@@ -148,6 +148,35 @@ def test_docker_containerd_pid(reference, tmp_path):
             p.wait()
 
 
+@pytest.mark.parametrize("flags, on_root", [
+    ("--state {root}", True),  # containerd 1.x/2.x's flag
+    ("--state={root}/", True),
+    ("--config {config}", True),  # the config's `state`
+    ("-c config.toml", True),  # relative to the daemon's cwd
+    ("--config {other_config}", False),  # its state is elsewhere
+    ("--config {broken_config}", False),  # not TOML: the default, /run/containerd
+    ("--state {other} --config {config}", False),  # the flag wins over the config
+])
+def test_a_containerd_1x_daemon_is_found_by_its_state_flag_or_config(reference, tmp_path, flags, on_root):
+    from procs import fake_containerd
+
+    root = reference / "root"
+    config, other_config, broken_config = (tmp_path / n for n in ("config.toml", "other.toml", "broken.toml"))
+    config.write_text(f'version = 2\nroot = "/var/lib/containerd"\nstate = "{root}"\n')
+    other_config.write_text(f'version = 2\nstate = "{tmp_path}"\n')
+    broken_config.write_text(f'state = "{root}\n')
+    args = flags.format(root=root, config=config, other_config=other_config, broken_config=broken_config,
+                        other=tmp_path).split()
+    daemon = fake_containerd(tmp_path / "bin", *args, cwd=tmp_path)
+    try:
+        doc = scan(str(root))
+        said = [f["message"] for f in doc["findings"] if f["code"] == "H009"]
+        assert bool(said) is on_root and all(f"pid {daemon.pid}" in m for m in said)
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
 def test_orphan_shim_has_a_start_time_and_an_age(tmp_path):
     c = "ab" * 32
     with RootBuilder(tmp_path / "root") as b:

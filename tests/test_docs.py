@@ -45,7 +45,7 @@ def test_every_containerd_would_value_is_documented():
 
 def test_every_command_option_and_format_is_documented():
     runner = CliRunner()
-    for command in ("scan", "check", "explain", "rules", "repair", "demo"):
+    for command in ("scan", "check", "explain", "rules", "repair", "demo", "guard"):
         assert f"### `recover {command}" in README
         help_text = runner.invoke(app, [command, "--help"]).stdout
         for option in re.findall(r"(--[a-z][a-z-]+)", help_text):
@@ -70,3 +70,11 @@ def test_every_repair_action_is_documented():
 
     rows = {r[0].strip("`") for r in table_rows("### `recover repair")[1:] if r[0].startswith("`")}
     assert set(get_args(ActionKind)) <= rows
+
+
+def test_guard_hazards_are_documented():
+    from recover.guard import HAZARD_CODES
+
+    section = README.split("### `recover guard", 1)[1].split("\n### ", 1)[0]
+    listed = section.split("Today:", 1)[1].split(".\n", 1)[0]
+    assert set(re.findall(r"R\d{3}", listed)) == HAZARD_CODES

@@ -240,6 +240,17 @@ def test_previous_boot(builder):
     assert "L009" in codes(p)
 
 
+def test_a_vanished_process_of_a_previous_boot_says_so(builder):
+    if filesystem_type(os.path.realpath(builder.root)) in (None, "tmpfs"):
+        pytest.skip("the test root is on a tmpfs: previous boot is never concluded there")
+    pdir = builder.write_process(C, "init", pid=dead_pid(), starttime=4242)
+    assert codes(proc(scan(builder.root))) == {"L001"}  # written in this boot: only gone
+    btime = int(next(l for l in open("/proc/stat") if l.startswith("btime")).split()[1])
+    os.utime(pdir / "pid", (btime - 3600, btime - 3600))
+    p = proc(scan(builder.root))
+    assert p["verdict"] == "vanished" and codes(p) == {"L001", "L009"}
+
+
 def test_orphan_shim_whose_container_dir_is_gone(builder):
     live = builder.start_process(C, "init")
     other = "d00d" + "0" * 60
