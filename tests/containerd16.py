@@ -10,8 +10,12 @@ fresh tmpfs with two bind mounts into the test's base dir:
     <base>/root        (same path on both sides)  the daemon's root dir (config `root`)
 
 where <name> is the base dir's name (unique: it also makes the grpc address, written in every
-shim's argv, unique, and names the cgroup parent of every container).  The host's /run/containerd
-and /var/lib/containerd are never touched.  `Containerd16.in_ns` runs any command (recover itself)
+shim's argv, unique, and names the cgroup parent of every container).  With
+`create(default_state=True)` the state dir is /run/containerd itself, as on a host with the default
+config: shim sockets, runc state and the tasks then share <base>/state, bound at /run/containerd,
+and the grpc address is the default /run/containerd/containerd.sock (the same in every such
+harness: its shims are told apart by their mount namespace).  The host's /run/containerd and
+/var/lib/containerd are never touched.  `Containerd16.in_ns` runs any command (recover itself)
 where it sees the paths as containerd does.
 
     with Containerd16.create() as d:            # or the module-scoped `containerd16` fixture
@@ -259,6 +263,7 @@ class Paths:
 
     base: Path
     name: str  # unique: base dir name, state dir name in the namespace, cgroup parent
+    default_state: bool = False  # the state dir is /run/containerd in the namespace (default config)
 
     @property
     def state(self) -> Path:  # host path of the state dir
@@ -266,7 +271,7 @@ class Paths:
 
     @property
     def run_containerd(self) -> Path:  # host path of the namespace's /run/containerd
-        return self.base / "run-containerd"
+        return self.state if self.default_state else self.base / "run-containerd"
 
     @property
     def root(self) -> Path:  # the root dir, same path inside
@@ -282,7 +287,7 @@ class Paths:
 
     @property
     def ns_state(self) -> str:  # the state dir as containerd sees it
-        return f"/run/{self.name}"
+        return "/run/containerd" if self.default_state else f"/run/{self.name}"
 
     @property
     def address(self) -> str:  # the grpc address as containerd and the shims see it
@@ -344,8 +349,10 @@ class Containerd16:
     # -- life cycle
 
     @classmethod
-    def create(cls, base: Path | None = None, namespace: str = "default") -> Containerd16:
-        """Make the base dir (a fresh one in /tmp when None) and the namespace; no daemon yet."""
+    def create(cls, base: Path | None = None, namespace: str = "default",
+               default_state: bool = False) -> Containerd16:
+        """Make the base dir (a fresh one in /tmp when None) and the namespace; no daemon yet.
+        default_state: the daemon's state dir is /run/containerd (see the module doc)."""
         reason = missing()
         if reason:
             raise HarnessError(reason)
@@ -353,7 +360,7 @@ class Containerd16:
             base = Path(tempfile.mkdtemp(prefix="ctrd16-", dir="/tmp"))
         else:
             base.mkdir(parents=True)
-        paths = Paths(base, base.name)
+        paths = Paths(base, base.name, default_state)
         self = cls(paths, namespace)
         try:
             self._setup()
@@ -364,19 +371,18 @@ class Containerd16:
 
     def _setup(self) -> None:
         p = self.paths
-        for d in (p.state, p.run_containerd, p.root, p.logs):
+        for d in {p.state, p.run_containerd, p.root, p.logs}:
             d.mkdir(mode=0o711)
         p.config.write_text(CONFIG.format(root=p.root, state=p.ns_state, address=p.address))
         # The shims must be re-parented to pid 1 as on a real host, not to a subreaper pytest
         # may have become (tests/test_live.py does): shims orphan themselves at start.
         self._subreaper_before = _get_subreaper()
         _set_subreaper(0)
+        binds = {p.ns_state: p.state, "/run/containerd": p.run_containerd}
         script = (
             "set -e; mount -t tmpfs -o mode=755 tmpfs /run;"
-            f" mkdir -p {p.ns_state} /run/containerd;"
-            f" mount --bind {p.state} {p.ns_state};"
-            f" mount --bind {p.run_containerd} /run/containerd;"
-            " echo ready; exec sleep infinity"
+            + "".join(f" mkdir -p {inside}; mount --bind {host} {inside};" for inside, host in binds.items())
+            + " echo ready; exec sleep infinity"
         )
         errors = p.logs / "holder.err"
         with open(errors, "wb") as err:
@@ -487,11 +493,15 @@ class Containerd16:
         return Task(ns, cid, init, proc_stat(init).start, execs, self.shim_pid(cid, ns))
 
     def shims(self) -> dict[int, dict[str, str]]:
-        """Every live shim process of this daemon (its argv's -address is ours): pid -> flags."""
+        """Every live shim process of this daemon: pid -> flags.  Its argv's -address is ours and,
+        when that address is the default one (default_state), it runs in our mount namespace."""
+        ns = self.mount_ns() if self.paths.default_state else None
+        if self.paths.default_state and ns is None:
+            return {}  # the namespace is gone: another harness's shims look the same
         found = {}
         for pid in _pids():
             flags = shim_args(cmdline(pid))
-            if flags and flags.get("address") == self.paths.address:
+            if flags and flags.get("address") == self.paths.address and (ns is None or _mount_ns(pid) == ns):
                 found[pid] = flags
         return found
 
@@ -545,10 +555,7 @@ class Containerd16:
         return pids
 
     def mount_ns(self) -> str | None:
-        try:
-            return os.readlink(f"/proc/{self.holder.pid}/ns/mnt")
-        except (OSError, AttributeError):
-            return None
+        return _mount_ns(self.holder.pid) if self.holder is not None else None
 
     def processes(self) -> dict[int, int]:
         """Every live process the harness started, pid -> start ticks: the daemon and all in
@@ -562,12 +569,8 @@ class Containerd16:
             if st is None:
                 continue
             children.setdefault(st.ppid, []).append(pid)
-            if ns is not None:
-                try:
-                    if os.readlink(f"/proc/{pid}/ns/mnt") == ns:
-                        ours.add(pid)
-                except OSError:
-                    pass
+            if ns is not None and _mount_ns(pid) == ns:
+                ours.add(pid)
         for p in (self.holder, self.daemon, *self._spawned):
             if p is not None and p.poll() is None:
                 ours.add(p.pid)
@@ -633,6 +636,13 @@ class Containerd16:
             for pid in left:
                 _kill(pid, signal.SIGKILL)
             time.sleep(_POLL)
+
+
+def _mount_ns(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -89,3 +89,22 @@ def test_the_fixture_gives_a_running_daemon(containerd16):  # noqa: F811
     task = containerd16.run("fixture", exec_id=None)
     assert containerd16.task_list()["fixture"] == (task.init, "RUNNING")
     assert containerd16.in_ns(["ls", containerd16.paths.ns_state]).returncode == 0
+
+
+def test_two_daemons_on_the_default_state_dir_keep_to_their_own_shims():
+    """With default_state both daemons' shims run `-address /run/containerd/containerd.sock` with
+    the same namespace and id: the harness tells them apart by their mount namespace."""
+    skip_unless_usable()
+    with Containerd16.create(default_state=True) as one, Containerd16.create(default_state=True) as two:
+        one.start()
+        two.start()
+        a, b = one.run("same", exec_id=None), two.run("same", exec_id=None)
+        assert one.paths.address == two.paths.address == "/run/containerd/containerd.sock"
+        assert set(one.shims()) == {a.shim} and set(two.shims()) == {b.shim}
+        assert one.task_list() == {"same": (a.init, "RUNNING")} and two.task_list() == {"same": (b.init, "RUNNING")}
+        # the state dir holds the tasks, the shim sockets and runc's state, as on a default host
+        listing = one.in_ns(["ls", "/run/containerd"], check=True).stdout.split()
+        assert {"io.containerd.runtime.v2.task", "s", "runc", "containerd.sock"} <= set(listing)
+        assert one.paths.socket("default", "same").exists() and one.paths.runc_state("default", "same").is_dir()
+        one.close()
+        assert alive(b.shim) and alive(b.init, b.init_start) and not alive(a.init, a.init_start)

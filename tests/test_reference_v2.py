@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recover.cli import app
-from reference_v2 import extract, scan_args, truth
+from reference_v2 import extract, scan_args, state_dir, truth
 
 runner = CliRunner()
 
@@ -148,3 +148,22 @@ def test_cri_pod_whose_container_exited(tmp_path):
     # CRI's checkpoint says running; the re-adopted task is stopped: CRI records the true exit
     assert container["cri"]["state"] == "running" and container["cri"]["cri_would"] == "record-exit"
     assert t["status_after"]["ExitCode"] == t["true_exit"]
+
+
+@pytest.mark.parametrize("before, after, problem", [
+    ("", "\n", "a newline after the socket path"),
+    (" ", "", "whitespace around the socket path"),
+])
+def test_an_address_with_whitespace_is_unreachable(tmp_path, before, after, problem):
+    """containerd 1.6-2.0 dial the `address` file's bytes as written: `echo`'s newline names another,
+    absent socket, so the healthy task is cleaned up and SIGKILLed (seen on 1.6.20,
+    tests/test_containerd16_restart.py)."""
+    top = extract("multi", tmp_path)
+    address = state_dir(top) / "io.containerd.runtime.v2.task" / "default" / "a-none" / "address"
+    written = address.read_text()
+    address.write_text(before + written + after)
+    a = by_key(scan(top))["default/a-none"]
+    assert a["containerd_would"] == "kill-live-processes"
+    assert a["shim"]["address_problem"] == f"address holds {problem}, which containerd dials as written"
+    (r101,) = [f for f in a["findings"] if f["code"] == "R101"]
+    assert f"write {written!r} (no newline)" in r101["message"]

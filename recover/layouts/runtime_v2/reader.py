@@ -428,14 +428,17 @@ def _json_object(fact: FileFact | None, found: list[Finding]) -> dict | None:
 def _address(facts: dict[str, FileFact], entries: dict[str, str], found: list[Finding], rel: str
              ) -> tuple[str | None, Literal["bootstrap.json", "address"] | None, str | None]:
     """The shim's address as containerd reads it: bootstrap.json first (2.0), else `address`
-    (plain text in 1.6; 1.7 may write the same JSON there)."""
+    (plain text in 1.6; 1.7 may write the same JSON there).  Plain text is dialled as written,
+    never trimmed (1.6-2.0): a newline after the path names another, absent socket (seen on 1.6.20:
+    the task was cleaned up and its live processes SIGKILLed)."""
     for name in ("bootstrap.json", "address"):
         fact = facts.get(name)
         if fact is None:
             continue
         if fact.data is None:
             return None, None, f"{name} cannot be read"
-        text = fact.data.decode("utf-8", "replace").strip()
+        raw = fact.data.decode("utf-8", "replace")
+        text = raw.strip()
         if text.startswith("{"):
             try:
                 doc = orjson.loads(fact.data)
@@ -448,6 +451,9 @@ def _address(facts: dict[str, FileFact], entries: dict[str, str], found: list[Fi
             return value, name, None  # type: ignore[return-value]
         if not text:
             return None, None, f"{name} is empty"
+        if text != raw:
+            around = "a newline after the socket path" if raw == text + "\n" else "whitespace around the socket path"
+            return None, None, f"{name} holds {around}, which containerd dials as written"
         return text, name, None  # type: ignore[return-value]
     if "address" in entries or "bootstrap.json" in entries:
         return None, None, "address is not a regular file"
