@@ -186,6 +186,7 @@ class HostView:
         self._listed: set[int] | None = None
         self._shims: dict[str, list[int]] | None = None
         self._argv: dict[int, list[str]] | None = None
+        self._own_mnt: str | None = None  # our mount namespace ("": cannot be told)
         self._children: dict[int, list[int]] | None = None
 
     @property
@@ -268,6 +269,25 @@ class HostView:
         pids = sorted({pid for group in self._shim_index().values() for pid in group})
         found = (self._shim_process(pid) for pid in pids)
         return [s for s in found if s is not None and looks_like_shim(list(s.argv))]
+
+    def in_other_mount_namespace(self, pid: int) -> bool:
+        """Whether pid lives in another mount namespace than recover (only this host's own /proc
+        can say; elsewhere, or when it cannot be read: False)."""
+        if not self.live:
+            return False
+        if self._own_mnt is None:
+            try:
+                own_pid = os.readlink(os.path.join(self.proc_root, "self"))
+                self._own_mnt = os.readlink(os.path.join(self.proc_root, own_pid, "ns", "mnt")) \
+                    if own_pid == str(os.getpid()) else ""
+            except OSError:
+                self._own_mnt = ""
+        if not self._own_mnt:
+            return False
+        try:
+            return os.readlink(os.path.join(self.proc_root, str(pid), "ns", "mnt")) != self._own_mnt
+        except OSError:
+            return False
 
     def children(self, pid: int) -> list[int]:
         """Children of pid, from one pass over every process's stat (made once, when first asked)."""
@@ -363,9 +383,11 @@ def gather(host: HostView, root_real: str, rule: ShimRule, pid: int | None,
     parent_is_shim = parent is not None and rule.matches(host.cmdline(parent.pid) or [], shim_cwd)
     shim = parent if parent_is_shim else None
     if shim is None:
-        # not the parent: a shim that works in another root is that root's, not this process's
+        # not the parent: a shim that works in another root, or in another mount namespace (where
+        # the same path may name another daemon's root), is not this process's
         for candidate in host.shims_named(rule.key):
-            if rule.matches(list(candidate.argv), candidate.cwd) and other_root(candidate.cwd) is None:
+            if (rule.matches(list(candidate.argv), candidate.cwd) and other_root(candidate.cwd) is None
+                    and not host.in_other_mount_namespace(candidate.pid)):
                 shim, shim_cwd = candidate.stat, candidate.cwd
                 break
     children = None

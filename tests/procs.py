@@ -18,25 +18,32 @@ def ticks(pid: int) -> int:
     return int(data[data.rindex(b")") + 2:].split()[19])
 
 
-def fake_containerd(bindir, *args: str, cwd=None):
-    """A process whose argv is `<bindir>/containerd ARGS...` (python through a link of that name,
-    running a script that sleeps): what recover takes for a containerd daemon."""
+def named_process(bindir, name: str, *args: str, cwd=None):
+    """A live process whose argv is `<bindir>/<name> <bindir>/sleep.py ARGS...` (python through a
+    link of that name): what recover takes for a daemon or a shim of that name, with that argv."""
     import subprocess
     import sys
     import time
     from pathlib import Path
 
     bindir = Path(bindir)
-    bindir.mkdir(exist_ok=True)
-    link, script = bindir / "containerd", bindir / "daemon.py"
+    bindir.mkdir(parents=True, exist_ok=True)
+    link, script = bindir / name, bindir / "sleep.py"
     if not link.exists():
         link.symlink_to(sys.executable)
+    if not script.exists():
         script.write_text("import time\ntime.sleep(60)\n")
-    proc = subprocess.Popen([str(link), str(script), *args], cwd=cwd, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(link), str(script), *args], cwd=cwd,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while str(script).encode() not in open(f"/proc/{proc.pid}/cmdline", "rb").read():  # not exec'd yet
         if time.monotonic() > deadline:
             proc.kill()
-            raise TimeoutError("the fake daemon did not start")
-        time.sleep(0.01)
+            raise TimeoutError(f"{name} did not start")
+        time.sleep(0.005)
     return proc
+
+
+def fake_containerd(bindir, *args: str, cwd=None):
+    """A process recover takes for a containerd daemon: `<bindir>/containerd ARGS...`."""
+    return named_process(bindir, "containerd", *args, cwd=cwd)

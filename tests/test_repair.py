@@ -22,7 +22,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from procs import dead_pid, ticks
+from procs import dead_pid, named_process, ticks
 from recover import repair as rp
 from recover.builder import RootBuilder, become_subreaper, capture_proc, process_json
 from recover.cli import app
@@ -294,15 +294,7 @@ def test_a_zombies_status_is_the_one_the_kernel_kept(tmp_path, sig, status):
 
 def fake_daemon(tmp_path: Path, name: str, *args: str, cwd: Path | None = None) -> subprocess.Popen:
     """A process whose argv[0] basename is `name`: python run through a link of that name."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir(exist_ok=True)
-    link = bindir / name
-    if not link.exists():
-        link.symlink_to(sys.executable)
-    proc = subprocess.Popen([str(link), "-c", "import time; time.sleep(60)", *args], cwd=cwd,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_cmdline(proc.pid, b"time.sleep")
-    return proc
+    return named_process(tmp_path / "bin", name, *args, cwd=cwd)
 
 
 @pytest.mark.parametrize("name, argv, refused", [

@@ -143,3 +143,31 @@ def test_repair_refuses_a_v2_state_dir_and_writes_nothing(state):
     result = runner.invoke(app, ["repair", str(state), "--apply", "--force"])
     assert result.exit_code == 4 and "containerd-runtime-v2" in result.stderr
     assert sorted((str(p), p.lstat().st_mtime_ns) for p in state.rglob("*")) == before
+
+
+def test_a_shim_of_another_daemon_with_the_same_namespace_and_id_is_not_the_tasks(state, tmp_path):
+    """Two daemons may each run a task default/t: the shim whose -address hashes to the socket
+    this task's address names is its shim; the other daemon's is not."""
+    from procs import named_process
+
+    sockets = tmp_path / "s"
+    sockets.mkdir()
+    ours, theirs = "/run/containerd/containerd.sock", "/run/other/containerd.sock"
+    name = hashlib.sha256(f"{ours}/default/t".encode()).hexdigest()
+    d = task(state, "default", "t", files={"address": f"unix://{sockets}/{name}".encode()})
+    os.mknod(sockets / name, 0o600 | 0o140000)
+    shim_args = ("-namespace", "default", "-id", "t", "-address")
+    other = named_process(tmp_path / "bin", "containerd-shim-runc-v2", *shim_args, theirs, cwd=d)
+    try:
+        c = by_key(scan(state))["default/t"]
+        assert c["shim"]["pid"] is None and c["containerd_would"] == "clean-up"
+        own = named_process(tmp_path / "bin", "containerd-shim-runc-v2", *shim_args, ours, cwd=d)
+        try:
+            c = by_key(scan(state))["default/t"]
+            assert c["shim"]["pid"] == own.pid and c["containerd_would"] == "reconnect"
+        finally:
+            own.kill()
+            own.wait()
+    finally:
+        other.kill()
+        other.wait()

@@ -13,9 +13,17 @@ from ...judge import ContainerJudgement, ContainerPrediction, Predictor, Process
 from ...records import ContainerRecord
 from ...rules import Finding, finding
 from .. import Context, ShimClaim, gather_with
-from .reader import TASKS_DIR, Paths, StateDir, TaskFiles
+from .reader import TASKS_DIR, Paths, StateDir, TaskFiles, socket_name
 
 SHIM_PREFIX = "containerd-shim"
+
+
+def _socket_of(address: str | None) -> str | None:
+    """The socket name in a task's address (unix://<dir>/<sha256 hex>), when it has that form."""
+    if address is None or not address.startswith("unix://"):
+        return None
+    name = os.path.basename(address)
+    return name if len(name) == 64 and all(c in "0123456789abcdef" for c in name) else None
 
 
 def task_root(cwd: str | None) -> str | None:
@@ -30,15 +38,19 @@ class Shim:
     """A task's shim: `containerd-shim-runc-v2 -namespace NS -id ID -address GRPC`, cwd the bundle.
     A Kubernetes pod has one shim, started for the sandbox: its containers name it by the sandbox id."""
 
-    def __init__(self, namespace: str, shim_id: str):
+    def __init__(self, namespace: str, shim_id: str, socket: str | None = None):
         self.key = shim_id
         self._namespace = namespace
+        self._socket = socket  # the socket name the task's address names: sha256 of <-address>/<ns>/<id>
 
     def matches(self, argv: list[str], cwd: str | None) -> bool:
         if not argv or not os.path.basename(argv[0]).startswith(SHIM_PREFIX):
             return False
         if flag_value(argv, "-namespace") != self._namespace or flag_value(argv, "-id") != self.key:
             return False
+        grpc = flag_value(argv, "-address")
+        if self._socket is not None and grpc is not None and socket_name(grpc, self._namespace, self.key) != self._socket:
+            return False  # the shim of another daemon (another grpc address) with the same namespace and id
         if cwd is None:
             return True
         namespace, name = cwd.rstrip("/").split("/")[-2:] if cwd.count("/") >= 2 else ("", "")
@@ -60,7 +72,7 @@ class RuntimeV2:
 
     def gather(self, ctx: Context, record: ContainerRecord) -> tuple[dict[str, ProcessFacts], Any]:
         task: TaskFiles = record.files
-        rule = Shim(record.namespace or "", task.shim_id)
+        rule = Shim(record.namespace or "", task.shim_id, _socket_of(task.address))
         facts = gather_with(ctx, record, [(p.id, rule, None) for p in record.processes])
         shim_pid = next((f.shim_pid for f in facts.values() if f.shim_pid is not None), None)
         shim = None
