@@ -305,37 +305,41 @@ def test_hostile_logs_in_json_and_text(tmp_path):
 # --- events and the timeline ---------------------------------------------------------------
 
 def test_events_lines_and_timeline_order(tmp_path):
+    # Every moment is within a few ticks after this boot's btime: in the past however fresh the
+    # host (no test may assume an uptime), and after btime, as a start tick must be.
+    hz = os.sysconf("SC_CLK_TCK")
+    t = btime() + 2 / hz  # process.json written; the process starts one tick later
+    ms = 0.001
     with RootBuilder(tmp_path / "root") as b:
-        t = btime() + 1000  # a moment of this boot, well in the past
         cdir = b.container(C)
-        pdir = b.write_process(C, "init", pid=dead_pid(), starttime=1000 * os.sysconf("SC_CLK_TCK") + 50)
-        (pdir / "log.json").write_bytes(json.dumps({"level": "error", "msg": "late", "time": rfc(t + 2.5)}).encode())
+        pdir = b.write_process(C, "init", pid=dead_pid(), starttime=3)
+        (pdir / "log.json").write_bytes(json.dumps({"level": "error", "msg": "late", "time": rfc(t + 4 / hz)}).encode())
         other = "f" * 64
-        lines = [{"id": C, "type": "start-container", "timestamp": rfc(t + 0.2)},
-                 {"id": other, "type": "exit", "timestamp": rfc(t + 0.3), "pid": "init", "status": 1},
+        lines = [{"id": C, "type": "start-container", "timestamp": rfc(t + 2 * ms)},
+                 {"id": other, "type": "exit", "timestamp": rfc(t + 3 * ms), "pid": "init", "status": 1},
                  "not json {",
-                 {"id": C, "type": "exit", "timestamp": rfc(t + 3), "pid": "init", "status": 137},
+                 {"id": C, "type": "exit", "timestamp": rfc(t + 5 / hz), "pid": "init", "status": 137},
                  {"id": C, "type": "oom", "timestamp": "whenever"}]
         (b.root / "events.log").write_bytes(b"".join(
             (x if isinstance(x, str) else json.dumps(x)).encode() + b"\n" for x in lines) + b"\0\0\0\n")
-        for path, when in ((cdir / "state.json", t - 1), (pdir / "process.json", t), (pdir / "pid", t + 1),
-                           (pdir / "starttime", t + 2)):
+        for path, when in ((cdir / "state.json", t - ms), (pdir / "process.json", t), (pdir / "pid", t + 2 / hz),
+                           (pdir / "starttime", t + 3 / hz)):
             os.utime(path, (when, when))
         doc = explain_json(b.root, C)
         assert doc["events"] == [
-            {"timestamp": rfc(t + 0.2), "type": "start-container"},
-            {"timestamp": rfc(t + 3), "type": "exit", "pid": "init", "status": 137},
+            {"timestamp": rfc(t + 2 * ms), "type": "start-container"},
+            {"timestamp": rfc(t + 5 / hz), "type": "exit", "pid": "init", "status": 137},
             {"timestamp": "whenever", "type": "oom"}]
         assert doc["events_note"] is None
         whats = [x["what"] for x in doc["timeline"]]
         assert whats == ["state.json written", "process.json written", "event start-container",
                          whats[3], "pid written", "starttime written", "log.json: error late",
                          "event exit pid=init status=137", "now"]
-        assert whats[3].startswith("process started (recorded start tick")
-        assert doc["timeline"][3]["epoch"] == pytest.approx(t + 0.5)
+        assert whats[3].startswith("process started (recorded start tick 3")
+        assert doc["timeline"][3]["epoch"] == pytest.approx(btime() + 3 / hz, abs=ms)
         assert doc["timeline"][0]["path"] == C and doc["timeline"][1]["path"] == f"{C}/init"
         text = explain(b.root, C).stdout
-        assert "timestamp=" + rfc(t + 3) + " type=exit pid=init status=137" in text
+        assert "timestamp=" + rfc(t + 5 / hz) + " type=exit pid=init status=137" in text
         assert text.index("state.json written") < text.index("event exit pid=init status=137") < text.index("  now")
 
 
