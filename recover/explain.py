@@ -109,6 +109,16 @@ def plain(value: Any) -> Any:
         return safe_text(repr(value))
 
 
+def _or(value: object, missing: str, form: str = "{}") -> str:
+    """A value in its sentence, or words for its absence: text output never says None."""
+    return missing if value is None else form.format(value)
+
+
+def Q(text: str) -> str:
+    """A name in quotes, escaped once (printable's escapes, not repr's on top of them)."""
+    return f"'{printable(text)}'"
+
+
 def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -352,7 +362,7 @@ def _why_pid(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) 
 def _why_gone(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
     if facts.stat is None:
         return f"/proc/{facts.pid}/stat does not exist" + (" (hidepid: may be hidden)" if host.hidepid else "")
-    return f"/proc/{facts.pid}/stat exists (state {facts.stat.state}, comm {printable(facts.stat.comm)!r})"
+    return f"/proc/{facts.pid}/stat exists (state {facts.stat.state}, comm {Q(facts.stat.comm)})"
 
 
 def _why_boot(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
@@ -387,7 +397,8 @@ def _why_identity(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: S
     observed = st.starttime if st else None
     recorded = rec.starttime.value
     if recorded is not None:
-        return f"start ticks: recorded {recorded}, observed {observed}: {'same' if recorded == observed else 'differ'}"
+        return (f"start ticks: recorded {recorded}, observed {_or(observed, 'none')}: "
+                f"{'same' if recorded == observed else 'differ'}")
     mtime_ns = rec.pid.mtime_ns if facts.pid_source == "pid-file" else None
     started = host.start_epoch(observed) if observed is not None else None
     if mtime_ns is None or started is None:
@@ -408,7 +419,7 @@ def _why_shim(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan)
     if parent is None:
         return f"parent pid {facts.stat.ppid if facts.stat else '?'} cannot be read"
     is_or_not = "is" if facts.parent_is_shim else "is not"
-    return f"parent pid {parent.pid} ({printable(parent.comm)!r}) {is_or_not} its shim"
+    return f"parent pid {parent.pid} ({Q(parent.comm)}) {is_or_not} its shim"
 
 
 def _why_orphan(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
@@ -577,7 +588,7 @@ def explain(s: Scan, target: str) -> dict:
     processes = [p for p in record.processes if not process_id or p.id == process_id]
     if process_id and not processes:
         names = ", ".join(printable(p.id) for p in record.processes) or "none"
-        raise ExplainError(f"container {printable(cid)} has no process {printable(process_id)!r} (it has: {names})")
+        raise ExplainError(f"container {printable(cid)} has no process {Q(process_id)} (it has: {names})")
     host = s.host_facts
     cdir = json_text(cid)
     files: list[dict] = []
@@ -689,8 +700,10 @@ def render_text(doc: dict, out: BinaryIO) -> None:
     lines = [f"container {P(doc['container'])}" + (f"  process {P(doc['process'])}" if doc["process"] else ""),
              f"root      {P(doc['root'])}"]
     h = doc["host"]
-    lines.append(f"host      " + (f"proc root {P(h['proc_root'])}, btime {h['btime']} ({iso(h['btime']) if h['btime'] else '?'}), "
-                                 f"CLK_TCK {h['clock_ticks']}" if h["proc_root"] else "offline: /proc not read"))
+    lines.append("host      " + (f"proc root {P(h['proc_root'])}, "
+                                f"{_or(h['btime'] and iso(h['btime']), 'boot time unknown', 'booted {}')}"
+                                f"{_or(h['btime'], '', ' (btime {})')}, CLK_TCK {h['clock_ticks']}"
+                                if h["proc_root"] else "offline: /proc not read"))
     lines += ["", "== files"]
     for d in doc["files"]:
         lines.append(f"  {P(d['dir'])}/" + (f"  (cannot be opened: {d['error']})" if d.get("error") else ""))
@@ -715,26 +728,28 @@ def render_text(doc: dict, out: BinaryIO) -> None:
             lines.append(f"    - {step['check']}: {label}" + (f" ({P(said)})" if said else ""))
             lines += [f"        {P(w)}" for w in step["why"][1:]]
         rec = ev["recorded"]
-        lines.append(f"  recorded:  pid {rec['pid']}, start tick {rec['start_ticks']}"
+        lines.append(f"  recorded:  {_or(rec['pid'], 'no usable pid', 'pid {}')}, "
+                     f"{_or(rec['start_ticks'], 'no start tick', 'start tick {}')}"
                      + (f" (= {rec['started_if_this_boot']} if from this boot)" if rec["started_if_this_boot"] else ""))
         if ev["pid_source"] == "shim-child":
             lines.append(f"  judged pid {ev['judged_pid']}: the only child of its shim (no usable pid file)")
         now = ev["proc_now"]
         lines.append("  /proc now: " + (
-            f"pid {now['pid']} state {now['state']}, ppid {now['ppid']}, comm {P(now['comm'])!r}, "
-            f"start tick {now['start_ticks']} = {now['started']} (epoch {now['started_epoch']})"
+            f"pid {now['pid']} state {now['state']}, ppid {now['ppid']}, comm {Q(now['comm'])}, "
+            f"start tick {now['start_ticks']}"
+            + _or(now["started"], " (when: the boot time is unknown)", " = {}") + _or(now["started_epoch"], "", " (epoch {})")
             if now else ("nothing (not read)" if not doc["host"]["proc_root"] else "no such process")))
         if now:
             lines.append(f"  identity:  {ev['identity']}")
         par = ev["parent"]
         if par:
             argv = " ".join(par["argv"]) if par.get("argv") else "?"
-            lines.append(f"  parent:    pid {par['pid']} ({P(par['comm'] or '?')!r}), "
-                         f"{'its shim' if par['is_its_shim'] else 'NOT its shim'}; argv {P(argv)!r}, "
-                         f"cwd {P(par.get('cwd') or '?')!r}")
+            lines.append(f"  parent:    pid {par['pid']} ({Q(par['comm'] or '?')}), "
+                         f"{'its shim' if par['is_its_shim'] else 'NOT its shim'}; argv {Q(argv)}, "
+                         f"cwd {Q(par.get('cwd') or '?')}")
         shim = ev["shim"]
         lines.append(f"  shim:      {shim['state'] or 'unknown'}" + (
-            f", pid {shim['pid']}, argv {P(' '.join(shim.get('argv') or []) or '?')!r}, cwd {P(shim.get('cwd') or '?')!r}"
+            f", pid {shim['pid']}, argv {Q(' '.join(shim.get('argv') or []) or '?')}, cwd {Q(shim.get('cwd') or '?')}"
             if shim["pid"] else ""))
         for name, log in p["logs"].items():
             lines.append(f"  {name}: " + (log["error"] or ("" if log["entries"] else "empty")))
@@ -751,11 +766,13 @@ def render_text(doc: dict, out: BinaryIO) -> None:
     lines += ["", "== events.log (this container)" + (f": {doc['events_note']}" if doc["events_note"] else "")]
     lines += ["  " + P(" ".join(f"{k}={_shown(v)}" for k, v in e.items())) for e in doc["events"]] or ["  none"]
     lines += ["", "== timeline"]
-    lines += [f"  {t['time']}  " + (f"{P(t['path'])}: " if t["path"] else "") + P(t["what"]) for t in doc["timeline"]]
+    lines += [f"  {_or(t['time'], t['epoch'])}  " + (f"{P(t['path'])}: " if t["path"] else "") + P(t["what"])
+              for t in doc["timeline"]]
     out.write(("\n".join(line.rstrip() for line in lines) + "\n").encode("utf-8", "backslashreplace"))
 
 
-def run_explain(out: BinaryIO, root: str, target: str, *, proc_root: str, offline: bool, fmt: str) -> None:
+def build_explanation(root: str, target: str, *, proc_root: str, offline: bool) -> dict:
+    """The explanation of `target` (ID[/PROCESS]) as a document; ExplainError if it names none."""
     cid_prefix = target.partition("/")[0]
     if not cid_prefix:
         raise ExplainError("no container id given (ID[/PROCESS])")
@@ -764,7 +781,10 @@ def run_explain(out: BinaryIO, root: str, target: str, *, proc_root: str, offlin
     except (SelectionError, RootError) as e:
         raise ExplainError(str(e)) from None
     with s:
-        doc = explain(s, target)
+        return explain(s, target)
+
+
+def render_explanation(doc: dict, out: BinaryIO, fmt: str) -> None:
     if fmt == "json":
         out.write(orjson.dumps(doc) + b"\n")
     else:

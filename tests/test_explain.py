@@ -375,3 +375,24 @@ def test_rfc3339_with_nanoseconds():
     assert rfc3339("2026-11-28T14:18:19.443104628Z") == pytest.approx(1795875499.443104628)
     assert rfc3339("2026-11-28T15:18:19+01:00") == rfc3339("2026-11-28T14:18:19Z")
     assert rfc3339("yesterday") is None and rfc3339(12) is None
+
+
+def test_text_never_says_none(tmp_path, reference):
+    """A value that is not known is said in words, online and offline, never Python's None."""
+    with RootBuilder(tmp_path / "root") as b:
+        b.start_process(C, "init")
+        orphan = b.start_process(C, "orphan", starttime=False)
+        orphan.kill_shim()
+        b.write_process(C, "gone", pid=dead_pid())
+        b.write_process(C, "never")
+        b.write_process(C, "garbage", pid=b"x\n", starttime=b"?", exit_status=b"%!u(uint32=9)")
+        b.start_hung_shim(C, "hung")
+        for args in ((), ("--offline",)):
+            text = explain(b.root, C, *args).stdout
+            assert "None" not in text, [line for line in text.splitlines() if "None" in line]
+    (reference / "proc" / "stat").unlink()  # a capture without btime
+    for target in (WEB, CRON, CACHE, WORKER):
+        text = ref_text(reference, target)
+        assert "None" not in text, [line for line in text.splitlines() if "None" in line]
+        text = explain(reference / "root", target, "--offline").stdout
+        assert "None" not in text, [line for line in text.splitlines() if "None" in line]
