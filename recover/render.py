@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -47,17 +48,27 @@ VERDICT_COLOUR = {"running": "green", "exited": None, "orphaned": "red", "zombie
                   "pid-reused": "red", "vanished": "red", "not-started": "yellow", "unknown": "yellow"}
 SEVERITY_COLOUR = {"error": "red", "warning": "yellow", "info": "cyan"}
 _GAP = 2  # tabulate's "simple" format puts two spaces between columns
+_LONG_WORD = 16  # a word longer than this (a path, an id) may be broken to fit
+
+
+def _words(text: str) -> list[str]:
+    """The pieces textwrap keeps whole: split at spaces and after hyphens."""
+    return [w for w in re.split(r"\s+|(?<=-)", text) if w]
 
 
 def fit_columns(rows: Sequence[Sequence[str]], headers: Sequence[str], width: int | None,
                 shrinkable: Sequence[int], caps: Sequence[int | None] | None = None) -> list[int | None]:
-    """tabulate's maxcolwidths for a table at most `width` wide: the columns in `shrinkable` share
-    what the others leave, narrowest first, each at least as wide as its header (which is not
-    wrapped), so that the widest give up the most.  Columns wider than their cap always wrap."""
+    """Each column's width (tabulate's maxcolwidths) for a table at most `width` wide.
+
+    The columns in `shrinkable` share what the others leave, narrowest first, so that the widest
+    give up the most; none is cut narrower than its longest word, in a cell (up to _LONG_WORD)
+    or in its header: a table too wide for its terminal still beats words broken into pieces.
+    A column wider than its cap always wraps.  Without a width, only the caps apply.
+    """
     n = len(headers)
     caps = list(caps or [None] * n)
-    natural = [max([len(headers[i])] + [len(r[i]) for r in rows]) for i in range(n)]
-    natural = [w if cap is None else min(w, max(cap, len(headers[i]))) for i, (w, cap) in enumerate(zip(natural, caps))]
+    natural = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    natural = [w if cap is None else min(w, max(cap, len(h))) for w, cap, h in zip(natural, caps, headers)]
     if width is None or sum(natural) + _GAP * (n - 1) <= width:
         return caps
     budget = width - _GAP * (n - 1) - sum(w for i, w in enumerate(natural) if i not in shrinkable)
@@ -65,8 +76,9 @@ def fit_columns(rows: Sequence[Sequence[str]], headers: Sequence[str], width: in
     left = sorted(shrinkable, key=lambda i: natural[i])
     while left:
         i = left.pop(0)
-        share = budget // (len(left) + 1)
-        out[i] = max(len(headers[i]), min(natural[i], share))
+        floor = max([len(w) for w in _words(headers[i])]
+                    + [min(len(w), _LONG_WORD) for r in rows for w in _words(r[i])])
+        out[i] = max(floor, min(natural[i], budget // (len(left) + 1)))
         budget -= out[i]
     return out
 
@@ -75,12 +87,19 @@ def _table(rows: list[tuple[str, ...]], headers: Sequence[str], display: Display
            caps: Sequence[int | None] | None = None, paint: dict[int, Callable[[str], str]] | None = None) -> str:
     """A tabulate "simple" table that fits display.width; columns in `paint` are coloured after
     their widths are known (they must not be shrinkable: escape codes are not text to wrap)."""
-    from tabulate import tabulate  # only tables need it: keeps json start-up lean
+    import tabulate  # only tables need it: keeps json start-up lean
 
     widths = fit_columns(rows, headers, display.width, shrinkable, caps)
     if paint and display.colour:
         rows = [tuple(paint[i](cell) if i in paint else cell for i, cell in enumerate(r)) for r in rows]
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True, maxcolwidths=widths)
+    # A column as wide as its widest line, header included: tabulate's default makes it two wider
+    # than its header (MIN_PADDING, a module setting), which only the gap between columns needs.
+    padding, tabulate.MIN_PADDING = tabulate.MIN_PADDING, 0
+    try:
+        return tabulate.tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+                                 maxcolwidths=widths, maxheadercolwidths=widths)
+    finally:
+        tabulate.MIN_PADDING = padding
 
 
 def _undisplayed(render: Callable[..., None]) -> Callable[..., None]:

@@ -5,6 +5,7 @@ import os
 os.environ["TERM"] = "dumb"
 os.environ.pop("FORCE_COLOR", None)
 os.environ.pop("GITHUB_ACTIONS", None)
+os.environ.pop("COLUMNS", None)  # a width set by the shell would wrap the tables tests read
 os.environ["NO_COLOR"] = "1"
 
 import pathlib  # noqa: E402
