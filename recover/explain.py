@@ -26,10 +26,10 @@ from typing import Any, BinaryIO
 import orjson
 
 from . import layout
-from .host import HostView, ProcessFacts
+from .host import HostView, ProcessFacts, read_stat
 from .judge import (PID_FILE_MTIME_SLACK_S, PREVIOUS_BOOT_MARGIN_S, VERDICT_CHECKS, ContainerJudgement,
                     HostFacts, ProcessJudgement, identity_of, predict_process, previous_boot_evidence)
-from .repair import Options, plan_repair
+from .repair import Options, own_procfs, plan_repair
 from .root import ContainerRecord, ProcessRecord, RootError, json_text, kind_of, printable, read_regular
 from .scan import Scan, SelectionError
 
@@ -469,6 +469,88 @@ def _process_view(pid: int | None, view: HostView | None) -> dict | None:
             "cwd": json_text(cwd) if cwd is not None else None}
 
 
+RESOURCE_LIST_MAX = 50  # open files and sockets shown per process (all are counted)
+
+
+def _same_net_namespace(pid: int) -> bool | None:
+    try:
+        theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat("/proc/self/ns/net")
+    except OSError:  # another user's process, without root: its namespace cannot be seen
+        return None
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def _socket_json(c: Any) -> dict:
+    def address(a: Any) -> str | None:
+        if not a:
+            return None
+        if isinstance(a, str):  # AF_UNIX: a path, or "" for an unnamed socket
+            return json_text(a)
+        return f"[{a.ip}]:{a.port}" if ":" in a.ip else f"{a.ip}:{a.port}"
+
+    return {"fd": c.fd, "family": getattr(c.family, "name", str(c.family)), "type": getattr(c.type, "name", str(c.type)),
+            "local": address(c.laddr), "remote": address(c.raddr), "status": c.status}
+
+
+def process_resources(pid: int, start_ticks: int) -> dict:
+    """What a live process of this host uses now, read with psutil: memory (rss), threads, CPU
+    times, open files, sockets.  Each is None where it cannot be told, with the reason in
+    `cannot_tell`: the process is gone or a zombie, another user's without root, or (sockets) in
+    another network namespace, whose sockets this host's /proc/net does not list.  psutil reads
+    /proc afresh and knows nothing of start ticks: if pid's start ticks are not `start_ticks`
+    after the reads, they were another process's, and nothing is kept."""
+    import psutil
+
+    reads: dict[str, Callable[[Any], Any]] = {
+        "rss_bytes": lambda pr: pr.memory_info().rss,
+        "threads": lambda pr: pr.num_threads(),
+        "cpu_user_s": lambda pr: pr.cpu_times().user,
+        "cpu_system_s": lambda pr: pr.cpu_times().system,
+        "open_files": lambda pr: sorted(({"fd": f.fd, "path": json_text(f.path)} for f in pr.open_files()),
+                                        key=lambda f: f["fd"]),
+        "sockets": lambda pr: sorted((_socket_json(c) for c in pr.net_connections(kind="all")),
+                                     key=lambda c: (c["fd"], c["local"] or "")),
+    }
+    out: dict[str, Any] = dict.fromkeys(reads)
+    cannot_tell: dict[str, str] = {}
+    try:
+        proc = psutil.Process(pid)
+    except psutil.Error as e:
+        return {**out, "cannot_tell": dict.fromkeys(reads, _psutil_reason(e))}
+    same_net = _same_net_namespace(pid)
+    with proc.oneshot():
+        for key, read in reads.items():
+            if key == "sockets" and not same_net:
+                cannot_tell[key] = ("its network namespace cannot be read" if same_net is None
+                                    else "another network namespace: this host's /proc/net does not list its sockets")
+                continue
+            try:
+                out[key] = read(proc)
+            except psutil.Error as e:
+                cannot_tell[key] = _psutil_reason(e)
+    after = read_stat("/proc", pid)
+    if after is None or after.starttime != start_ticks:
+        return {**dict.fromkeys(reads), "cannot_tell": dict.fromkeys(reads, "the process exited, or its pid was "
+                                                                            "reused, while it was read")}
+    for key in ("open_files", "sockets"):
+        if out[key] is not None:
+            out[f"{key}_count"] = len(out[key])
+            out[key] = out[key][:RESOURCE_LIST_MAX]
+    return {**out, "cannot_tell": cannot_tell}
+
+
+def _psutil_reason(e: Exception) -> str:
+    import psutil
+
+    if isinstance(e, psutil.ZombieProcess):  # a NoSuchProcess: test it first
+        return "a zombie"
+    if isinstance(e, psutil.NoSuchProcess):
+        return "the process is gone"
+    if isinstance(e, psutil.AccessDenied):
+        return "access denied (another user's process: run as root)"
+    return str(e) or type(e).__name__
+
+
 def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> dict:
     view = s.host if host.proc_read else None
     st = facts.stat
@@ -479,6 +561,13 @@ def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) ->
                "start_ticks": st.starttime, "started": iso(started),
                "started_epoch": round(started, 2) if started is not None else None,
                "tgid": facts.tgid, "exit_code_field": st.exit_code}
+        # psutil reads this host's /proc: only when that is what the judge read too
+        if s.host is not None and host.live and own_procfs(s.host.proc_root) and own_procfs("/proc"):
+            now["resources"] = process_resources(st.pid, st.starttime)
+            now["resources_note"] = None
+        else:
+            now["resources"] = None
+            now["resources_note"] = "not read: psutil reads only the live /proc of this pid namespace"
     parent = None
     if facts.parent is not None:
         parent = {"pid": facts.parent.pid, "comm": json_text(facts.parent.comm), "state": facts.parent.state,
@@ -695,6 +784,31 @@ def _log_line(entry: dict) -> str:
     return (head + " " + rest).strip()
 
 
+def _resource_lines(now: dict) -> list[str]:
+    r = now["resources"]
+    if r is None:
+        return [f"  resources: {now['resources_note']}"]
+    why = r["cannot_tell"]
+
+    def told(key: str, form: Callable[[Any], str]) -> str:
+        return form(r[key]) if r[key] is not None else f"cannot tell ({why.get(key, '?')})"
+
+    lines = [f"  resources: rss {told('rss_bytes', lambda b: f'{b / 1048576:.1f} MiB')}, "
+             f"threads {told('threads', str)}, "
+             f"cpu {told('cpu_user_s', lambda t: f'{t:.2f} s user')}"
+             + (f" + {r['cpu_system_s']:.2f} s system" if r["cpu_system_s"] is not None else "")]
+    for key, title, line in (("open_files", "open files", lambda f: f"fd {f['fd']} {printable(f['path'])}"),
+                             ("sockets", "sockets", lambda c: f"fd {c['fd']} {c['family']} {c['type']} "
+                              f"{printable(c['local'] or '-')} -> {printable(c['remote'] or '-')} {c['status']}")):
+        if r[key] is None:
+            lines.append(f"  {title}: cannot tell ({why.get(key, '?')})")
+            continue
+        shown = r[key]
+        lines.append(f"  {title}: {r[key + '_count']}" + (f" (first {len(shown)} shown)" if len(shown) < r[key + "_count"] else ""))
+        lines += ["    " + line(x) for x in shown]
+    return lines
+
+
 def render_text(doc: dict, out: BinaryIO) -> None:
     P = printable
     lines = [f"container {P(doc['container'])}" + (f"  process {P(doc['process'])}" if doc["process"] else ""),
@@ -741,6 +855,7 @@ def render_text(doc: dict, out: BinaryIO) -> None:
             if now else ("nothing (not read)" if not doc["host"]["proc_root"] else "no such process")))
         if now:
             lines.append(f"  identity:  {ev['identity']}")
+            lines += _resource_lines(now)
         par = ev["parent"]
         if par:
             argv = " ".join(par["argv"]) if par.get("argv") else "?"

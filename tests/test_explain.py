@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import signal
+import sys
+import time
 
 import orjson
 import pytest
@@ -396,3 +398,66 @@ def test_text_never_says_none(tmp_path, reference):
         assert "None" not in text, [line for line in text.splitlines() if "None" in line]
         text = explain(reference / "root", target, "--offline").stdout
         assert "None" not in text, [line for line in text.splitlines() if "None" in line]
+
+
+# --- /proc now, read with psutil -------------------------------------------------------------
+
+LISTENER = """
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+f = open(sys.argv[1] + ".tmp", "w")
+f.write(str(s.getsockname()[1]))
+f.flush()
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(1000)
+"""
+
+
+def test_resources_of_a_live_process(tmp_path):
+    port_file = tmp_path / "port"
+    with RootBuilder(tmp_path / "root") as b:
+        lp = b.start_process(C, "init", [sys.executable, "-c", LISTENER, str(port_file)])
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            assert time.monotonic() < deadline, "the listener never wrote its port"
+            time.sleep(0.01)
+        port = int(port_file.read_text())
+        doc = explain_json(b.root, C)
+        r = doc["processes"][0]["evidence"]["proc_now"]["resources"]
+        assert r["cannot_tell"] == {}
+        status = dict(line.split(":", 1) for line in open(f"/proc/{lp.pid}/status").read().splitlines())
+        assert r["threads"] == int(status["Threads"])
+        assert abs(r["rss_bytes"] - int(status["VmRSS"].split()[0]) * 1024) < 4 << 20  # it may grow meanwhile
+        assert r["cpu_user_s"] >= 0 and r["cpu_system_s"] >= 0
+        assert str(port_file) in [f["path"] for f in r["open_files"]]  # still open, under its new name
+        assert r["open_files_count"] == len(r["open_files"])
+        (sock,) = r["sockets"]
+        assert sock == {"fd": sock["fd"], "family": "AF_INET", "type": "SOCK_STREAM", "local": f"127.0.0.1:{port}",
+                        "remote": None, "status": "LISTEN"}
+        text = explain(b.root, C).stdout
+        assert f"AF_INET SOCK_STREAM 127.0.0.1:{port} -> - LISTEN" in text and "sockets: 1" in text
+
+
+def test_resources_cannot_be_told_of_a_captured_proc_or_a_moved_pid(reference, tmp_path):
+    from recover.explain import process_resources
+
+    now = ref(reference, CRON)["processes"][0]["evidence"]["proc_now"]
+    assert now["resources"] is None and "live /proc" in now["resources_note"]
+    assert "resources: not read" in ref_text(reference, CRON)
+    me = os.getpid()
+    moved = process_resources(me, ticks(me) + 1)  # the start ticks of another process under this pid
+    assert set(moved["cannot_tell"].values()) == {"the process exited, or its pid was reused, while it was read"}
+    assert moved["rss_bytes"] is None and moved["sockets"] is None
+    gone = process_resources(dead_pid(), 1)
+    assert set(gone["cannot_tell"].values()) == {"the process is gone"}
+
+
+@pytest.mark.skipif(os.stat("/proc/1").st_uid == os.geteuid(), reason="needs a process of another user (run as non-root)")
+def test_resources_of_another_users_process_cannot_be_told_without_root(tmp_path):
+    from recover.explain import process_resources
+
+    r = process_resources(1, ticks(1))
+    assert r["cannot_tell"]["open_files"].startswith("access denied") and r["open_files"] is None
+    assert r["sockets"] is None
