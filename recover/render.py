@@ -84,9 +84,13 @@ def fit_columns(rows: Sequence[Sequence[str]], headers: Sequence[str], width: in
 
 
 def _table(rows: list[tuple[str, ...]], headers: Sequence[str], display: Display, shrinkable: Sequence[int],
-           caps: Sequence[int | None] | None = None, paint: dict[int, Callable[[str], str]] | None = None) -> str:
-    """A tabulate "simple" table that fits display.width; columns in `paint` are coloured after
-    their widths are known (they must not be shrinkable: escape codes are not text to wrap)."""
+           empty: str, caps: Sequence[int | None] | None = None,
+           paint: dict[int, Callable[[str], str]] | None = None) -> str:
+    """A tabulate "simple" table that fits display.width, or `empty` for no rows; columns in
+    `paint` are coloured after their widths are known (they must not be shrinkable: escape codes
+    are not text to wrap)."""
+    if not rows:
+        return empty
     import tabulate  # only tables need it: keeps json start-up lean
 
     widths = fit_columns(rows, headers, display.width, shrinkable, caps)
@@ -221,10 +225,10 @@ def finding_line(f: Finding, display: Display = PLAIN) -> str:
 def render_text(scan: Scan, out: BinaryIO, display: Display = PLAIN) -> None:
     containers = list(scan.containers())
     verdict = TABLE_HEADERS.index("VERDICT")
-    table = _table(table_rows(containers), TABLE_HEADERS, display,
+    table = _table(table_rows(containers), TABLE_HEADERS, display, empty="(no containers)",
                    shrinkable=[TABLE_HEADERS.index(h) for h in ("PROCESS", "SHIM", "CONTAINERD WOULD")],
                    paint={verdict: lambda v: display.paint(v, VERDICT_COLOUR.get(v))})
-    lines = [table if containers else "(no containers)", "", summary_line(scan)]
+    lines = [table, "", summary_line(scan)]
     for o in scan.orphan_shims:
         age = _age(o.started)
         lines.append(f"orphan shim: pid {o.pid} {printable(o.container)[:12]}/{printable(o.process or '?')} "
@@ -244,7 +248,7 @@ def render_rules(rules: list[Rule], out: BinaryIO, fmt: str, display: Display = 
                                 for r in rules]) + b"\n")
         return
     rows = [(r.code, r.severity, r.title, r.action) for r in rules]
-    table = _table(rows, ("CODE", "SEVERITY", "TITLE", "WHAT TO DO"), display, shrinkable=[2, 3],
+    table = _table(rows, ("CODE", "SEVERITY", "TITLE", "WHAT TO DO"), display, shrinkable=[2, 3], empty="",
                    caps=[None, None, 40, 60], paint={1: lambda sev: display.paint(sev, SEVERITY_COLOUR[sev])})
     out.write((table + "\n").encode())
 
@@ -448,9 +452,9 @@ def repair_summary(actions: list[Action]) -> dict:
 def render_repair_table(actions: list[Action], meta: dict, out: BinaryIO, display: Display = PLAIN) -> None:
     rows = [(printable(a.container)[:12], printable(a.process or "-"), a.kind, a.value or "-", a.result,
              a.reason + (f" [{a.detail}]" if a.detail else "")) for a in actions]
-    table = _table(rows, REPAIR_HEADERS, display, shrinkable=[1, 3, 5], caps=[None, None, None, None, None, 70],
-                   paint={4: lambda r: display.paint(r, RESULT_COLOUR.get(r))})
-    lines = [table if rows else "(nothing to repair)", ""]
+    table = _table(rows, REPAIR_HEADERS, display, shrinkable=[1, 3, 5], empty="(nothing to repair)",
+                   caps=[None, None, None, None, None, 70], paint={4: lambda r: display.paint(r, RESULT_COLOUR.get(r))})
+    lines = [table, ""]
     counts = ", ".join(f"{k} {v}" for k, v in repair_summary(actions).items()) or "no actions"
     if not any(a.kind != "none" for a in actions):
         mode = "nothing to do: nothing was changed"
@@ -481,10 +485,10 @@ def undo_summary(reverted: list[Reverted]) -> dict:
 
 def render_undo_table(reverted: list[Reverted], journal: str, out: BinaryIO, display: Display = PLAIN) -> None:
     rows = [(r.result, r.action, printable(r.path), printable(r.detail)) for r in reverted]
-    table = _table(rows, UNDO_HEADERS, display, shrinkable=[2, 3],
+    table = _table(rows, UNDO_HEADERS, display, shrinkable=[2, 3], empty="(nothing to undo)",
                    paint={0: lambda r: display.paint(r, RESULT_COLOUR.get(r))})
     counts = ", ".join(f"{k} {v}" for k, v in undo_summary(reverted).items())
-    lines = [table if rows else "(nothing to undo)", "", f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}: {counts}. "
+    lines = [table, "", f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}: {counts}. "
              f"journal: {printable(journal)}"]
     out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
 
