@@ -7,9 +7,12 @@ import shutil
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Annotated, BinaryIO, Optional
+from typing import TYPE_CHECKING, Annotated, BinaryIO, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from .render import Display
 
 EXIT_OK = 0  # the root was scanned, whatever was found
 EXIT_FINDINGS = 1  # check: findings at or above --fail-on remain
@@ -24,7 +27,8 @@ Exit codes:
      repair: every planned action applied, or a dry run, or nothing to do
   1  check: findings at or above --fail-on remain;
      repair: some action failed or was skipped by re-verification
-  2  usage error, or ROOT is not a readable directory
+  2  usage error (also: a file given cannot be written or read),
+     or ROOT is not a readable directory
   3  internal error in recover (a bug: please report it)
   4  repair refused: a containerd daemon runs on ROOT, or another repair holds the lock
   129, 130, 143  stopped by SIGHUP, SIGINT (Ctrl-C) or SIGTERM (128 + the signal)"""
@@ -86,7 +90,7 @@ def _write_out(render: Callable[[BinaryIO], None]) -> None:
         _to_devnull(sys.stdout)
 
 
-def _display():
+def _display() -> Display:
     """Tables fit the terminal and verdicts are coloured only on a terminal (COLUMNS, when set,
     is the width anywhere); piped output never depends on where it runs.  NO_COLOR (any
     non-empty value) or TERM=dumb turns colour off."""
@@ -271,12 +275,13 @@ def check(
 
 def _write_file(path: str, data: bytes) -> None:
     """Write a whole file; never waits on a FIFO, never writes into anything but a regular file."""
+    import errno
     import stat
 
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o644)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"not a regular file")
+            raise OSError(errno.EINVAL, "not a regular file")
         os.ftruncate(fd, 0)
         view = memoryview(data)
         while view:
