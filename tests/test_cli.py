@@ -169,3 +169,21 @@ def test_a_stop_signal_exits_128_plus_its_number(sig):
                        preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))  # not ignored, as under `&`
     assert r.returncode == 128 + sig, r.stderr  # never 1 (findings), as click's "Aborted!" would be
     assert r.stdout == b"" and r.stderr == b""
+
+
+def test_text_names_containers_as_the_table_does_and_json_in_full(reference):
+    args = ["scan", str(reference / "root"), "--proc-root", str(reference / "proc")]
+    text = run(*args).stdout
+    shown = {line.split()[0] for line in text.split("\n\n")[0].splitlines()[2:]}
+    assert shown == {WEB[:12], WORKER[:12], CRON[:12], CACHE[:12]}
+    findings = text.split("\nfindings:\n", 1)[1].splitlines()
+    assert findings and all(line.split()[2][:12] in shown for line in findings if "/" in line.split()[2])
+    assert not any(full in text for full in (WEB, WORKER, CRON, CACHE))
+    doc = orjson.loads(run(*args, "-f", "json").stdout)
+    assert {c["id"] for c in doc["containers"]} == {WEB, WORKER, CRON, CACHE}
+
+
+def test_the_package_is_typed():
+    from importlib.resources import files
+
+    assert (files("recover") / "py.typed").is_file()  # listed in package-data: installed with it
