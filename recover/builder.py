@@ -276,7 +276,7 @@ class RootBuilder:
     Use as a context manager: leaving it kills and reaps everything it started.
     """
 
-    def __init__(self, root: Path, bundles: Path | None = None):
+    def __init__(self, root: Path, bundles: Path | None = None, work: Path | None = None):
         self.root = Path(root)
         self.bundles = Path(bundles) if bundles is not None else self.root.parent / "bundles"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -284,7 +284,7 @@ class RootBuilder:
         self.popens: list[subprocess.Popen] = []  # hung shims, unrelated processes
         self._sids: set[int] = set()
         self._containers: dict[str, dict] = {}
-        self._work: Path | None = None  # private scratch dir: symlinks, shim stderr
+        self._work: Path | None = work  # private scratch dir (symlinks, shim stderr); default: a new temp dir
 
     def __enter__(self) -> "RootBuilder":
         return self
@@ -358,6 +358,7 @@ class RootBuilder:
     def _workdir(self) -> Path:
         if self._work is None:
             self._work = Path(tempfile.mkdtemp(prefix="recover-builder-"))
+        self._work.mkdir(exist_ok=True)
         return self._work
 
     def _shim_argv(self, cid: str) -> list[str]:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import traceback
-from typing import Annotated, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, BinaryIO, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from .render import Display
 
 EXIT_OK = 0  # the root was scanned, whatever was found
 EXIT_FINDINGS = 1  # check: findings at or above --fail-on remain
@@ -22,11 +27,13 @@ Exit codes:
      repair: every planned action applied, or a dry run, or nothing to do
   1  check: findings at or above --fail-on remain;
      repair: some action failed or was skipped by re-verification
-  2  usage error, or ROOT is not a readable directory or not a root recover reads
+  2  usage error (also: a file given cannot be written or read), or ROOT is
+     not a readable directory or not a root recover reads
   3  internal error in recover (a bug: please report it)
   4  repair refused: ROOT is not a root recover writes in, a containerd daemon runs
      on ROOT, another repair holds the lock, or kills are refused (a copy of the
-     live root, a captured proc dir)"""
+     live root, a captured proc dir)
+  129, 130, 143  stopped by SIGHUP, SIGINT (Ctrl-C) or SIGTERM (128 + the signal)"""
 
 app = typer.Typer(
     name="recover",
@@ -39,12 +46,88 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        _write_out(lambda out: out.write(f"recover {__version__}\n".encode()))
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    pass
+
+
+def _to_devnull(stream) -> None:
+    """Point a standard stream's fd at /dev/null: what is still buffered for a reader that went
+    away (EPIPE) is dropped there, and Python's flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
+def _note(message: str) -> None:
+    """A line on stderr.  Once stderr's reader is gone, notes are dropped: never a reason to stop."""
+    try:
+        typer.echo(message, err=True)
+    except BrokenPipeError:
+        _to_devnull(sys.stderr)
+
+
+def _write_out(render: Callable[[BinaryIO], None]) -> None:
+    """Data on stdout.  A reader that went away (`| head`) ends the output, not the command, which
+    goes on to exit as it would have: nothing more is printed, and a closed pipe is no error."""
+    try:
+        render(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        _to_devnull(sys.stdout)
+
+
+def _display() -> Display:
+    """Tables fit the terminal and verdicts are coloured only on a terminal (COLUMNS, when set,
+    is the width anywhere); piped output never depends on where it runs.  NO_COLOR (any
+    non-empty value) or TERM=dumb turns colour off."""
+    from .render import Display
+
+    tty = sys.stdout.isatty()
+    width = shutil.get_terminal_size().columns if tty or os.environ.get("COLUMNS") else None
+    colour = tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    return Display(width=width, colour=colour)
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    typer.echo(f"recover: {message}", err=True)
+    _note(f"recover: {message}")
     return typer.Exit(code)
+
+
+def _unwritable(option: str, path: str, *, is_dir: bool = False) -> str | None:
+    """Why a file (or, with is_dir, a dir that may not exist yet) cannot be written at `path`,
+    seen before anything is written; None if it looks writable (the write may still fail)."""
+    target = os.path.abspath(path)
+    probe = target if is_dir else os.path.dirname(target)
+    if not is_dir and os.path.isdir(target):
+        return f"{option} {path}: is a directory"
+    while not os.path.lexists(probe):  # a dir to be created: its nearest existing ancestor decides
+        if is_dir:
+            probe = os.path.dirname(probe)
+        else:
+            return f"{option} {path}: {os.path.dirname(target)} does not exist"
+    if not os.path.isdir(probe):
+        return f"{option} {path}: {probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{option} {path}: {probe} is not writable"
+    if os.statvfs(probe).f_flag & os.ST_RDONLY:
+        return f"{option} {path}: {probe} is on a read-only filesystem"
+    return None
 
 
 RootArg = Annotated[Optional[str], typer.Argument(
@@ -53,6 +136,13 @@ RootArg = Annotated[Optional[str], typer.Argument(
 ProcRootOpt = Annotated[Optional[str], typer.Option(
     "--proc-root", metavar="DIR", show_default=False,
     help="A live proc mount, or a captured proc dir laid out like /proc. Default: /proc (none with --image-root).")]
+ExplainProcRootOpt = Annotated[Optional[str], typer.Option(
+    "--proc-root", metavar="DIR", show_default=False,
+    help="A live proc mount, or a captured proc dir laid out like /proc. Default: /proc.")]
+RepairProcRootOpt = Annotated[Optional[str], typer.Option(
+    "--proc-root", metavar="DIR", show_default=False,
+    help="The proc mount to judge and re-verify with. Default: /proc; --apply needs the live one "
+         "of this pid namespace.")]
 OfflineOpt = Annotated[bool, typer.Option(
     "--offline", help="Read no proc at all: processes that have not exited are 'unknown'.")]
 ImageRootOpt = Annotated[Optional[str], typer.Option(
@@ -142,7 +232,8 @@ def scan(
     containerd_root: ContainerdRootOpt = None,
     layout: LayoutOpt = None,
     format: Annotated[str, typer.Option(
-        "--format", "-f", metavar="FORMAT", help="table, json (one document) or jsonl (a line per container, then a summary).")] = "table",
+        "--format", "-f", metavar="FORMAT", help="text (a table; `table` is the same), json (one document), "
+        "jsonl (a line per container, then a summary) or prometheus (textfile metrics).")] = "text",
     container: ContainerOpt = None,
 ) -> None:
     """Read ROOT and /proc, and report a verdict for every process and what containerd would do.
@@ -155,9 +246,9 @@ def scan(
         fmt = ScanFormat(format)
     except ValueError:
         raise _fail(f"--format must be one of: {', '.join(f.value for f in ScanFormat)}") from None
+    display = _display()
     with _open_scan(root, proc_root, offline, container, image_root, runc_root, containerd_root, layout) as s:
-        RENDERERS[fmt](s, sys.stdout.buffer)
-        sys.stdout.flush()
+        _write_out(lambda out: RENDERERS[fmt](s, out, display=display))
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -206,6 +297,8 @@ def check(
     for flag, value in (("--select", select), ("--ignore", ignore)):
         if unknown := ck.unknown_codes(ck.parse_codes(value)):
             raise _fail(f"{flag} {','.join(unknown)}: no finding code starts with it (see `recover rules`)")
+    if write_baseline and (problem := _unwritable("--write-baseline", write_baseline)):
+        raise _fail(problem)
     gate = ck.Gate(ck.parse_codes(select), ck.parse_codes(ignore), fail_on, known)
     with _open_scan(root, proc_root, offline, container, image_root, runc_root, containerd_root, layout) as s:
         containers = list(s.containers())
@@ -214,19 +307,38 @@ def check(
             subjects=tuple(x for c in containers for x in ck.subjects_of(c)),
             verdicts=dict(s.summary.verdicts), gate=gate, timestamp=time.time())
     if write_baseline:
-        with open(write_baseline, "wb") as f:
-            f.write(ck.baseline_json(report.reported))
-    CHECK_RENDERERS[fmt](report, sys.stdout.buffer)
-    sys.stdout.flush()
+        try:
+            _write_file(write_baseline, ck.baseline_json(report.reported))
+        except OSError as e:
+            raise _fail(f"--write-baseline {write_baseline}: {e.strerror or e}") from None
+    display = _display()
+    _write_out(lambda out: CHECK_RENDERERS[fmt](report, out, display=display))
     if not report.passed:
         raise typer.Exit(EXIT_FINDINGS)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """Write a whole file; never waits on a FIFO, never writes into anything but a regular file."""
+    import errno
+    import stat
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o644)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.ftruncate(fd, 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
 def explain(
     target: Annotated[str, typer.Argument(metavar="ID[/PROCESS]", help="A container id or unique prefix, optionally /process.")],
     root: Annotated[Optional[str], typer.Option("--root", metavar="ROOT", help="The state root (default as for scan).")] = None,
-    proc_root: ProcRootOpt = None,
+    proc_root: ExplainProcRootOpt = None,
     offline: OfflineOpt = False,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="text or json.")] = "text",
 ) -> None:
@@ -234,16 +346,16 @@ def explain(
     each verdict step by step, the runtime's and the shim's logs, its events, a timeline, and what
     containerd and `recover repair` would do.
     """
-    from .explain import ExplainError, run_explain
+    from .explain import ExplainError, build_explanation, render_explanation
 
     if format not in ("text", "json"):
         raise _fail("--format must be one of: text, json")
     path = _resolve_root(root)
     try:
-        run_explain(sys.stdout.buffer, path, target, proc_root=proc_root or "/proc", offline=offline, fmt=format)
+        doc = build_explanation(path, target, proc_root=proc_root or "/proc", offline=offline)
     except ExplainError as e:
         raise _fail(str(e)) from None
-    sys.stdout.flush()
+    _write_out(lambda out: render_explanation(doc, out, format))
 
 
 @app.command()
@@ -251,21 +363,14 @@ def rules(
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table or json.")] = "table",
 ) -> None:
     """Print the catalog of finding codes: severity, title, and what to do."""
-    import orjson
-
     from .rules import RULES
 
-    if format == "json":
-        sys.stdout.buffer.write(orjson.dumps([{"code": r.code, "severity": r.severity, "title": r.title,
-                                               "action": r.action} for r in RULES.values()]) + b"\n")
-    elif format == "table":
-        from tabulate import tabulate
+    from .render import render_rules
 
-        rows = [(r.code, r.severity, r.title, r.action) for r in RULES.values()]
-        typer.echo(tabulate(rows, headers=("CODE", "SEVERITY", "TITLE", "WHAT TO DO"), disable_numparse=True,
-                            maxcolwidths=[None, None, 40, 60]))
-    else:
+    if format not in ("table", "json"):
         raise _fail("--format must be one of: table, json")
+    display = _display()
+    _write_out(lambda out: render_rules(list(RULES.values()), out, format, display))
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -282,7 +387,7 @@ def repair(
         "--force", help="Write even while a daemon runs on ROOT, without a live /proc, or move live containers.")] = False,
     undo: Annotated[Optional[str], typer.Option(
         "--undo", metavar="JOURNAL", help="Revert what a journal recorded, where files are still as it left them.")] = None,
-    proc_root: ProcRootOpt = None,
+    proc_root: RepairProcRootOpt = None,
     container: ContainerOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table or json.")] = "table",
 ) -> None:
@@ -303,9 +408,12 @@ def repair(
         fmt = RepairFormat(format)
     except ValueError:
         raise _fail(f"--format must be one of: {', '.join(f.value for f in RepairFormat)}") from None
+    display = _display()
     if undo is not None:
-        _undo(undo)
+        _undo(undo, fmt, display)
         return
+    if quarantine is not None and (problem := _unwritable("--quarantine", quarantine, is_dir=True)):
+        raise _fail(problem)
     with _open_scan(root, proc_root, False, container, not_a_root_exit=EXIT_REFUSED) as s:
         if not s.layout.writable:
             raise _fail(f"refusing: {s.root.path} is a {s.layout.name} root ({s.layout.daemon}); repair writes only "
@@ -323,12 +431,11 @@ def repair(
         daemons = daemons_on_root(s.host, s.root.real) if s.host is not None else []
         if not apply:
             if daemons:
-                typer.echo(f"recover: note: a containerd daemon runs on this root ({daemons[0]}); "
-                           "--apply will refuse", err=True)
+                _note(f"recover: note: a containerd daemon runs on this root ({daemons[0]}); --apply will refuse")
             if no_kills:
-                typer.echo(f"recover: note: --apply will refuse to kill: {no_kills}", err=True)
+                _note(f"recover: note: --apply will refuse to kill: {no_kills}")
             actions = list(rp.run(judged, opts, None))
-            REPAIR_RENDERERS[fmt](actions, meta, sys.stdout.buffer)
+            _write_out(lambda out: REPAIR_RENDERERS[fmt](actions, meta, out, display=display))
             return
         if no_kills:
             raise _fail(f"refusing to kill: {no_kills}", EXIT_REFUSED)
@@ -338,43 +445,40 @@ def repair(
         if daemons and not force:
             raise _fail(f"refusing: a containerd daemon runs on {s.root.real}: {'; '.join(daemons)} "
                         "(stop it, or --force)", EXIT_REFUSED)
+        if problem := _unwritable("--journal", journal_path):
+            raise _fail(problem)
+        def said(action: rp.Action) -> None:
+            if action.result in ("applied", "skipped", "failed"):
+                _note(f"recover: {action.result} {action.kind} {printable(action.rel)}"
+                      + (f": {action.detail}" if action.detail else ""))
+
         try:
-            lock = rp.take_lock(s.root.real)
+            actions = rp.apply_plan(judged, s.root.real, proc_root, opts, journal_path, said)
         except rp.Refused as e:
             raise _fail(f"refusing: {e}", EXIT_REFUSED) from None
-        try:
-            log = rp.Journal(journal_path)
-            applier = rp.Applier(s.root.real, proc_root, log)
-            try:
-                actions = []
-                for action in rp.run(judged, opts, applier):
-                    actions.append(action)
-                    if action.result in ("applied", "skipped", "failed"):
-                        typer.echo(f"recover: {action.result} {action.kind} {printable(action.rel)}"
-                                   + (f": {action.detail}" if action.detail else ""), err=True)
-            finally:
-                applier.close()
-                log.close()
-        finally:
-            os.close(lock)
-        REPAIR_RENDERERS[fmt](actions, meta, sys.stdout.buffer)
+        except rp.CannotWrite as e:
+            raise _fail(str(e)) from None
+        _write_out(lambda out: REPAIR_RENDERERS[fmt](actions, meta, out, display=display))
         if any(a.result in ("skipped", "failed") for a in actions):
             raise typer.Exit(EXIT_FINDINGS)
 
 
-def _undo(journal_path: str) -> None:
+def _undo(journal_path: str, fmt, display) -> None:
     from . import repair as rp
+    from .render import UNDO_RENDERERS
 
     try:
-        log = rp.Journal(journal_path)
+        entries = rp.read_journal(journal_path)
+        log = rp.Journal(journal_path, create=False)
     except OSError as e:
-        raise _fail(f"{journal_path}: {e.strerror}") from None
+        raise _fail(f"--undo {journal_path}: {e.strerror or e}") from None
+    except rp.NotAJournal as e:
+        raise _fail(f"--undo: {e}") from None
     try:
-        reverted = rp.undo(journal_path, log)
+        reverted = rp.undo(entries, log)
     finally:
         log.close()
-    for r in reverted:
-        typer.echo(f"{r.result:<13} {r.action:<20} {r.path}: {r.detail}")
+    _write_out(lambda out: UNDO_RENDERERS[fmt](reverted, journal_path, out, display=display))
     if any(r.result == "not-reverted" for r in reverted):
         raise typer.Exit(EXIT_FINDINGS)
 
@@ -384,26 +488,30 @@ def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Leave the demo root on disk (processes are still stopped).")] = False,
 ) -> None:
     """Build a root with real processes (running, exited, orphaned, zombie, pid-reused, vanished,
-    not-started), scan it, explain each row, then remove everything it made.
+    not-started), scan it, explain each row, then remove everything it made, also when stopped
+    by a signal or when its output is closed.
     """
     from .demo import run_demo
 
-    run_demo(sys.stdout.buffer, keep=keep)
+    display = _display()
+    _write_out(lambda out: run_demo(out, _note, keep=keep, display=display))
 
 
 def main() -> None:
-    """Console entry point: unexpected errors exit 3, never the code that means "findings"."""
+    """Console entry point: a stop signal exits 128 + its number after cleanup; unexpected errors
+    exit 3, never the code that means "findings"."""
+    from .stop import Stopped, install
+
+    install()
     try:
         app()
     except SystemExit:
         raise
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(EXIT_OK)
+    except Stopped as e:
+        sys.exit(128 + e.signum)
     except Exception:  # noqa: BLE001 - the top-level handler of a CLI
         traceback.print_exc(file=sys.stderr)
-        typer.echo("recover: internal error (a bug in recover); the traceback is above", err=True)
+        _note("recover: internal error (a bug in recover); the traceback is above")
         sys.exit(EXIT_INTERNAL)
 
 

@@ -5,7 +5,8 @@ stand-in shim, judged against the live /proc.  The demo process makes itself a c
 (as systemd or tini would be), so the orphans of the shims it kills come back to it, and it
 reaps them when it cleans up.
 
-Progress goes to stderr; `out` (stdout) gets only the table, the explanations and the hint.
+Progress goes to the `progress` callback (the CLI's stderr); `out` (stdout) gets only the table,
+the explanations and the hint.
 """
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from .builder import RootBuilder, become_subreaper
+from .host import read_stat
 from .judge import ProcessJudgement
-from .render import RENDERERS, ScanFormat
+from .render import PLAIN, RENDERERS, Display, ScanFormat
 from .scan import Scan
+from .stop import run_whole
 
-# Test hook: RECOVER_DEMO_PAUSE=<seconds> makes run_demo sleep after the root is built and
-# before it is scanned, so a test can interrupt it (SIGINT) while every process is alive.
+# Test hook: with RECOVER_DEMO_PAUSE set, run_demo waits after the root is built and before it
+# is scanned until its stdin is closed, so that a test can signal it while every process lives,
+# or close its stdout or stderr before it writes again.
 PAUSE_ENV = "RECOVER_DEMO_PAUSE"
 
 NAMES = ("web", "batch", "cron", "cache", "queue", "old", "broken")
@@ -86,10 +88,6 @@ def _dead_pid() -> tuple[int, int]:
     finally:
         os.waitpid(child, 0)
     return child, ticks
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def build(b: RootBuilder) -> dict[str, str]:
@@ -165,38 +163,84 @@ def explanations(root: Path, names: dict[str, str]) -> list[str]:
     return lines
 
 
-@contextmanager
-def _no_sigint() -> Iterator[None]:
-    """Cleanup must finish: a second Ctrl-C during it would leave processes behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
+def _children() -> list[int]:
+    me = os.getpid()
+    found = []
+    for ent in os.scandir("/proc"):
+        if ent.name.isdigit():
+            st = read_stat("/proc", int(ent.name))
+            if st is not None and st.ppid == me:
+                found.append(int(ent.name))
+    return found
 
 
-def run_demo(out: BinaryIO, *, keep: bool = False) -> None:
-    """Build a demo root with real processes, scan it to `out`, explain each row, remove it all."""
+def stop_every_child(timeout: float = 5.0) -> None:
+    """SIGKILL and reap every child of this process until none is left.
+
+    The demo is a subreaper: the children of each process killed here come back to it, so this
+    reaches every process the demo started, even one whose start a signal cut short before the
+    builder recorded it.  Only our own children are signalled: until we reap one, its pid cannot
+    belong to anyone else.
+    """
+    deadline = time.monotonic() + timeout
+    while (children := _children()) and time.monotonic() < deadline:
+        for pid in children:
+            for sig in (signal.SIGCONT, signal.SIGKILL):  # a stopped process dies only once resumed
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        for pid in children:
+            while time.monotonic() < deadline:
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        break
+                except ChildProcessError:
+                    break
+                time.sleep(0.005)
+
+
+def _wait_for_stdin_eof() -> None:
+    while sys.stdin.buffer.read(4096):
+        pass
+
+
+def run_demo(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = False,
+             display: Display = PLAIN) -> None:
+    """Build a demo root with real processes, scan it to `out`, explain each row, remove it all.
+
+    It owns the process: it makes it a subreaper and, on the way out (also on an exception: a
+    signal turned into one by recover.stop, a closed stdout), kills and reaps every child it has.
+    """
     started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="recover-demo-"))
+    tmp = None
     builder: RootBuilder | None = None
+
+    def clean_up() -> None:  # safe to repeat: run_whole may start it again
+        if builder is not None:
+            builder.cleanup()
+        stop_every_child()
+        if tmp is not None and not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def make_tmp() -> None:  # held from signals: a dir made but not yet named here would be left
+        nonlocal tmp
+        tmp = tmp or Path(tempfile.mkdtemp(prefix="recover-demo-"))
+
     try:
-        _progress(f"building demo root in {tmp} ...")
         become_subreaper()  # like systemd or tini: orphans of killed shims come back here
+        run_whole(make_tmp)
+        progress(f"building demo root in {tmp} ...")
         root = tmp / "root"
-        builder = RootBuilder(root, tmp / "bundles")
+        builder = RootBuilder(root, tmp / "bundles", work=tmp / "work")  # everything it makes is in tmp
         names = build(builder)
-        _progress(f"built {len(names)} containers with real processes under stand-in shims "
-                  f"({time.monotonic() - started:.1f}s)")
-        pause = os.environ.get(PAUSE_ENV)
-        if pause:
-            time.sleep(float(pause))
-        _progress(f"scanning {root} against /proc ...")
+        progress(f"built {len(names)} containers with real processes under stand-in shims "
+                 f"({time.monotonic() - started:.1f}s)")
+        if os.environ.get(PAUSE_ENV):
+            _wait_for_stdin_eof()
+        progress(f"scanning {root} against /proc ...")
         with Scan(str(root)) as scan:
-            RENDERERS[ScanFormat.table](scan, out)
+            RENDERERS[ScanFormat.text](scan, out, display=display)
         lines = explanations(root, names)
         text = "\n".join([
             "", "What each row means:", *lines, "",
@@ -206,14 +250,10 @@ def run_demo(out: BinaryIO, *, keep: bool = False) -> None:
         out.write(text.encode("utf-8", "backslashreplace"))
         out.flush()
     finally:
-        with _no_sigint():
-            _progress("removing the demo's processes and files ...")
-            if builder is not None:
-                builder.cleanup()
-            if keep:
-                _progress(f"kept the demo root (its processes are stopped): {tmp}")
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
+        run_whole(clean_up)
+        if tmp is not None:
+            progress(f"stopped the demo's processes; kept its files in {tmp}" if keep else
+                     f"stopped the demo's processes and removed {tmp}")
 
 
 __all__ = ["run_demo", "build", "explain", "container_id", "VERDICT_SAYS", "CONTAINERD_SAYS", "PAUSE_ENV"]

@@ -26,12 +26,12 @@ from typing import Any, BinaryIO
 import orjson
 
 from .fsread import MAX_FILE_BYTES, RootError, json_text, kind_of, printable, read_regular
-from .host import HostView, ProcessFacts
+from .host import HostView, ProcessFacts, read_stat
 from .judge import ContainerJudgement, ProcessJudgement
 from .layouts.containerd_0_2 import files as layout
 from .predict.containerd_0_2 import predict_process
 from .records import ContainerRecord, ProcessRecord
-from .repair import Options, plan_repair
+from .repair import Options, own_procfs, plan_repair
 from .scan import Scan, SelectionError
 from .verdicts import (PID_FILE_MTIME_SLACK_S, PREVIOUS_BOOT_MARGIN_S, VERDICT_CHECKS, HostFacts, identity_of,
                        lives_under_its_shim, previous_boot_evidence)
@@ -110,6 +110,16 @@ def plain(value: Any) -> Any:
         return safe_text(json.dumps(value, ensure_ascii=False, default=str))
     except (ValueError, RecursionError, TypeError):
         return safe_text(repr(value))
+
+
+def _or(value: object, missing: str, form: str = "{}") -> str:
+    """A value in its sentence, or words for its absence: text output never says None."""
+    return missing if value is None else form.format(value)
+
+
+def Q(text: str) -> str:
+    """A name in quotes, escaped once (printable's escapes, not repr's on top of them)."""
+    return f"'{printable(text)}'"
 
 
 def _shown(value: Any) -> str:
@@ -363,7 +373,7 @@ def _why_pid(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) 
 def _why_gone(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
     if facts.stat is None:
         return f"/proc/{facts.pid}/stat does not exist" + (" (hidepid: may be hidden)" if host.hidepid else "")
-    return f"/proc/{facts.pid}/stat exists (state {facts.stat.state}, comm {printable(facts.stat.comm)!r})"
+    return f"/proc/{facts.pid}/stat exists (state {facts.stat.state}, comm {Q(facts.stat.comm)})"
 
 
 def _why_boot(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
@@ -398,7 +408,8 @@ def _why_identity(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: S
     observed = st.starttime if st else None
     recorded = rec.start
     if recorded is not None:
-        return f"start ticks: recorded {recorded}, observed {observed}: {'same' if recorded == observed else 'differ'}"
+        return (f"start ticks: recorded {recorded}, observed {_or(observed, 'none')}: "
+                f"{'same' if recorded == observed else 'differ'}")
     mtime_ns = rec.pid_mtime_ns if facts.pid_source == "pid-file" else None
     started = host.start_epoch(observed) if observed is not None else None
     if mtime_ns is None or started is None:
@@ -419,7 +430,7 @@ def _why_shim(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan)
     if parent is None:
         return f"parent pid {facts.stat.ppid if facts.stat else '?'} cannot be read"
     is_or_not = "is" if facts.parent_is_shim else "is not"
-    return f"parent pid {parent.pid} ({printable(parent.comm)!r}) {is_or_not} its shim"
+    return f"parent pid {parent.pid} ({Q(parent.comm)}) {is_or_not} its shim"
 
 
 def _why_orphan(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
@@ -469,6 +480,88 @@ def _process_view(pid: int | None, view: HostView | None) -> dict | None:
             "cwd": json_text(cwd) if cwd is not None else None}
 
 
+RESOURCE_LIST_MAX = 50  # open files and sockets shown per process (all are counted)
+
+
+def _same_net_namespace(pid: int) -> bool | None:
+    try:
+        theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat("/proc/self/ns/net")
+    except OSError:  # another user's process, without root: its namespace cannot be seen
+        return None
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
+def _socket_json(c: Any) -> dict:
+    def address(a: Any) -> str | None:
+        if not a:
+            return None
+        if isinstance(a, str):  # AF_UNIX: a path, or "" for an unnamed socket
+            return json_text(a)
+        return f"[{a.ip}]:{a.port}" if ":" in a.ip else f"{a.ip}:{a.port}"
+
+    return {"fd": c.fd, "family": getattr(c.family, "name", str(c.family)), "type": getattr(c.type, "name", str(c.type)),
+            "local": address(c.laddr), "remote": address(c.raddr), "status": c.status}
+
+
+def process_resources(pid: int, start_ticks: int) -> dict:
+    """What a live process of this host uses now, read with psutil: memory (rss), threads, CPU
+    times, open files, sockets.  Each is None where it cannot be told, with the reason in
+    `cannot_tell`: the process is gone or a zombie, another user's without root, or (sockets) in
+    another network namespace, whose sockets this host's /proc/net does not list.  psutil reads
+    /proc afresh and knows nothing of start ticks: if pid's start ticks are not `start_ticks`
+    after the reads, they were another process's, and nothing is kept."""
+    import psutil
+
+    reads: dict[str, Callable[[Any], Any]] = {
+        "rss_bytes": lambda pr: pr.memory_info().rss,
+        "threads": lambda pr: pr.num_threads(),
+        "cpu_user_s": lambda pr: pr.cpu_times().user,
+        "cpu_system_s": lambda pr: pr.cpu_times().system,
+        "open_files": lambda pr: sorted(({"fd": f.fd, "path": json_text(f.path)} for f in pr.open_files()),
+                                        key=lambda f: f["fd"]),
+        "sockets": lambda pr: sorted((_socket_json(c) for c in pr.net_connections(kind="all")),
+                                     key=lambda c: (c["fd"], c["local"] or "")),
+    }
+    out: dict[str, Any] = dict.fromkeys(reads)
+    cannot_tell: dict[str, str] = {}
+    try:
+        proc = psutil.Process(pid)
+    except psutil.Error as e:
+        return {**out, "cannot_tell": dict.fromkeys(reads, _psutil_reason(e))}
+    same_net = _same_net_namespace(pid)
+    with proc.oneshot():
+        for key, read in reads.items():
+            if key == "sockets" and not same_net:
+                cannot_tell[key] = ("its network namespace cannot be read" if same_net is None
+                                    else "another network namespace: this host's /proc/net does not list its sockets")
+                continue
+            try:
+                out[key] = read(proc)
+            except psutil.Error as e:
+                cannot_tell[key] = _psutil_reason(e)
+    after = read_stat("/proc", pid)
+    if after is None or after.starttime != start_ticks:
+        return {**dict.fromkeys(reads), "cannot_tell": dict.fromkeys(reads, "the process exited, or its pid was "
+                                                                            "reused, while it was read")}
+    for key in ("open_files", "sockets"):
+        if out[key] is not None:
+            out[f"{key}_count"] = len(out[key])
+            out[key] = out[key][:RESOURCE_LIST_MAX]
+    return {**out, "cannot_tell": cannot_tell}
+
+
+def _psutil_reason(e: Exception) -> str:
+    import psutil
+
+    if isinstance(e, psutil.ZombieProcess):  # a NoSuchProcess: test it first
+        return "a zombie"
+    if isinstance(e, psutil.NoSuchProcess):
+        return "the process is gone"
+    if isinstance(e, psutil.AccessDenied):
+        return "access denied (another user's process: run as root)"
+    return str(e) or type(e).__name__
+
+
 def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> dict:
     view = s.host if host.proc_read else None
     st = facts.stat
@@ -479,6 +572,13 @@ def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) ->
                "start_ticks": st.starttime, "started": iso(started),
                "started_epoch": round(started, 2) if started is not None else None,
                "tgid": facts.tgid, "exit_code_field": st.exit_code}
+        # psutil reads this host's /proc: only when that is what the judge read too
+        if s.host is not None and host.live and own_procfs(s.host.proc_root) and own_procfs("/proc"):
+            now["resources"] = process_resources(st.pid, st.starttime)
+            now["resources_note"] = None
+        else:
+            now["resources"] = None
+            now["resources_note"] = "not read: psutil reads only the live /proc of this pid namespace"
     parent = None
     if facts.parent is not None:
         parent = {"pid": facts.parent.pid, "comm": json_text(facts.parent.comm), "state": facts.parent.state,
@@ -587,7 +687,7 @@ def explain(s: Scan, target: str) -> dict:
     processes = [p for p in record.processes if not process_id or p.id == process_id]
     if process_id and not processes:
         names = ", ".join(printable(p.id) for p in record.processes) or "none"
-        raise ExplainError(f"container {printable(cid)} has no process {printable(process_id)!r} (it has: {names})")
+        raise ExplainError(f"container {printable(cid)} has no process {Q(process_id)} (it has: {names})")
     host = s.host_facts
     cdir = json_text(cid)
     files: list[dict] = []
@@ -694,13 +794,40 @@ def _log_line(entry: dict) -> str:
     return (head + " " + rest).strip()
 
 
+def _resource_lines(now: dict) -> list[str]:
+    r = now["resources"]
+    if r is None:
+        return [f"  resources: {now['resources_note']}"]
+    why = r["cannot_tell"]
+
+    def told(key: str, form: Callable[[Any], str]) -> str:
+        return form(r[key]) if r[key] is not None else f"cannot tell ({why.get(key, '?')})"
+
+    lines = [f"  resources: rss {told('rss_bytes', lambda b: f'{b / 1048576:.1f} MiB')}, "
+             f"threads {told('threads', str)}, "
+             f"cpu {told('cpu_user_s', lambda t: f'{t:.2f} s user')}"
+             + (f" + {r['cpu_system_s']:.2f} s system" if r["cpu_system_s"] is not None else "")]
+    for key, title, line in (("open_files", "open files", lambda f: f"fd {f['fd']} {printable(f['path'])}"),
+                             ("sockets", "sockets", lambda c: f"fd {c['fd']} {c['family']} {c['type']} "
+                              f"{printable(c['local'] or '-')} -> {printable(c['remote'] or '-')} {c['status']}")):
+        if r[key] is None:
+            lines.append(f"  {title}: cannot tell ({why.get(key, '?')})")
+            continue
+        shown = r[key]
+        lines.append(f"  {title}: {r[key + '_count']}" + (f" (first {len(shown)} shown)" if len(shown) < r[key + "_count"] else ""))
+        lines += ["    " + line(x) for x in shown]
+    return lines
+
+
 def render_text(doc: dict, out: BinaryIO) -> None:
     P = printable
     lines = [f"container {P(doc['container'])}" + (f"  process {P(doc['process'])}" if doc["process"] else ""),
              f"root      {P(doc['root'])}"]
     h = doc["host"]
-    lines.append(f"host      " + (f"proc root {P(h['proc_root'])}, btime {h['btime']} ({iso(h['btime']) if h['btime'] else '?'}), "
-                                 f"CLK_TCK {h['clock_ticks']}" if h["proc_root"] else "offline: /proc not read"))
+    lines.append("host      " + (f"proc root {P(h['proc_root'])}, "
+                                f"{_or(h['btime'] and iso(h['btime']), 'boot time unknown', 'booted {}')}"
+                                f"{_or(h['btime'], '', ' (btime {})')}, CLK_TCK {h['clock_ticks']}"
+                                if h["proc_root"] else "offline: /proc not read"))
     lines += ["", "== files"]
     for d in doc["files"]:
         lines.append(f"  {P(d['dir'])}/" + (f"  (cannot be opened: {d['error']})" if d.get("error") else ""))
@@ -725,26 +852,29 @@ def render_text(doc: dict, out: BinaryIO) -> None:
             lines.append(f"    - {step['check']}: {label}" + (f" ({P(said)})" if said else ""))
             lines += [f"        {P(w)}" for w in step["why"][1:]]
         rec = ev["recorded"]
-        lines.append(f"  recorded:  pid {rec['pid']}, start tick {rec['start_ticks']}"
+        lines.append(f"  recorded:  {_or(rec['pid'], 'no usable pid', 'pid {}')}, "
+                     f"{_or(rec['start_ticks'], 'no start tick', 'start tick {}')}"
                      + (f" (= {rec['started_if_this_boot']} if from this boot)" if rec["started_if_this_boot"] else ""))
         if ev["pid_source"] == "shim-child":
             lines.append(f"  judged pid {ev['judged_pid']}: the only child of its shim (no usable pid file)")
         now = ev["proc_now"]
         lines.append("  /proc now: " + (
-            f"pid {now['pid']} state {now['state']}, ppid {now['ppid']}, comm {P(now['comm'])!r}, "
-            f"start tick {now['start_ticks']} = {now['started']} (epoch {now['started_epoch']})"
+            f"pid {now['pid']} state {now['state']}, ppid {now['ppid']}, comm {Q(now['comm'])}, "
+            f"start tick {now['start_ticks']}"
+            + _or(now["started"], " (when: the boot time is unknown)", " = {}") + _or(now["started_epoch"], "", " (epoch {})")
             if now else ("nothing (not read)" if not doc["host"]["proc_root"] else "no such process")))
         if now:
             lines.append(f"  identity:  {ev['identity']}")
+            lines += _resource_lines(now)
         par = ev["parent"]
         if par:
             argv = " ".join(par["argv"]) if par.get("argv") else "?"
-            lines.append(f"  parent:    pid {par['pid']} ({P(par['comm'] or '?')!r}), "
-                         f"{'its shim' if par['is_its_shim'] else 'NOT its shim'}; argv {P(argv)!r}, "
-                         f"cwd {P(par.get('cwd') or '?')!r}")
+            lines.append(f"  parent:    pid {par['pid']} ({Q(par['comm'] or '?')}), "
+                         f"{'its shim' if par['is_its_shim'] else 'NOT its shim'}; argv {Q(argv)}, "
+                         f"cwd {Q(par.get('cwd') or '?')}")
         shim = ev["shim"]
         lines.append(f"  shim:      {shim['state'] or 'unknown'}" + (
-            f", pid {shim['pid']}, argv {P(' '.join(shim.get('argv') or []) or '?')!r}, cwd {P(shim.get('cwd') or '?')!r}"
+            f", pid {shim['pid']}, argv {Q(' '.join(shim.get('argv') or []) or '?')}, cwd {Q(shim.get('cwd') or '?')}"
             if shim["pid"] else ""))
         for name, log in p["logs"].items():
             lines.append(f"  {name}: " + (log["error"] or ("" if log["entries"] else "empty")))
@@ -761,11 +891,13 @@ def render_text(doc: dict, out: BinaryIO) -> None:
     lines += ["", "== events.log (this container)" + (f": {doc['events_note']}" if doc["events_note"] else "")]
     lines += ["  " + P(" ".join(f"{k}={_shown(v)}" for k, v in e.items())) for e in doc["events"]] or ["  none"]
     lines += ["", "== timeline"]
-    lines += [f"  {t['time']}  " + (f"{P(t['path'])}: " if t["path"] else "") + P(t["what"]) for t in doc["timeline"]]
+    lines += [f"  {_or(t['time'], t['epoch'])}  " + (f"{P(t['path'])}: " if t["path"] else "") + P(t["what"])
+              for t in doc["timeline"]]
     out.write(("\n".join(line.rstrip() for line in lines) + "\n").encode("utf-8", "backslashreplace"))
 
 
-def run_explain(out: BinaryIO, root: str, target: str, *, proc_root: str, offline: bool, fmt: str) -> None:
+def build_explanation(root: str, target: str, *, proc_root: str, offline: bool) -> dict:
+    """The explanation of `target` (ID[/PROCESS]) as a document; ExplainError if it names none."""
     cid_prefix = target.partition("/")[0]
     if not cid_prefix:
         raise ExplainError("no container id given (ID[/PROCESS])")
@@ -774,7 +906,10 @@ def run_explain(out: BinaryIO, root: str, target: str, *, proc_root: str, offlin
     except (SelectionError, RootError) as e:
         raise ExplainError(str(e)) from None
     with s:
-        doc = explain(s, target)
+        return explain(s, target)
+
+
+def render_explanation(doc: dict, out: BinaryIO, fmt: str) -> None:
     if fmt == "json":
         out.write(orjson.dumps(doc) + b"\n")
     else:

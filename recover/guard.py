@@ -391,7 +391,7 @@ def _repair(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> list
 
         try:
             actions = rp.apply_plan(judged, scan.root.real, proc_root, opts, rp.default_journal(scan.root.real), said)
-        except rp.Refused as e:
+        except (rp.Refused, rp.CannotWrite) as e:
             say(f"no repair: {e}")
             return None
     from .render import action_json

@@ -1,34 +1,133 @@
-"""Renderers: a scan to table, json or jsonl.  One registry; adding a format is one function.
+"""Renderers: a scan to text, json or jsonl.  One registry; adding a format is one function.
 
 Renderers write bytes to a binary stream and never print anything else.  json and jsonl write
-each container as it is judged, so memory stays flat however large the root.
+each container as it is judged, so memory stays flat however large the root.  Every renderer
+takes a Display: the text ones fit their tables to its width and colour with it; the others
+ignore it, so that machine output never changes with the terminal.
 """
 
 from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import orjson
 
 from .judge import ContainerJudgement, ProcessJudgement
 from .check import CheckReport, Gate, Located, locate
-from .repair import Action
 from .fsread import json_safe, json_text, printable
-from .rules import Finding
+from .repair import Action, Reverted
+from .rules import Finding, Rule
 from .scan import Scan
 from .verdicts import VERDICTS
 
 SCHEMA = "recover.scan/1"
 
 
+@dataclass(frozen=True, slots=True)
+class Display:
+    """Where text output goes: a width to fit tables to (None: never wrap) and whether to colour."""
+
+    width: int | None = None
+    colour: bool = False
+
+    def paint(self, text: str, colour: str | None, bold: bool = False) -> str:
+        if not self.colour or colour is None:
+            return text
+        from typer import style
+
+        return style(text, fg=colour, bold=bold)
+
+
+PLAIN = Display()
+
+VERDICT_COLOUR = {"running": "green", "exited": None, "orphaned": "red", "zombie": "red",
+                  "pid-reused": "red", "vanished": "red", "not-started": "yellow", "unknown": "yellow"}
+SEVERITY_COLOUR = {"error": "red", "warning": "yellow", "info": "cyan"}
+_GAP = 2  # tabulate's "simple" format puts two spaces between columns
+_LONG_WORD = 16  # a word longer than this (a path, an id) may be broken to fit
+
+
+def _words(text: str) -> list[str]:
+    """The pieces textwrap keeps whole: split at spaces and after hyphens."""
+    return [w for w in re.split(r"\s+|(?<=-)", text) if w]
+
+
+def fit_columns(rows: Sequence[Sequence[str]], headers: Sequence[str], width: int | None,
+                shrinkable: Sequence[int], caps: Sequence[int | None] | None = None) -> list[int | None]:
+    """Each column's width (tabulate's maxcolwidths) for a table at most `width` wide.
+
+    The columns in `shrinkable` share what the others leave, narrowest first, so that the widest
+    give up the most; none is cut narrower than its longest word, in a cell (up to _LONG_WORD)
+    or in its header: a table too wide for its terminal still beats words broken into pieces.
+    A column wider than its cap always wraps.  Without a width, only the caps apply.
+    """
+    n = len(headers)
+    caps = list(caps or [None] * n)
+    natural = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    natural = [w if cap is None else min(w, max(cap, len(h))) for w, cap, h in zip(natural, caps, headers)]
+    if width is None or sum(natural) + _GAP * (n - 1) <= width:
+        return caps
+    budget = width - _GAP * (n - 1) - sum(w for i, w in enumerate(natural) if i not in shrinkable)
+    out = list(caps)
+    left = sorted(shrinkable, key=lambda i: natural[i])
+    while left:
+        i = left.pop(0)
+        floor = max([len(w) for w in _words(headers[i])]
+                    + [min(len(w), _LONG_WORD) for r in rows for w in _words(r[i])])
+        out[i] = max(floor, min(natural[i], budget // (len(left) + 1)))
+        budget -= out[i]
+    return out
+
+
+def _table(rows: list[tuple[str, ...]], headers: Sequence[str], display: Display, shrinkable: Sequence[int],
+           empty: str, caps: Sequence[int | None] | None = None,
+           paint: dict[int, Callable[[str], str]] | None = None) -> str:
+    """A tabulate "simple" table that fits display.width, or `empty` for no rows; columns in
+    `paint` are coloured after their widths are known (they must not be shrinkable: escape codes
+    are not text to wrap)."""
+    if not rows:
+        return empty
+    import tabulate  # only tables need it: keeps json start-up lean
+
+    widths = fit_columns(rows, headers, display.width, shrinkable, caps)
+    if paint and display.colour:
+        rows = [tuple(paint[i](cell) if i in paint else cell for i, cell in enumerate(r)) for r in rows]
+    # A column as wide as its widest line, header included: tabulate's default makes it two wider
+    # than its header (MIN_PADDING, a module setting), which only the gap between columns needs.
+    padding, tabulate.MIN_PADDING = tabulate.MIN_PADDING, 0
+    try:
+        return tabulate.tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+                                 maxcolwidths=widths, maxheadercolwidths=widths)
+    finally:
+        tabulate.MIN_PADDING = padding
+
+
+def _undisplayed(render: Callable[..., None]) -> Callable[..., None]:
+    """A machine format, in a registry whose renderers take `display=`: the same bytes whatever
+    the terminal."""
+    return lambda *args, display=PLAIN: render(*args)
+
+
+def short_path(path: str) -> str:
+    """A path relative to the root with its container id cut to 12 characters, as the table shows it."""
+    first, slash, rest = path.partition("/")
+    return first[:12] + slash + rest
+
+
 class ScanFormat(str, enum.Enum):
-    table = "table"
+    text = "text"
     json = "json"
     jsonl = "jsonl"
     prometheus = "prometheus"
+
+    @classmethod
+    def _missing_(cls, value: object) -> ScanFormat | None:
+        return cls.text if value == "table" else None  # its name before 0.2, still accepted
 
 
 def finding_json(f: Finding) -> dict:
@@ -139,16 +238,18 @@ def summary_line(scan: Scan) -> str:
     return f"{s.processes} process(es) in {s.containers} container(s): {counts}"
 
 
-def finding_line(f: Finding) -> str:
-    return f"{f.code} {f.severity:<7} {f.path + ': ' if f.path else ''}{f.message}"
+def finding_line(f: Finding, display: Display = PLAIN) -> str:
+    severity = display.paint(f"{f.severity:<7}", SEVERITY_COLOUR[f.severity])
+    return f"{f.code} {severity} {short_path(f.path) + ': ' if f.path else ''}{f.message}"
 
 
-def render_table(scan: Scan, out: BinaryIO) -> None:
-    from tabulate import tabulate  # only the table needs it: keeps json start-up lean
-
+def render_text(scan: Scan, out: BinaryIO, display: Display = PLAIN) -> None:
     containers = list(scan.containers())
-    lines = [tabulate(table_rows(containers), headers=TABLE_HEADERS, tablefmt="simple",
-                      disable_numparse=True) if containers else "(no containers)", "", summary_line(scan)]
+    verdict = TABLE_HEADERS.index("VERDICT")
+    table = _table(table_rows(containers), TABLE_HEADERS, display, empty="(no containers)",
+                   shrinkable=[TABLE_HEADERS.index(h) for h in ("PROCESS", "SHIM", "CONTAINERD WOULD")],
+                   paint={verdict: lambda v: display.paint(v, VERDICT_COLOUR.get(v))})
+    lines = [table, "", summary_line(scan)]
     for o in scan.orphan_shims:
         age = _age(o.started)
         namespace, _, cid = o.container.rpartition("/")  # a runtime-v2 key is namespace/id
@@ -159,8 +260,21 @@ def render_table(scan: Scan, out: BinaryIO) -> None:
     every = [f for c in containers for f in (*c.findings, *(f for p in c.processes for f in p.findings))]
     every.extend(scan.findings)
     if every:
-        lines += ["", "findings:"] + ["  " + finding_line(f) for f in every]
+        lines += ["", "findings:"] + ["  " + finding_line(f, display) for f in every]
     out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+
+
+# --- rules ----------------------------------------------------------------------------------
+
+def render_rules(rules: list[Rule], out: BinaryIO, fmt: str, display: Display = PLAIN) -> None:
+    if fmt == "json":
+        out.write(orjson.dumps([{"code": r.code, "severity": r.severity, "title": r.title, "action": r.action}
+                                for r in rules]) + b"\n")
+        return
+    rows = [(r.code, r.severity, r.title, r.action) for r in rules]
+    table = _table(rows, ("CODE", "SEVERITY", "TITLE", "WHAT TO DO"), display, shrinkable=[2, 3], empty="",
+                   caps=[None, None, 40, 60], paint={1: lambda sev: display.paint(sev, SEVERITY_COLOUR[sev])})
+    out.write((table + "\n").encode())
 
 
 # --- check ----------------------------------------------------------------------------------
@@ -183,11 +297,19 @@ def located_json(f: Located, gate: Gate) -> dict:
             "baselined": f.fingerprint in gate.baseline, "fails": gate.fails(f)}
 
 
-def check_text(r: CheckReport, out: BinaryIO) -> None:
-    lines = [f"{f.code} {f.severity} {printable(f.subject)}: {f.message}" for f in r.reported]
+def short_subject(f: Located) -> str:
+    """container/process with the container id cut to 12 characters, as the scan table shows it."""
+    if f.container is None:
+        return f.subject
+    return printable(f.container)[:12] + ("" if f.process is None else f"/{printable(f.process)}")
+
+
+def check_text(r: CheckReport, out: BinaryIO, display: Display = PLAIN) -> None:
+    lines = [f"{f.code} {display.paint(f.severity, SEVERITY_COLOUR[f.severity])} {short_subject(f)}: {f.message}"
+             for f in r.reported]
     s = r.summary()
     sev = ", ".join(f"{n} {k}" for k, n in s["by_severity"].items())
-    verdict = "passed" if r.passed else "FAILED"
+    verdict = display.paint("passed", "green", bold=True) if r.passed else display.paint("FAILED", "red", bold=True)
     lines.append(f"{verdict}: {s['failing']} finding(s) at or above {r.gate.fail_on} fail the gate "
                  f"({s['findings']} reported: {sev}; {s['baselined']} in the baseline)")
     out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
@@ -318,14 +440,14 @@ def render_prometheus(scan: Scan, out: BinaryIO) -> None:
     out.write(prometheus_text(scan.root.path, dict(scan.summary.verdicts), counts, time.time()))
 
 
-CHECK_RENDERERS: dict[CheckFormat, Callable[[CheckReport, BinaryIO], None]] = {
+CHECK_RENDERERS: dict[CheckFormat, Callable[..., None]] = {
     CheckFormat.text: check_text,
-    CheckFormat.json: check_json,
-    CheckFormat.jsonl: check_jsonl,
-    CheckFormat.junit: check_junit,
-    CheckFormat.github: check_github,
-    CheckFormat.sarif: check_sarif,
-    CheckFormat.prometheus: check_prometheus,
+    CheckFormat.json: _undisplayed(check_json),
+    CheckFormat.jsonl: _undisplayed(check_jsonl),
+    CheckFormat.junit: _undisplayed(check_junit),
+    CheckFormat.github: _undisplayed(check_github),
+    CheckFormat.sarif: _undisplayed(check_sarif),
+    CheckFormat.prometheus: _undisplayed(check_prometheus),
 }
 
 
@@ -337,6 +459,7 @@ class RepairFormat(str, enum.Enum):
 
 
 REPAIR_HEADERS = ("CONTAINER", "PROCESS", "ACTION", "VALUE", "RESULT", "REASON")
+RESULT_COLOUR = {"applied": "green", "skipped": "yellow", "failed": "red", "not-reverted": "red"}
 
 
 def action_json(a: Action) -> dict:
@@ -352,15 +475,19 @@ def repair_summary(actions: list[Action]) -> dict:
     return dict(sorted(counts.items()))
 
 
-def render_repair_table(actions: list[Action], meta: dict, out: BinaryIO) -> None:
-    from tabulate import tabulate
-
+def render_repair_table(actions: list[Action], meta: dict, out: BinaryIO, display: Display = PLAIN) -> None:
     rows = [(printable(a.container)[:12], printable(a.process or "-"), a.kind, a.value or "-", a.result,
              a.reason + (f" [{a.detail}]" if a.detail else "")) for a in actions]
-    lines = [tabulate(rows, headers=REPAIR_HEADERS, tablefmt="simple", disable_numparse=True,
-                      maxcolwidths=[None, None, None, None, None, 70]) if rows else "(nothing to repair)", ""]
+    table = _table(rows, REPAIR_HEADERS, display, shrinkable=[1, 3, 5], empty="(nothing to repair)",
+                   caps=[None, None, None, None, None, 70], paint={4: lambda r: display.paint(r, RESULT_COLOUR.get(r))})
+    lines = [table, ""]
     counts = ", ".join(f"{k} {v}" for k, v in repair_summary(actions).items()) or "no actions"
-    mode = f"applied; journal: {meta['journal']}" if meta["apply"] else "dry run: nothing was changed (add --apply)"
+    if not any(a.kind != "none" for a in actions):
+        mode = "nothing to do: nothing was changed"
+    elif meta["apply"]:
+        mode = f"applied; journal: {meta['journal']}"
+    else:
+        mode = "dry run: nothing was changed (add --apply)"
     lines.append(f"{len(actions)} action(s): {counts}. {mode}")
     out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
 
@@ -370,17 +497,46 @@ def render_repair_json(actions: list[Action], meta: dict, out: BinaryIO) -> None
                             "summary": repair_summary(actions)}) + b"\n")
 
 
-REPAIR_RENDERERS: dict[RepairFormat, Callable[[list[Action], dict, BinaryIO], None]] = {
+REPAIR_RENDERERS: dict[RepairFormat, Callable[..., None]] = {
     RepairFormat.table: render_repair_table,
-    RepairFormat.json: render_repair_json,
+    RepairFormat.json: _undisplayed(render_repair_json),
+}
+
+UNDO_HEADERS = ("RESULT", "ACTION", "PATH", "DETAIL")
+
+
+def undo_summary(reverted: list[Reverted]) -> dict:
+    return {result: sum(r.result == result for r in reverted) for result in ("reverted", "not-reverted")}
+
+
+def render_undo_table(reverted: list[Reverted], journal: str, out: BinaryIO, display: Display = PLAIN) -> None:
+    rows = [(r.result, r.action, printable(r.path), printable(r.detail)) for r in reverted]
+    table = _table(rows, UNDO_HEADERS, display, shrinkable=[2, 3], empty="(nothing to undo)",
+                   paint={0: lambda r: display.paint(r, RESULT_COLOUR.get(r))})
+    counts = ", ".join(f"{k} {v}" for k, v in undo_summary(reverted).items())
+    lines = [table, "", f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}: {counts}. "
+             f"journal: {printable(journal)}"]
+    out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+
+
+def render_undo_json(reverted: list[Reverted], journal: str, out: BinaryIO) -> None:
+    out.write(orjson.dumps({"schema": "recover.undo/1", "journal": json_text(journal),
+                            "entries": [{"path": json_text(r.path), "action": r.action, "result": r.result,
+                                         "detail": json_text(r.detail)} for r in reverted],
+                            "summary": undo_summary(reverted)}) + b"\n")
+
+
+UNDO_RENDERERS: dict[RepairFormat, Callable[..., None]] = {
+    RepairFormat.table: render_undo_table,
+    RepairFormat.json: _undisplayed(render_undo_json),
 }
 
 
-RENDERERS: dict[ScanFormat, Callable[[Scan, BinaryIO], None]] = {
-    ScanFormat.table: render_table,
-    ScanFormat.json: render_json,
-    ScanFormat.jsonl: render_jsonl,
-    ScanFormat.prometheus: render_prometheus,
+RENDERERS: dict[ScanFormat, Callable[..., None]] = {
+    ScanFormat.text: render_text,
+    ScanFormat.json: _undisplayed(render_json),
+    ScanFormat.jsonl: _undisplayed(render_jsonl),
+    ScanFormat.prometheus: _undisplayed(render_prometheus),
 }
 
 

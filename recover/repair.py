@@ -142,12 +142,21 @@ class Refused(Exception):
     """repair will not write at all (exit 4)."""
 
 
+class CannotWrite(Exception):
+    """The lock file or the journal cannot be created: a user error (exit 2), nothing written."""
+
+
 class Journal:
     """JSON lines, appended and fsynced: an intent before each change and its outcome after."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, create: bool = True):
+        """OSError if it cannot be opened, or is not a regular file (a FIFO is never waited on)."""
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        self._fd = os.open(path, flags, 0o600)
+        if not stat.S_ISREG(os.fstat(self._fd).st_mode):
+            os.close(self._fd)
+            raise OSError(errno.EINVAL, "not a regular file")
 
     def write(self, **entry: object) -> None:
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry}
@@ -428,7 +437,7 @@ def _write_temp(dir_fd: int, data: bytes) -> str:
     return name
 
 
-def _read_small(dir_fd: int, name: str) -> bytes | None:
+def _read_small(dir_fd: int | None, name: str) -> bytes | None:
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISREG(st.st_mode):
@@ -532,75 +541,107 @@ def _tree(top: str) -> dict[str, tuple[int, bytes | None]]:
 
 @dataclass(frozen=True, slots=True)
 class Reverted:
-    path: str
+    path: str  # exact (renderers escape it)
     action: str
     result: Literal["reverted", "not-reverted"]
     detail: str
 
 
-def undo(journal_path: str, journal: Journal) -> list[Reverted]:
+class NotAJournal(Exception):
+    """--undo was given a file that holds no journal entry."""
+
+
+_PHASES = ("intent", "done", "skipped", "failed")
+
+
+def _journal_entry(line: bytes) -> dict | None:
+    """One journal line as written by Journal.write, or None (a line cut by a crash, or not ours)."""
+    try:
+        e = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not (isinstance(e, dict) and isinstance(e.get("id"), str) and e.get("phase") in _PHASES
+            and isinstance(e.get("action", ""), str)):
+        return None
+    for key, value in e.items():
+        if key.endswith("_hex"):
+            try:
+                bytes.fromhex(value)
+            except (TypeError, ValueError):
+                return None
+    return e
+
+
+def read_journal(path: str) -> list[dict]:
+    """The entries of a journal file.  OSError if it cannot be read (a FIFO, a device or a dir is
+    never read); NotAJournal if it holds something but no journal entry.  Empty: a run that
+    changed nothing."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            lines = f.read().splitlines()
+    finally:
+        os.close(fd)
+    entries = [e for e in map(_journal_entry, lines) if e is not None]
+    if not entries and any(line.strip() for line in lines):
+        raise NotAJournal(f"{path} holds no recover journal entry")
+    return entries
+
+
+def undo(entries: list[dict], journal: Journal) -> list[Reverted]:
     """Revert what a journal recorded, newest first, where the file is still as that run left it."""
-    entries: dict[str, dict] = {}
+    intents: dict[str, dict] = {}
     order: list[str] = []
     undone: set[str] = set()  # reverted by an earlier --undo of this journal
-    with open(journal_path, "rb") as f:
-        for line in f:
-            try:
-                e = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # a line cut by a crash
-            if isinstance(e.get("undoes"), str):
-                undone.add(e["undoes"])
-            if e.get("phase") == "intent" and not str(e.get("action", "")).startswith("undo"):
-                entries[e["id"]] = e
-                order.append(e["id"])
-            elif e.get("id") in entries:
-                entries[e["id"]]["outcome"] = e.get("phase")
+    for e in entries:
+        if isinstance(e.get("undoes"), str):
+            undone.add(e["undoes"])
+        if e["phase"] == "intent" and not e.get("action", "").startswith("undo"):
+            intents[e["id"]] = e
+            order.append(e["id"])
+        elif e["id"] in intents:
+            intents[e["id"]]["outcome"] = e["phase"]
     out = []
     for entry_id in reversed(order):
-        e = entries[entry_id]
+        e = intents[entry_id]
+        path = os.fsdecode(_jvalue(e, "path") or b"")
+        action = e.get("action", "")
         if e.get("outcome") not in (None, "done"):
             continue  # skipped or failed: nothing was changed
         if entry_id in undone:
-            path = printable(os.fsdecode(_jvalue(e, "path") or b""))
-            out.append(Reverted(path, e["action"], "reverted", "undone already (by an earlier --undo)"))
+            out.append(Reverted(path, action, "reverted", "undone already (by an earlier --undo)"))
             continue
-        path = os.fsdecode(_jvalue(e, "path") or b"")
         if os.path.realpath(os.path.dirname(path)) != os.path.dirname(path):
-            out.append(Reverted(printable(path), e["action"], "not-reverted",
-                                "a symbolic link now stands in its path: not followed"))
+            out.append(Reverted(path, action, "not-reverted", "a symbolic link now stands in its path: not followed"))
             continue
         try:
             out.append(_undo_one(e, journal))
         except OSError as err:
-            out.append(Reverted(printable(path), e["action"], "not-reverted", f"failed: {err.strerror or err}"))
+            out.append(Reverted(path, action, "not-reverted", f"failed: {err.strerror or err}"))
     return out
 
 
 def _undo_one(e: dict, journal: Journal) -> Reverted:
-    path, action = os.fsdecode(_jvalue(e, "path") or b""), e["action"]
+    path, action = os.fsdecode(_jvalue(e, "path") or b""), e.get("action", "")
     after = _jvalue(e, "after") or b""
-    shown = printable(path)
     if action == "kill-orphan":
         what = ("kept: it records a kill that cannot be undone" if path.endswith(layout.EXIT_STATUS_FILE)
                 else "a killed process cannot be revived")
-        return Reverted(shown, action, "not-reverted", what)
+        return Reverted(path, action, "not-reverted", what)
     if action == "quarantine":
         dest = os.fsdecode(after)
         if os.path.lexists(path) or not os.path.isdir(dest):
-            return Reverted(shown, action, "not-reverted", f"{printable(dest)} is gone or {shown} exists again")
+            return Reverted(path, action, "not-reverted", f"{printable(dest)} is gone or {printable(path)} exists again")
         _journal_undo(journal, e, dest, after, os.fsencode(path))
         move_tree(dest, path)
-        return Reverted(shown, action, "reverted", f"moved back from {printable(dest)}")
-    try:
-        with open(path, "rb") as f:
-            now: bytes | None = f.read(4096)
-    except OSError:
-        now = None
+        return Reverted(path, action, "reverted", f"moved back from {printable(dest)}")
+    now = _read_small(None, path)  # never a FIFO, never through a link
     if now != after:
         if e.get("outcome") is None:  # the run died before the change: nothing to revert
-            return Reverted(shown, action, "reverted", "never written (the run stopped before it)")
-        return Reverted(shown, action, "not-reverted", "the file is gone" if now is None else f"changed since (now {now!r})")
+            return Reverted(path, action, "reverted", "never written (the run stopped before it)")
+        return Reverted(path, action, "not-reverted", "the file is gone" if now is None else f"changed since (now {now!r})")
     before = _jvalue(e, "before")
     _journal_undo(journal, e, path, after, before)
     if before is None:
@@ -615,7 +656,7 @@ def _undo_one(e: dict, journal: Journal) -> Reverted:
             os.fsync(fd)
         finally:
             os.close(fd)
-    return Reverted(shown, action, "reverted", "restored")
+    return Reverted(path, action, "reverted", "restored")
 
 
 def _journal_undo(journal: Journal, e: dict, path: str, before: bytes | None, after: bytes | None) -> None:
@@ -642,10 +683,17 @@ def run(containers: Iterable[ContainerJudgement], opts: Options, applier: Applie
 def apply_plan(containers: Iterable[ContainerJudgement], root_real: str, proc_root: str, opts: Options,
                journal_path: str, on_action: Callable[[Action], None] | None = None) -> list[Action]:
     """Carry the plan out under the lock, journalled: every action ends applied, skipped, failed
-    or info.  Refused when another repair holds the lock (nothing is written then)."""
-    lock = take_lock(root_real)
+    or info.  Refused when another repair holds the lock (nothing is written then); a lock file or
+    a journal that cannot be created is a CannotWrite naming it."""
     try:
-        log = Journal(journal_path)
+        lock = take_lock(root_real)
+    except OSError as e:
+        raise CannotWrite(f"cannot create the lock file {lock_path(root_real)}: {e.strerror or e}") from None
+    try:
+        try:
+            log = Journal(journal_path)
+        except OSError as e:
+            raise CannotWrite(f"--journal {journal_path}: {e.strerror or e}") from None
         applier = Applier(root_real, proc_root, log)
         try:
             actions = []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
 import orjson
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from recover import scan as scan_module
@@ -63,7 +66,7 @@ def test_ambiguous_prefix_lists_candidates(reference):
 def test_unknown_container_and_bad_format(reference):
     assert run("scan", str(reference / "root"), "--container", "zzz").exit_code == 2
     result = run("scan", str(reference / "root"), "--format", "yaml")
-    assert result.exit_code == 2 and "table, json, jsonl" in result.stderr
+    assert result.exit_code == 2 and "text, json, jsonl, prometheus" in result.stderr
 
 
 def test_python_dash_m_and_stdout_is_data_only(reference):
@@ -86,3 +89,101 @@ def test_internal_error_exits_3_not_1(monkeypatch, reference):
     with pytest.raises(SystemExit) as e:
         cli.main()
     assert e.value.code == 3
+
+
+# --- conventions ---------------------------------------------------------------------------
+
+def test_version_and_short_help():
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout == f"recover {version('recover')}\n"
+    assert run("-h").stdout == run("--help").stdout
+    for command in ("scan", "check", "explain", "rules", "repair", "demo"):
+        short = run(command, "-h")
+        assert short.exit_code == 0 and short.stdout == run(command, "--help").stdout
+
+
+def test_scan_format_text_and_its_old_name_table(reference):
+    args = ["scan", str(reference / "root"), "--proc-root", str(reference / "proc")]
+    text = run(*args, "-f", "text")
+    assert text.exit_code == 0 and text.stdout == run(*args, "-f", "table").stdout == run(*args).stdout
+    help_text = " ".join(run("scan", "--help").stdout.split())
+    assert all(name in help_text for name in ("text", "json", "jsonl", "prometheus"))
+
+
+def test_help_names_only_options_the_command_has():
+    for command in ("scan", "check", "explain", "repair"):
+        help_text = run(command, "--help").stdout
+        has = "--image-root" in {p.opts[0] for p in typer.main.get_command(app).commands[command].params
+                                 if p.opts[0].startswith("--")}
+        assert ("--image-root" in help_text) == has, command
+
+
+# --- a reader that goes away: `| head` ---------------------------------------------------------
+
+def closed_pipe_run(args: list[str]) -> subprocess.CompletedProcess:
+    """Run recover with stdout on a pipe whose read end is closed before it starts: its first
+    write of data fails (EPIPE), wherever that happens."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "recover", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("command, code", [
+    ("scan -f json ROOT --proc-root PROC", 0), ("scan ROOT --proc-root PROC", 0),
+    ("scan -f jsonl ROOT --proc-root PROC", 0),
+    ("check ROOT --proc-root PROC", 1), ("check -f json ROOT --proc-root PROC", 1),  # 1: findings
+    ("check --select F040 ROOT --proc-root PROC", 0),
+    (f"explain {WEB[:8]} --root ROOT --proc-root PROC", 0), ("repair -f json ROOT --proc-root PROC", 0),
+    ("rules", 0), ("--version", 0),
+])
+def test_a_closed_stdout_ends_the_output_not_the_command(reference, command, code):
+    args = command.replace("ROOT", str(reference / "root")).replace("PROC", str(reference / "proc")).split()
+    r = closed_pipe_run(args)
+    assert r.returncode == code, r.stderr  # as the command would have exited
+    assert r.stderr == b""  # no traceback, no "Exception ignored", no "Broken pipe"
+
+
+STOPPED_MID_SCAN = """
+import os, signal, sys
+from recover import cli
+
+def stopped(*args, **kwargs):  # the signal arrives while the command runs
+    os.kill(os.getpid(), signal.%s)
+    raise AssertionError("not stopped")
+
+cli._open_scan = stopped
+sys.argv = ["recover", "check", "/nonexistent"]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stop_signal_exits_128_plus_its_number(sig):
+    r = subprocess.run([sys.executable, "-c", STOPPED_MID_SCAN % sig.name], capture_output=True, timeout=60,
+                       preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))  # not ignored, as under `&`
+    assert r.returncode == 128 + sig, r.stderr  # never 1 (findings), as click's "Aborted!" would be
+    assert r.stdout == b"" and r.stderr == b""
+
+
+def test_text_names_containers_as_the_table_does_and_json_in_full(reference):
+    args = ["scan", str(reference / "root"), "--proc-root", str(reference / "proc")]
+    text = run(*args).stdout
+    shown = {line.split()[0] for line in text.split("\n\n")[0].splitlines()[2:]}
+    assert shown == {WEB[:12], WORKER[:12], CRON[:12], CACHE[:12]}
+    findings = text.split("\nfindings:\n", 1)[1].splitlines()
+    assert findings and all(line.split()[2][:12] in shown for line in findings if "/" in line.split()[2])
+    assert not any(full in text for full in (WEB, WORKER, CRON, CACHE))
+    doc = orjson.loads(run(*args, "-f", "json").stdout)
+    assert {c["id"] for c in doc["containers"]} == {WEB, WORKER, CRON, CACHE}
+
+
+def test_the_package_is_typed():
+    from importlib.resources import files
+
+    assert (files("recover") / "py.typed").is_file()  # listed in package-data: installed with it

@@ -115,6 +115,7 @@ def test_demo_shows_every_verdict_and_cleans_up():
 
     # Progress on stderr only.
     assert "building demo root in" in r.stderr and "scanning" in r.stderr
+    assert f"stopped the demo's processes and removed {announced_dir(r.stderr)}" in r.stderr
     assert "building demo root" not in r.stdout and "scanning" not in r.stdout
 
     # Nothing left: the temp dir, the processes in the table, anything else it started.
@@ -141,19 +142,23 @@ def test_demo_keep_leaves_the_root_but_no_process():
     assert r.returncode == 0, r.stderr
     kept = announced_dir(r.stderr)
     try:
-        assert str(kept) in r.stderr.split("kept the demo root", 1)[1]
+        assert f"kept its files in {kept}" in r.stderr
+        assert "remov" not in r.stderr  # it removed nothing, and says nothing of the kind
         assert (kept / "root").is_dir() and len(list((kept / "root").iterdir())) == 7
         assert tagged_pids(tag) == []
     finally:
         shutil.rmtree(kept, ignore_errors=True)
 
 
-class StderrReader(threading.Thread):
+class LineReader(threading.Thread):
+    """Reads a stream's lines as they come, so that a test can wait for one."""
+
     def __init__(self, stream):
         super().__init__(daemon=True)
         self.stream = stream
         self.lines: list[str] = []
         self.changed = threading.Condition()
+        self.start()
 
     def run(self):
         for line in self.stream:
@@ -161,7 +166,7 @@ class StderrReader(threading.Thread):
                 self.lines.append(line)
                 self.changed.notify_all()
 
-    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match:
         deadline = time.monotonic() + timeout
         with self.changed:
             while True:
@@ -169,14 +174,19 @@ class StderrReader(threading.Thread):
                     if m := re.search(pattern, line):
                         return m
                 left = deadline - time.monotonic()
-                assert left > 0, f"no {pattern!r} on stderr: {''.join(self.lines)}"
+                assert left > 0, f"no {pattern!r} in: {''.join(self.lines)}"
                 self.changed.wait(left)
 
+    def text(self) -> str:
+        self.join(30)
+        return "".join(self.lines)
 
-def default_sigint() -> None:
+
+def default_signals() -> None:
     # A shell starts background jobs (`pytest &`) with SIGINT ignored, and the ignore is
-    # inherited: Python then installs no KeyboardInterrupt handler at all. Undo it in the child.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # inherited (recover keeps an ignored signal ignored, as nohup wants): undo it in the child.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def kill_leftovers(tag: str) -> None:
@@ -189,32 +199,109 @@ def kill_leftovers(tag: str) -> None:
             pass
 
 
-def test_sigint_mid_demo_removes_everything():
-    tag = uuid.uuid4().hex
-    p = subprocess.Popen([sys.executable, "-m", "recover", "demo"], cwd=REPO,
-                         env=demo_env(tag, RECOVER_DEMO_PAUSE="30"), preexec_fn=default_sigint,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    reader = StderrReader(p.stderr)
-    reader.start()
-    try:
-        tmp = Path(reader.wait_for(r"building demo root in (\S+) \.\.\.", 30).group(1))
-        reader.wait_for(r"^built ", 30)  # the root is built; the demo now sleeps before scanning
-        assert (tmp / "root").is_dir()
-        shims = pids_mentioning(str(tmp))
-        assert len(shims) >= 3  # web/init, web/debug-shell, cache/init (stopped)
-        assert len(tagged_pids(tag)) >= len(shims) + 4  # + their children, the orphan, the reuser
+def start_demo(tag: str, stdout=subprocess.PIPE, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """The demo, paused after the build until its stdin is closed (RECOVER_DEMO_PAUSE)."""
+    return subprocess.Popen([sys.executable, "-m", "recover", "demo"], cwd=REPO,
+                            env=demo_env(tag, RECOVER_DEMO_PAUSE="1"), preexec_fn=default_signals,
+                            stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, text=True)
 
-        p.send_signal(signal.SIGINT)
+
+def assert_nothing_left(tag: str, tmp: Path) -> None:
+    assert not tmp.exists()
+    assert pids_mentioning(str(tmp)) == []
+    assert tagged_pids(tag) == []
+
+
+@pytest.mark.parametrize("when", ["while it builds", "once every process lives"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_mid_demo_removes_everything(sig, when):
+    tag = uuid.uuid4().hex
+    p = start_demo(tag)
+    stderr = LineReader(p.stderr)
+    try:
+        tmp = Path(stderr.wait_for(r"building demo root in (\S+) \.\.\.").group(1))
+        if when != "while it builds":
+            stderr.wait_for(r"^built ")  # the demo now waits for its stdin to close
+            assert (tmp / "root").is_dir()
+            shims = pids_mentioning(str(tmp))
+            assert len(shims) >= 3  # web/init, web/debug-shell, cache/init (stopped)
+            assert len(tagged_pids(tag)) >= len(shims) + 4  # + their children, the orphan, the reuser
+        p.send_signal(sig)
         p.wait(timeout=30)
-        stdout = p.stdout.read()  # nothing was written before the interrupt: cannot have blocked
+        stdout = p.stdout.read()
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
             kill_leftovers(tag)
-    reader.join(5)
-    assert p.returncode == 130, "".join(reader.lines)
-    assert stdout == ""  # interrupted before the scan: no partial table
-    assert not tmp.exists()
-    assert pids_mentioning(str(tmp)) == []
-    assert tagged_pids(tag) == []
+    text = stderr.text()
+    assert p.returncode == 128 + sig, text
+    assert stdout == ""  # stopped before the scan: no partial table
+    assert "Traceback" not in text and "Aborted" not in text
+    assert_nothing_left(tag, tmp)
+
+
+def test_a_closed_stdout_ends_the_demo_cleanly():
+    tag = uuid.uuid4().hex
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read: the first write of the table fails (EPIPE)
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "recover", "demo"], cwd=REPO, env=demo_env(tag),
+                             stdout=write_end, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write_end)
+    try:
+        _, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+            kill_leftovers(tag)
+    assert p.returncode == 0, stderr  # a reader that went away is no error of the demo
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr and "Broken pipe" not in stderr
+    assert "stopped the demo's processes and removed" in stderr
+    assert_nothing_left(tag, announced_dir(stderr))
+
+
+def test_a_closed_stderr_does_not_stop_the_demo():
+    tag = uuid.uuid4().hex
+    p = start_demo(tag)
+    stdout = LineReader(p.stdout)
+    try:
+        first = p.stderr.readline()
+        tmp = announced_dir(first)
+        p.stderr.close()  # the next progress line meets a closed pipe
+        p.stdin.close()  # and the demo goes on
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+            kill_leftovers(tag)
+    assert p.returncode == 0
+    out = stdout.text()
+    assert len(table(out)) == 8 and "What each row means:" in out  # the whole report
+    assert_nothing_left(tag, tmp)
+
+
+def test_stdout_and_stderr_on_one_closed_pipe_like_head():
+    """`recover demo 2>&1 | head -2`: two lines are read, then every write meets a closed pipe."""
+    tag = uuid.uuid4().hex
+    read_end, write_end = os.pipe()
+    try:
+        p = start_demo(tag, stdout=write_end, stderr=write_end)
+    finally:
+        os.close(write_end)
+    try:
+        with os.fdopen(read_end, "r") as head:
+            lines = [head.readline(), head.readline()]
+        p.stdin.close()  # the demo goes on, to a pipe nobody reads
+        p.wait(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+            kill_leftovers(tag)
+    assert lines[1].startswith("built "), lines
+    assert p.returncode == 0
+    assert_nothing_left(tag, announced_dir(lines[0]))

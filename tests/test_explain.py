@@ -10,6 +10,8 @@ import json
 import os
 import shutil
 import signal
+import sys
+import time
 
 import orjson
 import pytest
@@ -305,37 +307,41 @@ def test_hostile_logs_in_json_and_text(tmp_path):
 # --- events and the timeline ---------------------------------------------------------------
 
 def test_events_lines_and_timeline_order(tmp_path):
+    # Every moment is within a few ticks after this boot's btime: in the past however fresh the
+    # host (no test may assume an uptime), and after btime, as a start tick must be.
+    hz = os.sysconf("SC_CLK_TCK")
+    t = btime() + 2 / hz  # process.json written; the process starts one tick later
+    ms = 0.001
     with RootBuilder(tmp_path / "root") as b:
-        t = btime() + 1000  # a moment of this boot, well in the past
         cdir = b.container(C)
-        pdir = b.write_process(C, "init", pid=dead_pid(), starttime=1000 * os.sysconf("SC_CLK_TCK") + 50)
-        (pdir / "log.json").write_bytes(json.dumps({"level": "error", "msg": "late", "time": rfc(t + 2.5)}).encode())
+        pdir = b.write_process(C, "init", pid=dead_pid(), starttime=3)
+        (pdir / "log.json").write_bytes(json.dumps({"level": "error", "msg": "late", "time": rfc(t + 4 / hz)}).encode())
         other = "f" * 64
-        lines = [{"id": C, "type": "start-container", "timestamp": rfc(t + 0.2)},
-                 {"id": other, "type": "exit", "timestamp": rfc(t + 0.3), "pid": "init", "status": 1},
+        lines = [{"id": C, "type": "start-container", "timestamp": rfc(t + 2 * ms)},
+                 {"id": other, "type": "exit", "timestamp": rfc(t + 3 * ms), "pid": "init", "status": 1},
                  "not json {",
-                 {"id": C, "type": "exit", "timestamp": rfc(t + 3), "pid": "init", "status": 137},
+                 {"id": C, "type": "exit", "timestamp": rfc(t + 5 / hz), "pid": "init", "status": 137},
                  {"id": C, "type": "oom", "timestamp": "whenever"}]
         (b.root / "events.log").write_bytes(b"".join(
             (x if isinstance(x, str) else json.dumps(x)).encode() + b"\n" for x in lines) + b"\0\0\0\n")
-        for path, when in ((cdir / "state.json", t - 1), (pdir / "process.json", t), (pdir / "pid", t + 1),
-                           (pdir / "starttime", t + 2)):
+        for path, when in ((cdir / "state.json", t - ms), (pdir / "process.json", t), (pdir / "pid", t + 2 / hz),
+                           (pdir / "starttime", t + 3 / hz)):
             os.utime(path, (when, when))
         doc = explain_json(b.root, C)
         assert doc["events"] == [
-            {"timestamp": rfc(t + 0.2), "type": "start-container"},
-            {"timestamp": rfc(t + 3), "type": "exit", "pid": "init", "status": 137},
+            {"timestamp": rfc(t + 2 * ms), "type": "start-container"},
+            {"timestamp": rfc(t + 5 / hz), "type": "exit", "pid": "init", "status": 137},
             {"timestamp": "whenever", "type": "oom"}]
         assert doc["events_note"] is None
         whats = [x["what"] for x in doc["timeline"]]
         assert whats == ["state.json written", "process.json written", "event start-container",
                          whats[3], "pid written", "starttime written", "log.json: error late",
                          "event exit pid=init status=137", "now"]
-        assert whats[3].startswith("process started (recorded start tick")
-        assert doc["timeline"][3]["epoch"] == pytest.approx(t + 0.5)
+        assert whats[3].startswith("process started (recorded start tick 3")
+        assert doc["timeline"][3]["epoch"] == pytest.approx(btime() + 3 / hz, abs=ms)
         assert doc["timeline"][0]["path"] == C and doc["timeline"][1]["path"] == f"{C}/init"
         text = explain(b.root, C).stdout
-        assert "timestamp=" + rfc(t + 3) + " type=exit pid=init status=137" in text
+        assert "timestamp=" + rfc(t + 5 / hz) + " type=exit pid=init status=137" in text
         assert text.index("state.json written") < text.index("event exit pid=init status=137") < text.index("  now")
 
 
@@ -371,3 +377,87 @@ def test_rfc3339_with_nanoseconds():
     assert rfc3339("2026-11-28T14:18:19.443104628Z") == pytest.approx(1795875499.443104628)
     assert rfc3339("2026-11-28T15:18:19+01:00") == rfc3339("2026-11-28T14:18:19Z")
     assert rfc3339("yesterday") is None and rfc3339(12) is None
+
+
+def test_text_never_says_none(tmp_path, reference):
+    """A value that is not known is said in words, online and offline, never Python's None."""
+    with RootBuilder(tmp_path / "root") as b:
+        b.start_process(C, "init")
+        orphan = b.start_process(C, "orphan", starttime=False)
+        orphan.kill_shim()
+        b.write_process(C, "gone", pid=dead_pid())
+        b.write_process(C, "never")
+        b.write_process(C, "garbage", pid=b"x\n", starttime=b"?", exit_status=b"%!u(uint32=9)")
+        b.start_hung_shim(C, "hung")
+        for args in ((), ("--offline",)):
+            text = explain(b.root, C, *args).stdout
+            assert "None" not in text, [line for line in text.splitlines() if "None" in line]
+    (reference / "proc" / "stat").unlink()  # a capture without btime
+    for target in (WEB, CRON, CACHE, WORKER):
+        text = ref_text(reference, target)
+        assert "None" not in text, [line for line in text.splitlines() if "None" in line]
+        text = explain(reference / "root", target, "--offline").stdout
+        assert "None" not in text, [line for line in text.splitlines() if "None" in line]
+
+
+# --- /proc now, read with psutil -------------------------------------------------------------
+
+LISTENER = """
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+f = open(sys.argv[1] + ".tmp", "w")
+f.write(str(s.getsockname()[1]))
+f.flush()
+import os; os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(1000)
+"""
+
+
+def test_resources_of_a_live_process(tmp_path):
+    port_file = tmp_path / "port"
+    with RootBuilder(tmp_path / "root") as b:
+        lp = b.start_process(C, "init", [sys.executable, "-c", LISTENER, str(port_file)])
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            assert time.monotonic() < deadline, "the listener never wrote its port"
+            time.sleep(0.01)
+        port = int(port_file.read_text())
+        doc = explain_json(b.root, C)
+        r = doc["processes"][0]["evidence"]["proc_now"]["resources"]
+        assert r["cannot_tell"] == {}
+        status = dict(line.split(":", 1) for line in open(f"/proc/{lp.pid}/status").read().splitlines())
+        assert r["threads"] == int(status["Threads"])
+        assert abs(r["rss_bytes"] - int(status["VmRSS"].split()[0]) * 1024) < 4 << 20  # it may grow meanwhile
+        assert r["cpu_user_s"] >= 0 and r["cpu_system_s"] >= 0
+        assert str(port_file) in [f["path"] for f in r["open_files"]]  # still open, under its new name
+        assert r["open_files_count"] == len(r["open_files"])
+        (sock,) = r["sockets"]
+        assert sock == {"fd": sock["fd"], "family": "AF_INET", "type": "SOCK_STREAM", "local": f"127.0.0.1:{port}",
+                        "remote": None, "status": "LISTEN"}
+        text = explain(b.root, C).stdout
+        assert f"AF_INET SOCK_STREAM 127.0.0.1:{port} -> - LISTEN" in text and "sockets: 1" in text
+
+
+def test_resources_cannot_be_told_of_a_captured_proc_or_a_moved_pid(reference, tmp_path):
+    from recover.explain import process_resources
+
+    now = ref(reference, CRON)["processes"][0]["evidence"]["proc_now"]
+    assert now["resources"] is None and "live /proc" in now["resources_note"]
+    assert "resources: not read" in ref_text(reference, CRON)
+    me = os.getpid()
+    moved = process_resources(me, ticks(me) + 1)  # the start ticks of another process under this pid
+    assert set(moved["cannot_tell"].values()) == {"the process exited, or its pid was reused, while it was read"}
+    assert moved["rss_bytes"] is None and moved["sockets"] is None
+    gone = process_resources(dead_pid(), 1)
+    assert set(gone["cannot_tell"].values()) == {"the process is gone"}
+
+
+@pytest.mark.skipif(os.stat("/proc/1").st_uid == os.geteuid(), reason="needs a process of another user (run as non-root)")
+def test_resources_of_another_users_process_cannot_be_told_without_root(tmp_path):
+    from recover.explain import process_resources
+
+    r = process_resources(1, ticks(1))
+    assert r["cannot_tell"]["open_files"].startswith("access denied") and r["open_files"] is None
+    assert r["sockets"] is None

@@ -248,6 +248,7 @@ def test_a_second_apply_is_a_no_op(world, tmp_path):
     again = cli("repair", b.root, "--apply", "--kill-orphans")
     assert again.exit_code == 0, again.output
     assert "(nothing to repair)" in again.stdout
+    assert again.stdout.rstrip().endswith("nothing to do: nothing was changed")  # not "applied"
     assert tree(b.root) == before  # not even a directory mtime moved
     assert journal.read_bytes() == journal_before
 
@@ -400,6 +401,136 @@ def test_a_dir_that_is_not_a_proc_is_a_usage_error(world, tmp_path):
     assert result.exit_code == 2 and "--offline" in result.stderr
 
 
+# --- user errors: a message and exit 2, before anything is written ---------------------------
+
+SYSFS = Path("/sys")  # a dir where nobody, not even root, may create a file
+
+
+def locked_dir(tmp_path: Path) -> Path:
+    """A directory whose permission bits forbid writing: what recover can see before it writes."""
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    return locked
+
+
+AS_ROOT = os.geteuid() == 0
+
+
+def vanished_root(tmp_path: Path) -> RootBuilder:
+    b = RootBuilder(tmp_path / "root")
+    b.container(VANISHED)
+    b.write_process(VANISHED, "init", pid=dead_pid(), starttime=1)
+    return b
+
+
+def assert_usage_error(result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("recover: ") and all(w in line for w in words), line
+    assert "Traceback" not in result.output
+
+
+def lock_is_free(root: Path) -> bool:
+    import fcntl
+
+    fd = os.open(rp.lock_path(os.path.realpath(root)), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("where", ["missing dir", "a file for a dir", "sysfs", "a FIFO"])
+def test_a_journal_that_cannot_be_written_is_a_usage_error(tmp_path, where):
+    with vanished_root(tmp_path) as b:
+        journal = {"missing dir": tmp_path / "nope" / "j.jsonl", "a file for a dir": b.root / VANISHED / "init" / "pid" / "j",
+                   "sysfs": SYSFS / "j.jsonl", "a FIFO": tmp_path / "fifo"}[where]
+        if where == "a FIFO":
+            os.mkfifo(journal)  # opened for writing, it would wait for a reader forever
+        before = tree(b.root)
+        result = cli("repair", b.root, "--apply", "--journal", journal)
+        assert_usage_error(result, "--journal", str(journal))
+        assert tree(b.root) == before
+        if os.path.exists(rp.lock_path(os.path.realpath(b.root))):
+            assert lock_is_free(b.root)  # released on the way out
+
+
+def test_a_lock_file_that_cannot_be_created_is_a_usage_error(tmp_path):
+    with vanished_root(tmp_path) as b:
+        os.mkdir(rp.lock_path(os.path.realpath(b.root)))  # a dir where the lock file goes
+        before = tree(b.root)
+        result = cli("repair", b.root, "--apply")
+        assert_usage_error(result, "cannot create the lock file", rp.lock_path(os.path.realpath(b.root)))
+        assert tree(b.root) == before and not journal_of(b.root).exists()
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", pytest.param("locked dir", marks=pytest.mark.skipif(
+    AS_ROOT, reason="root writes whatever the permission bits say: the non-root run checks this"))])
+def test_a_quarantine_that_is_not_a_usable_dir_is_refused_before_anything_is_written(tmp_path, where):
+    with RootBuilder(tmp_path / "root") as b:
+        b.container(NOPID)
+        b.write_process(NOPID, "init")  # containerd would delete it: a quarantine action
+        b.container(VANISHED)
+        b.write_process(VANISHED, "init", pid=dead_pid(), starttime=1)  # and a write-exit-status
+        (tmp_path / "file").write_bytes(b"")
+        quarantine = {"a file": tmp_path / "file", "under a file": tmp_path / "file" / "q",
+                      "locked dir": locked_dir(tmp_path) / "q"}[where]
+        before = tree(tmp_path)
+        for apply in ([], ["--apply"]):
+            assert_usage_error(cli("repair", b.root, *apply, "--quarantine", quarantine), "--quarantine")
+        assert tree(tmp_path) == before  # no lock file, no journal, no exitStatus
+
+
+@pytest.mark.parametrize("where", ["missing dir", "a dir", "sysfs"])
+def test_a_baseline_that_cannot_be_written_is_a_usage_error(tmp_path, where):
+    with vanished_root(tmp_path) as b:
+        target = {"missing dir": tmp_path / "nope" / "b.json", "a dir": tmp_path,
+                  "sysfs": SYSFS / "b.json"}[where]
+        assert_usage_error(cli("check", b.root, "--write-baseline", target), "--write-baseline")
+
+
+def test_undo_of_a_missing_file_creates_nothing(tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    assert_usage_error(cli("repair", "--undo", missing), "--undo", "No such file")
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"\x7fELF\x02\x01\x01\0\0\0", b"[1, 2]\n{\"id\": 5}\n",
+                                     b'{"id": "x", "phase": "intent", "path_hex": "zz"}\n'])
+def test_undo_of_something_that_is_not_a_journal_changes_nothing(tmp_path, content):
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_bytes(content)
+    for fmt in ("table", "json"):
+        assert_usage_error(cli("repair", "--undo", garbage, "-f", fmt), "no recover journal entry")
+    assert garbage.read_bytes() == content  # nothing appended
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir"])
+def test_undo_never_opens_a_fifo_or_a_dir(tmp_path, kind):
+    path = tmp_path / "j"
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    assert_usage_error(cli("repair", "--undo", path), "--undo", "not a regular file")
+
+
+def test_undo_in_json(tmp_path):
+    with vanished_root(tmp_path) as b:
+        assert cli("repair", b.root, "--apply").exit_code == 0
+        result = cli("repair", "--undo", journal_of(b.root), "-f", "json")
+        assert result.exit_code == 0, result.output
+        doc = orjson.loads(result.stdout)
+        assert doc == {"schema": "recover.undo/1", "journal": str(journal_of(b.root)),
+                       "entries": [{"path": str(b.root / VANISHED / "init" / "exitStatus"),
+                                    "action": "write-exit-status", "result": "reverted", "detail": "restored"}],
+                       "summary": {"reverted": 1, "not-reverted": 0}}
+        assert not (b.root / VANISHED / "init" / "exitStatus").exists()
+        empty = tmp_path / "empty.jsonl"
+        empty.write_bytes(b"")  # a run that changed nothing: nothing to undo, no error
+        assert orjson.loads(cli("repair", "--undo", empty, "-f", "json").stdout)["entries"] == []
+
+
 # --- journal and undo ----------------------------------------------------------------------
 
 def test_journal_lines_and_undo_restore_the_root(world):
@@ -457,10 +588,12 @@ def test_a_second_undo_changes_nothing_and_says_it_was_done(tmp_path):
         assert cli("repair", b.root, "--apply", "--quarantine", tmp_path / "q").exit_code == 0
         assert cli("repair", "--undo", journal_of(b.root)).exit_code == 0
         assert contents(b.root) == original
-        again = cli("repair", "--undo", journal_of(b.root))
+        again = cli("repair", "--undo", journal_of(b.root), "-f", "json")
         assert again.exit_code == 0, again.output
-        assert len(again.stdout.splitlines()) == 3 and "not-reverted" not in again.stdout
-        assert all("undone already" in line for line in again.stdout.splitlines())
+        doc = orjson.loads(again.stdout)
+        assert doc["schema"] == "recover.undo/1" and doc["journal"] == str(journal_of(b.root))
+        assert len(doc["entries"]) == 3 and doc["summary"] == {"reverted": 3, "not-reverted": 0}
+        assert all(e["result"] == "reverted" and "undone already" in e["detail"] for e in doc["entries"])
         assert contents(b.root) == original
 
 

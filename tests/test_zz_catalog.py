@@ -1,10 +1,11 @@
-"""Runs last: every catalogued code is emitted by some test, and every emitted code is catalogued."""
+"""Runs last: every catalogued code is emitted by some test that ran (a code only a skipped test
+marked `emits` would produce is not asked for), and every emitted code is catalogued."""
 
 import pathlib
 
 import pytest
 
-from conftest import EMITTED
+from conftest import EMITTED, EXCUSED
 from recover.rules import RULES
 
 
@@ -14,5 +15,5 @@ def test_every_code_in_the_catalog_is_emitted_by_some_test(request):
     if modules != every:
         pytest.skip("only meaningful when the whole suite runs")
     assert EMITTED <= set(RULES)
-    missing = sorted(set(RULES) - EMITTED)
+    missing = sorted(set(RULES) - EMITTED - EXCUSED)  # a code only a skipped test emits: not asked for
     assert not missing, f"catalogued but never emitted by a test: {missing}"

@@ -24,9 +24,9 @@ def mount_hidepid_proc(target: str) -> None:
 
 
 def scan_as_nobody(root: str, proc_root: str, hidepid: bool = False) -> dict | None:
-    """Scan in a forked child that dropped root: the interpreter and every module it needs are
-    loaded already (the unprivileged user may not be able to read them).  None: the child could
-    not set up what was asked (no mount namespaces here)."""
+    """Scan in a forked child that dropped root (already not root: as we are): the interpreter
+    and every module it needs are loaded already (the unprivileged user may not be able to read
+    them).  None: the child could not set up what was asked (no mount namespaces here)."""
     import io
 
     from recover.render import render_json
@@ -44,9 +44,10 @@ def scan_as_nobody(root: str, proc_root: str, hidepid: bool = False) -> dict | N
                 except OSError:
                     code = 77
                     raise
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
             buf = io.BytesIO()
             with Scan(root, proc_root=proc_root) as s:
                 render_json(s, buf)
@@ -73,8 +74,7 @@ def scan_as_nobody(root: str, proc_root: str, hidepid: bool = False) -> dict | N
 
 def world_readable(top: str) -> None:
     for d, dirs, files in os.walk(top):
-        for n in dirs:
-            os.chmod(os.path.join(d, n), 0o755)
-        for n in files:
-            if not os.path.islink(os.path.join(d, n)):
-                os.chmod(os.path.join(d, n), 0o644)
+        for n in dirs + files:
+            path = os.path.join(d, n)
+            if not os.path.islink(path):  # a link (the capture's cwd links) is not ours to chmod
+                os.chmod(path, 0o755 if n in dirs else 0o644)

@@ -51,7 +51,8 @@ class ContainerFiles:
 def _name_findings(name: str, rel: str) -> list[Finding]:
     if name.isprintable():
         return []
-    return [finding("F041", f"name {printable(name)!r} holds control characters or bytes that are not UTF-8", rel)]
+    # quoted, not repr(): printable() has escaped it already, and repr() would escape it again
+    return [finding("F041", f"name '{printable(name)}' holds control characters or bytes that are not UTF-8", rel)]
 
 
 class Reader:
