@@ -136,9 +136,6 @@ RootArg = Annotated[Optional[str], typer.Argument(
 ProcRootOpt = Annotated[Optional[str], typer.Option(
     "--proc-root", metavar="DIR", show_default=False,
     help="A live proc mount, or a captured proc dir laid out like /proc. Default: /proc (none with --image-root).")]
-ExplainProcRootOpt = Annotated[Optional[str], typer.Option(
-    "--proc-root", metavar="DIR", show_default=False,
-    help="A live proc mount, or a captured proc dir laid out like /proc. Default: /proc.")]
 RepairProcRootOpt = Annotated[Optional[str], typer.Option(
     "--proc-root", metavar="DIR", show_default=False,
     help="The proc mount to judge and re-verify with. Default: /proc; --apply needs the live one "
@@ -336,10 +333,15 @@ def _write_file(path: str, data: bytes) -> None:
 
 @app.command(epilog=EXIT_CODES_HELP)
 def explain(
-    target: Annotated[str, typer.Argument(metavar="ID[/PROCESS]", help="A container id or unique prefix, optionally /process.")],
+    target: Annotated[str, typer.Argument(
+        metavar="ID[/PROCESS]", help="A container id (or namespace/id) or unique prefix, optionally /process.")],
     root: Annotated[Optional[str], typer.Option("--root", metavar="ROOT", help="The state root (default as for scan).")] = None,
-    proc_root: ExplainProcRootOpt = None,
+    proc_root: ProcRootOpt = None,
     offline: OfflineOpt = False,
+    image_root: ImageRootOpt = None,
+    runc_root: RuncRootOpt = None,
+    containerd_root: ContainerdRootOpt = None,
+    layout: LayoutOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="text or json.")] = "text",
 ) -> None:
     """Everything recover knows about one container or process: its files, the evidence behind
@@ -350,11 +352,11 @@ def explain(
 
     if format not in ("text", "json"):
         raise _fail("--format must be one of: text, json")
-    path = _resolve_root(root)
-    try:
-        doc = build_explanation(path, target, proc_root=proc_root or "/proc", offline=offline)
-    except ExplainError as e:
-        raise _fail(str(e)) from None
+    with _open_scan(root, proc_root, offline, None, image_root, runc_root, containerd_root, layout) as s:
+        try:
+            doc = build_explanation(s, target)
+        except ExplainError as e:
+            raise _fail(str(e)) from None
     _write_out(lambda out: render_explanation(doc, out, format))
 
 

@@ -25,14 +25,14 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from .fsread import MAX_FILE_BYTES, RootError, json_text, kind_of, printable, read_regular
+from .fsread import MAX_FILE_BYTES, RootError, json_safe, json_text, kind_of, printable, read_regular
 from .host import HostView, ProcessFacts, read_stat
 from .judge import ContainerJudgement, ProcessJudgement
 from .layouts.containerd_0_2 import files as layout
 from .predict.containerd_0_2 import predict_process
 from .records import ContainerRecord, ProcessRecord
 from .repair import Options, own_procfs, plan_repair
-from .scan import Scan, SelectionError
+from .scan import Scan, SelectionError, select_containers
 from .verdicts import (PID_FILE_MTIME_SLACK_S, PREVIOUS_BOOT_MARGIN_S, VERDICT_CHECKS, HostFacts, identity_of,
                        lives_under_its_shim, previous_boot_evidence)
 
@@ -290,6 +290,17 @@ def describe_process_files(p: ProcessRecord) -> dict[str, str]:
             layout.EXIT_STATUS_FILE: exit_text}
 
 
+def describe_process(p: ProcessRecord) -> dict[str, str]:
+    """What each file of a process was read as: a 0.2 process dir's four files, or a runtime-v2
+    process's pid file."""
+    if p.start_source == "starttime" or hasattr(p.files, "spec"):
+        return describe_process_files(p)
+    pid = f"pid {p.pid}" if p.pid is not None else "no usable pid"
+    start = (f"start tick {p.start} from runc's state" if p.start_source == "runc-state"
+             else "no start ticks recorded (an exec): the pid file's mtime decides its identity")
+    return {"pid file": f"{pid}; {start}"}
+
+
 def _describe_state(record: ContainerRecord) -> str:
     state = record.files.state
     if state.value is None:
@@ -337,6 +348,11 @@ def _other_file_meaning(entry: dict, logs: dict[str, dict]) -> str | None:
 # --- evidence ------------------------------------------------------------------------------
 
 def _why_exit(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
+    if not hasattr(rec.files, "exit_status"):  # runtime-v2: only CRI's checkpoint records an exit on disk
+        if rec.exit_status is None:
+            return "no exit recorded on disk (a runtime-v2 shim holds its processes' statuses in memory)"
+        alive = " but the recorded process lives under its own shim" if lives_under_its_shim(rec, facts, host) else ""
+        return f"{rec.exit_source} holds {rec.exit_status}{alive}"
     es = rec.files.exit_status
     if es.value is not None and lives_under_its_shim(rec, facts, host):
         return (f"exitStatus holds {es.value}, but the recorded process lives under its own shim: "
@@ -591,7 +607,7 @@ def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) ->
     recorded_epoch = host.start_epoch(p.start) if p.start is not None else None
     return {
         "steps": verdict_steps(p, facts, host, s),
-        "recorded": {"pid": p.pid, "pid_containerd": getattr(p.files.pid, "containerd", None), "start_ticks": p.start,
+        "recorded": {"pid": p.pid, "pid_containerd": p.files.daemon_pid, "start_ticks": p.start,
                      "started_if_this_boot": iso(recorded_epoch)},
         "pid_source": facts.pid_source,
         "judged_pid": facts.pid,
@@ -605,7 +621,9 @@ def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) ->
 
 def containerd_reason(p: ProcessRecord, j: ProcessJudgement, facts: ProcessFacts, host: HostFacts,
                       judged: ContainerJudgement) -> str:
-    """Why containerd 0.2.9 would do what the judge predicted (its own words where it has them)."""
+    """Why the daemon would do what the judge predicted (containerd 0.2.9's own words where it has them)."""
+    if not hasattr(p.files, "spec"):
+        return j.containerd_why  # runtime-v2: the task's prediction says it
     if j.containerd_would == "drop-container":
         why = [f.message for f in judged.findings if f.code in ("R001", "R002", "R003")]
         return "; ".join(why) or "the container dir is deleted"
@@ -627,7 +645,9 @@ def containerd_reason(p: ProcessRecord, j: ProcessJudgement, facts: ProcessFacts
 
 # --- timeline ------------------------------------------------------------------------------
 
-_WRITTEN = {layout.STATE_FILE: "state.json written", layout.PROCESS_FILE: "process.json written",
+_WRITTEN = {"address": "address written", "bootstrap.json": "bootstrap.json written",
+            "config.json": "config.json written",
+            layout.STATE_FILE: "state.json written", layout.PROCESS_FILE: "process.json written",
             layout.PID_FILE: "pid written", layout.STARTTIME_FILE: "starttime written",
             layout.EXIT_STATUS_FILE: "exitStatus written"}
 
@@ -643,8 +663,8 @@ def timeline(files: list[dict], host: HostFacts, processes: list[dict], events: 
 
     for d in files:
         for e in d["entries"]:
-            if e["type"] == "file" and e["name"] in _WRITTEN:
-                add(e["mtime_epoch"], _WRITTEN[e["name"]], d["dir"])
+            if e["type"] == "file" and (e["name"] in _WRITTEN or e["name"].endswith(".pid")):
+                add(e["mtime_epoch"], _WRITTEN.get(e["name"], f"{e['name']} written"), d["dir"])
     for p in processes:
         path = p["dir"]
         ev, verdict = p["evidence"], p["verdict"]
@@ -679,17 +699,101 @@ def _finding_json(f) -> dict:
             "path": safe_text(f.path) if f.path is not None else None}
 
 
+def resolve_target(s: Scan, target: str) -> tuple[str, str | None]:
+    """ID[/PROCESS] (or NAMESPACE/ID[/PROCESS]) -> (container key, process id or None): the
+    longest head of the target that names exactly one container is the container."""
+    keys = s.reader.containers()
+    parts = target.split("/")
+    for n in range(len(parts), 0, -1):
+        head, rest = "/".join(parts[:n]), "/".join(parts[n:])
+        if not head:
+            break
+        try:
+            (key,) = select_containers(keys, [head])
+        except SelectionError as e:
+            if "ambiguous" in str(e):
+                raise ExplainError(str(e)) from None
+            continue
+        return key, rest or None
+    raise ExplainError(f"no container matches '{printable(target)}'")
+
+
 def explain(s: Scan, target: str) -> dict:
     now = time.time()
-    _, slash, process_id = target.partition("/")
-    (cid,) = s.ids  # the scan was opened on one selected container
-    record, facts, judged = s.examine(cid)
+    key, process_id = resolve_target(s, target)
+    record, facts, judged = s.examine(key)
     processes = [p for p in record.processes if not process_id or p.id == process_id]
     if process_id and not processes:
         names = ", ".join(printable(p.id) for p in record.processes) or "none"
-        raise ExplainError(f"container {printable(cid)} has no process {Q(process_id)} (it has: {names})")
+        raise ExplainError(f"container {printable(key)} has no process {Q(process_id)} (it has: {names})")
     host = s.host_facts
-    cdir = json_text(cid)
+    if record.namespace is None:
+        files, logs, events, events_note = _files_02(s, record, processes, process_id)
+    else:
+        files, logs = _files_v2(s, record)
+        events, events_note = [], None
+    for d in files:
+        for e in d["entries"]:
+            e["name"] = json_text(e["name"])
+            if e.get("target") is not None:
+                e["target"] = json_text(e["target"])
+            e["mtime_epoch"] = e.pop("mtime", None)
+            e["mtime"] = iso(e["mtime_epoch"])
+            e["findings"] = [safe_text(f) for f in e["findings"]]
+            if "parsed" in e:
+                e["parsed"] = safe_text(e["parsed"])
+    judged_by_id = {p.id: p for p in judged.processes}
+    out_processes = []
+    for p in processes:
+        j = judged_by_id[p.id]
+        f = facts[p.id]
+        out_processes.append({
+            "id": json_text(p.id), "dir": _dir_of(record, p),
+            "verdict": j.verdict, "exit_status": j.exit_status, "exit_status_source": j.exit_status_source,
+            "parsed": {k: safe_text(v) for k, v in describe_process(p).items()},
+            "evidence": evidence(p, f, host, s),
+            "logs": logs.get(p.id, {}),
+            "containerd_would": j.containerd_would,
+            "containerd_why": safe_text(containerd_reason(p, j, f, host, judged)),
+            "findings": [_finding_json(x) for x in j.findings],
+        })
+    if s.layout.writable:
+        plan = [a for a in plan_repair([judged], Options()) if not process_id or a.process in (None, process_id)]
+        repair_would = [{"process": None if a.process is None else json_text(a.process), "action": a.kind,
+                         "value": None if a.value is None else safe_text(a.value), "reason": safe_text(a.reason)}
+                        for a in plan]
+    else:
+        repair_would = None  # repair refuses this layout
+    return {
+        "schema": SCHEMA, "root": json_text(s.root.path), "layout": s.layout.name, "daemon": s.layout.daemon,
+        "container": json_text(record.id), "namespace": None if record.namespace is None else json_text(record.namespace),
+        "process": json_text(process_id) if process_id else None,
+        "host": s.host_json(),
+        "files": files,
+        "processes": out_processes,
+        "events": events, "events_note": events_note,
+        "timeline": timeline(files, host, out_processes, events, now),
+        "containerd_would": judged.containerd_would,
+        "containerd_why": safe_text(judged.extra.get("containerd_would_why") or ""),
+        "task": json_safe({k: v for k, v in judged.extra.items() if k != "containerd_would_why"}) or None,
+        "container_findings": [_finding_json(x) for x in judged.findings],
+        "repair_would": repair_would,
+        "scan_findings": [_finding_json(x) for x in s.findings],
+    }
+
+
+def _dir_of(record: ContainerRecord, p: ProcessRecord | None = None) -> str:
+    """Where a container's (or a 0.2 process's) files are, relative to the root, names exact."""
+    if record.namespace is not None:  # runtime-v2: one bundle for the whole task
+        return "/".join(json_text(x) for x in (record.rel.split("/", 1)[0], record.namespace, record.id))
+    return json_text(record.id) + ("" if p is None else f"/{json_text(p.id)}")
+
+
+def _files_02(s: Scan, record: ContainerRecord, processes: list[ProcessRecord], process_id: str | None
+              ) -> tuple[list[dict], dict[str, dict[str, dict]], list[dict], str | None]:
+    """A 0.2 container's dir and its process dirs, their logs, and its lines of events.log."""
+    cid = record.id
+    cdir = _dir_of(record)
     files: list[dict] = []
     logs: dict[str, dict[str, dict]] = {}
     root_fd = os.open(s.root.real, _DIR_FLAGS)
@@ -710,7 +814,7 @@ def explain(s: Scan, target: str) -> dict:
                     elif e["name"] != layout.STATE_FILE and e["type"] != "missing":
                         e.setdefault("parsed", "not used by containerd")
             for p in processes:
-                pdir = f"{cdir}/{json_text(p.id)}"
+                pdir = _dir_of(record, p)
                 try:
                     pfd = os.open(p.id, _DIR_FLAGS, dir_fd=cfd)
                 except OSError as e:
@@ -727,8 +831,7 @@ def explain(s: Scan, target: str) -> dict:
                     logs[p.id] = plogs
                 finally:
                     os.close(pfd)
-                rows = _file_rows(entries, describe_process_files(p), list(p.findings), p.rel,
-                                  layout.PROCESS_FILES)
+                rows = _file_rows(entries, describe_process(p), list(p.findings), p.rel, layout.PROCESS_FILES)
                 for e in rows:
                     if "parsed" not in e:
                         meaning = _other_file_meaning(e, plogs)
@@ -740,47 +843,79 @@ def explain(s: Scan, target: str) -> dict:
         events, events_note = read_events(root_fd, cid)
     finally:
         os.close(root_fd)
-    for d in files:
-        for e in d["entries"]:
-            e["name"] = json_text(e["name"])
-            if e.get("target") is not None:
-                e["target"] = json_text(e["target"])
-            e["mtime_epoch"] = e.pop("mtime", None)
-            e["mtime"] = iso(e["mtime_epoch"])
-            e["findings"] = [safe_text(f) for f in e["findings"]]
-            if "parsed" in e:
-                e["parsed"] = safe_text(e["parsed"])
-    judged_by_id = {p.id: p for p in judged.processes}
-    out_processes = []
-    for p in processes:
-        j = judged_by_id[p.id]
-        f = facts[p.id]
-        out_processes.append({
-            "id": json_text(p.id), "dir": f"{cdir}/{json_text(p.id)}",
-            "verdict": j.verdict, "exit_status": j.exit_status, "exit_status_source": j.exit_status_source,
-            "parsed": {k: safe_text(v) for k, v in describe_process_files(p).items()},
-            "evidence": evidence(p, f, host, s),
-            "logs": logs.get(p.id, {}),
-            "containerd_would": j.containerd_would,
-            "containerd_why": safe_text(containerd_reason(p, j, f, host, judged)),
-            "findings": [_finding_json(x) for x in j.findings],
-        })
-    plan = [a for a in plan_repair([judged], Options()) if not process_id or a.process in (None, process_id)]
-    return {
-        "schema": SCHEMA, "root": json_text(s.root.path), "container": cdir,
-        "process": json_text(process_id) if process_id else None,
-        "host": s.host_json(),
-        "files": files,
-        "processes": out_processes,
-        "events": events, "events_note": events_note,
-        "timeline": timeline(files, host, out_processes, events, now),
-        "containerd_would": judged.containerd_would,
-        "container_findings": [_finding_json(x) for x in judged.findings],
-        "repair_would": [{"process": None if a.process is None else json_text(a.process), "action": a.kind,
-                          "value": None if a.value is None else safe_text(a.value), "reason": safe_text(a.reason)}
-                         for a in plan],
-        "scan_findings": [_finding_json(x) for x in s.findings],
+    return files, logs, events, events_note
+
+
+def _files_v2(s: Scan, record: ContainerRecord) -> tuple[list[dict], dict[str, dict[str, dict]]]:
+    """A runtime-v2 task's bundle, what each file says, runc's state and CRI's checkpoint as two
+    more rows, and runc's log.json (the task's, shown with every process)."""
+    t = record.files
+    rows: list[dict] = []
+    log: dict[str, dict] = {}
+    fds = []
+    try:
+        fd = s.root.fd
+        for part in record.rel.split("/"):
+            fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            fds.append(fd)
+        entries = list_dir(fd)
+        got, error = read_log(fd, entries, "log.json", record.rel)
+        if any(e["name"] == "log.json" for e in entries):
+            log = {"log.json": {"entries": got, "error": error}}
+    except OSError as e:
+        return [{"dir": _dir_of(record), "entries": [], "error": e.strerror}], {}
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+    parsed = {p.rel.rsplit("/", 1)[-1]: describe_process(p)["pid file"] for p in record.processes}
+    parsed.update(_describe_task_files(t, log))
+    findings = list(record.findings) + [f for p in record.processes for f in p.findings]
+    rows = _file_rows(entries, parsed, findings, record.rel, ("init.pid", "address"))
+    for e in rows:
+        if e["name"] == "address" and e["type"] == "missing" and t.address_source == "bootstrap.json":
+            e["parsed"] = "absent: bootstrap.json is read instead"
+    extra = [{"name": "(runc state)", "type": "file" if t.runc and not t.runc.problem else "missing",
+              "path": json_text(t.runc.path) if t.runc else None, "findings": [],
+              "parsed": _describe_runc(t)}]
+    if t.cri is not None:
+        extra.append({"name": "(CRI checkpoint)", "type": "file" if not t.cri.problem else "missing",
+                      "path": json_text(t.cri.path), "findings": [],
+                      "parsed": f"{t.cri.state}: pid {t.cri.pid}, exit code {t.cri.exit_code}, "
+                                f"finished at {t.cri.finished_at or 'not yet'}" + (
+                                    f" ({t.cri.problem})" if t.cri.problem else "")})
+    return [{"dir": _dir_of(record), "entries": rows + extra}], {p.id: log for p in record.processes}
+
+
+def _describe_task_files(t, log: dict[str, dict]) -> dict[str, str]:
+    out = {
+        "address": (f"the shim's socket: {t.address}; the socket file is {t.socket_state_words}"
+                    if t.address_source == "address" else t.address_problem or "not used"),
+        "bootstrap.json": (f"the shim's socket: {t.address} (containerd 2.0 reads it first); the socket file is "
+                           f"{t.socket_state_words}" if t.address_source == "bootstrap.json" else "not usable"),
+        "config.json": ("the OCI spec; CRI: " + (f"{t.container_type}" + (f" of pod sandbox {t.sandbox}" if t.sandbox else ""))
+                        if t.container_type else "the OCI spec (no CRI annotations)"),
+        "options.json": f"runc options: {json.dumps(t.options)}" if t.options is not None else "not read",
+        "runtime": f"runc binary {t.runtime_binary!r}" if t.runtime_binary else "empty: runc",
+        "shim-binary-path": f"the shim binary containerd runs for this task: {t.shim_binary or '(empty)'}",
+        "log": "FIFO (the shim's stderr): never opened",
+        "rootfs": "the container's root filesystem (a mount point)",
+        "work": (f"link to the work dir {t.work_link} (" + ("exists" if t.work_dir_exists else "missing" if
+                 t.work_dir_exists is False else "not checked") + "); never followed") if t.work_link else "no link",
     }
+    if "log.json" in log:
+        n = len(log["log.json"]["entries"])
+        out["log.json"] = f"runc's log: {n} entr{'y' if n == 1 else 'ies'}" + (
+            f"; last error: {t.log_error}" if t.log_error else "")
+    return out
+
+
+def _describe_runc(t) -> str:
+    r = t.runc
+    if r is None:
+        return "not read (beside a captured proc dir; give --runc-root)"
+    if r.problem:
+        return f"{r.path}: {r.problem}"
+    return f"{r.path}: init pid {r.pid}, start tick {r.start}, created {r.created}"
 
 
 # --- text ----------------------------------------------------------------------------------
@@ -819,10 +954,30 @@ def _resource_lines(now: dict) -> list[str]:
     return lines
 
 
+def _task_lines(task: dict) -> list[str]:
+    """A runtime-v2 task's shim, runc state and CRI checkpoint, as the restore sees them."""
+    P = printable
+    shim = task["shim"]
+    lines = [f"  shim: {_or(shim['state'], 'not judged')}" + _or(shim["pid"], "", ", pid {}")
+             + f"; address {P(shim['address']) if shim['address'] else '(' + P(shim['address_problem'] or '?') + ')'}"
+             + f"; socket {_or(shim['socket'] and P(shim['socket']), 'none')} ({shim['socket_state']})"]
+    runc = task["runc_state"]
+    lines.append("  runc state: " + ("not read" if runc is None else P(runc["path"]) + ": " + (
+        runc["problem"] or f"init pid {runc['pid']}, start tick {runc['start']}")))
+    cri = task["cri"]
+    if cri:
+        lines.append(f"  CRI: checkpoint {cri['state']} (pid {cri['pid']}, exit code {cri['exit_code']}); "
+                     f"CRI would: {cri['cri_would'] or 'cannot be told'}: {P(cri['why'])}")
+    if task.get("sandbox"):
+        lines.append(f"  pod sandbox: {P(task['sandbox'])} (its shim is the pod's)")
+    return lines
+
+
 def render_text(doc: dict, out: BinaryIO) -> None:
     P = printable
-    lines = [f"container {P(doc['container'])}" + (f"  process {P(doc['process'])}" if doc["process"] else ""),
-             f"root      {P(doc['root'])}"]
+    name = doc["container"] if doc["namespace"] is None else f"{doc['namespace']}/{doc['container']}"
+    lines = [f"container {P(name)}" + (f"  process {P(doc['process'])}" if doc["process"] else ""),
+             f"root      {P(doc['root'])} ({doc['layout']}: {doc['daemon']} predicted)"]
     h = doc["host"]
     lines.append("host      " + (f"proc root {P(h['proc_root'])}, "
                                 f"{_or(h['btime'] and iso(h['btime']), 'boot time unknown', 'booted {}')}"
@@ -879,34 +1034,38 @@ def render_text(doc: dict, out: BinaryIO) -> None:
         for name, log in p["logs"].items():
             lines.append(f"  {name}: " + (log["error"] or ("" if log["entries"] else "empty")))
             lines += ["    " + _log_line(x) for x in log["entries"]]
-        lines.append(f"  containerd 0.2.9 would: {p['containerd_would'] or 'cannot be told'}: {P(p['containerd_why'])}")
+        lines.append(f"  {doc['daemon']} would: {p['containerd_would'] or 'cannot be told'}: {P(p['containerd_why'])}")
         if p["findings"]:
             lines.append("  findings:")
             lines += [f"    {f['code']} {f['severity']:<7} {P(f['message'])}" for f in p["findings"]]
-    lines += ["", f"== containerd 0.2.9 on restart, for the container: {doc['containerd_would'] or 'cannot be told'}"]
+    lines += ["", f"== {doc['daemon']} on restart, for the container: {doc['containerd_would'] or 'cannot be told'}"]
+    if doc["containerd_why"]:
+        lines.append(f"  {P(doc['containerd_why'])}")
+    task = doc["task"]
+    if task:
+        lines += _task_lines(task)
     lines += [f"  {f['code']} {f['severity']:<7} {P(f['message'])}" for f in doc["container_findings"]]
     lines += ["", "== recover repair would (default options, dry run):"]
-    lines += [f"  {P(a['process'] or '(container)')}: {a['action']}" + (f" {P(a['value'])}" if a["value"] else "")
-              + f" - {P(a['reason'])}" for a in doc["repair_would"]] or ["  nothing"]
-    lines += ["", "== events.log (this container)" + (f": {doc['events_note']}" if doc["events_note"] else "")]
-    lines += ["  " + P(" ".join(f"{k}={_shown(v)}" for k, v in e.items())) for e in doc["events"]] or ["  none"]
+    if doc["repair_would"] is None:
+        lines.append(f"  nothing: repair refuses {doc['layout']} roots (it judges them)")
+    else:
+        lines += [f"  {P(a['process'] or '(container)')}: {a['action']}" + (f" {P(a['value'])}" if a["value"] else "")
+                  + f" - {P(a['reason'])}" for a in doc["repair_would"]] or ["  nothing"]
+    if doc["namespace"] is None:
+        lines += ["", "== events.log (this container)" + (f": {doc['events_note']}" if doc["events_note"] else "")]
+        lines += ["  " + P(" ".join(f"{k}={_shown(v)}" for k, v in e.items())) for e in doc["events"]] or ["  none"]
     lines += ["", "== timeline"]
     lines += [f"  {_or(t['time'], t['epoch'])}  " + (f"{P(t['path'])}: " if t["path"] else "") + P(t["what"])
               for t in doc["timeline"]]
     out.write(("\n".join(line.rstrip() for line in lines) + "\n").encode("utf-8", "backslashreplace"))
 
 
-def build_explanation(root: str, target: str, *, proc_root: str, offline: bool) -> dict:
-    """The explanation of `target` (ID[/PROCESS]) as a document; ExplainError if it names none."""
-    cid_prefix = target.partition("/")[0]
-    if not cid_prefix:
+def build_explanation(scan: Scan, target: str) -> dict:
+    """The explanation of `target` (ID[/PROCESS], NAMESPACE/ID[/PROCESS]) as a document;
+    ExplainError if it names none."""
+    if not target.partition("/")[0]:
         raise ExplainError("no container id given (ID[/PROCESS])")
-    try:
-        s = Scan(root, proc_root=proc_root, offline=offline, select=[cid_prefix])
-    except (SelectionError, RootError) as e:
-        raise ExplainError(str(e)) from None
-    with s:
-        return explain(s, target)
+    return explain(scan, target)
 
 
 def render_explanation(doc: dict, out: BinaryIO, fmt: str) -> None:

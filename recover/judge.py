@@ -55,6 +55,7 @@ class ProcessJudgement:
     containerd_would: str | None
     findings: tuple[Finding, ...]
     temp_files: tuple[str, ...] = ()  # left by an interrupted repair: removed by the next one
+    containerd_why: str = ""  # the predictor's reason for containerd_would
     shim_root: str | None = None  # the root its shim's cwd names (when its cwd can be read)
     other_root: str | None = None  # ... when that is another existing root: this one is a copy
 
@@ -89,7 +90,7 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
         d, f = decisions[p.id], facts[p.id]
         pred = prediction.processes.get(p.id, ProcessPrediction(None, "the daemon never reaches this process"))
         found = list(p.findings) + list(d.findings) + list(pred.findings) + shared_findings(p, d, f)
-        processes.append(_process_judgement(p, d, f, pred.would, host, found))
+        processes.append(_process_judgement(p, d, f, pred, host, found))
     files = record.files
     return ContainerJudgement(
         id=record.id, rel=record.rel, bundle=record.bundle, runtime=record.runtime,
@@ -117,7 +118,7 @@ def shared_findings(p: ProcessRecord, d: Decision, f: ProcessFacts) -> list[Find
     return found
 
 
-def _process_judgement(rec: ProcessRecord, d: Decision, f: ProcessFacts, would: str | None,
+def _process_judgement(rec: ProcessRecord, d: Decision, f: ProcessFacts, pred: ProcessPrediction,
                        host: HostFacts, found: list[Finding]) -> ProcessJudgement:
     return ProcessJudgement(
         id=rec.id, rel=rec.rel, exec=rec.exec,
@@ -128,5 +129,5 @@ def _process_judgement(rec: ProcessRecord, d: Decision, f: ProcessFacts, would: 
         identity=d.identity, ppid=f.stat.ppid if f.stat else None,
         shim_pid=f.shim_pid, shim_state=f.shim_state if host.proc_read else None,
         exit_status=d.exit_status, exit_status_source=d.exit_status_source,
-        containerd_would=would, findings=tuple(found), temp_files=rec.temp_files,
+        containerd_would=pred.would, containerd_why=pred.why, findings=tuple(found), temp_files=rec.temp_files,
         shim_root=f.shim_root, other_root=f.other_root)

@@ -228,10 +228,10 @@ def select_containers(keys: list[str], wanted: list[str] | None) -> list[str]:
             continue
         matches = [k for k in keys if k.startswith(w) or k.rpartition("/")[2].startswith(w)]
         if not matches:
-            raise SelectionError(f"no container matches {printable(w)!r}")
+            raise SelectionError(f"no container matches '{printable(w)}'")
         if len(matches) > 1:
             shown = ", ".join(printable(m) for m in matches[:10])
-            raise SelectionError(f"{printable(w)!r} is ambiguous: it matches {shown}")
+            raise SelectionError(f"'{printable(w)}' is ambiguous: it matches {shown}")
         chosen.add(matches[0])
     return sorted(chosen)
 

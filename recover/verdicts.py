@@ -179,7 +179,7 @@ def _orphaned(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decis
 
 # The verdict table, in order (SPEC §3).  The docs' table says the same thing.
 VERDICT_CHECKS: tuple[tuple[str, Check], ...] = (
-    ("exitStatus holds a status", _exit_recorded),
+    ("an exit status is recorded", _exit_recorded),
     ("/proc not read", _proc_unreadable),
     ("no pid (pid file and shim child)", _no_pid),
     ("pid not in /proc", _pid_gone),

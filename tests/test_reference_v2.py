@@ -167,3 +167,37 @@ def test_an_address_with_whitespace_is_unreachable(tmp_path, before, after, prob
     assert a["shim"]["address_problem"] == f"address holds {problem}, which containerd dials as written"
     (r101,) = [f for f in a["findings"] if f["code"] == "R101"]
     assert f"write {written!r} (no newline)" in r101["message"]
+
+
+def explain(top, target, *args):
+    return runner.invoke(app, ["explain", target, "--root", *scan_args(top), *args])
+
+
+def test_explain_a_task(multi):
+    result = explain(multi, "default/f-address-removed", "-f", "json")
+    assert result.exit_code == 0, result.output
+    doc = orjson.loads(result.stdout)
+    assert (doc["layout"], doc["namespace"], doc["container"]) == ("containerd-runtime-v2", "default",
+                                                                   "f-address-removed")
+    rows = {e["name"]: e for d in doc["files"] for e in d["entries"]}
+    assert rows["address"]["type"] == "missing" and rows["log"]["parsed"].startswith("FIFO")
+    assert "start tick" in rows["(runc state)"]["parsed"] and "never followed" in rows["work"]["parsed"]
+    assert [p["id"] for p in doc["processes"]] == ["init", "e1"]
+    init = doc["processes"][0]
+    assert init["verdict"] == "running" and init["evidence"]["identity"] == "start-time"
+    assert doc["containerd_would"] == "kill-live-processes" and "address is missing" in doc["containerd_why"]
+    assert doc["task"]["shim"]["state"] == "alive" and doc["repair_would"] is None
+    text = explain(multi, "default/f-address-removed").stdout
+    assert "containerd 1.6-2.x would: kill-live-processes" in text and "restore the address" in text
+
+
+def test_explain_targets_a_task_by_prefix_and_a_process(multi):
+    doc = orjson.loads(explain(multi, "d-init/e1", "-f", "json").stdout)
+    assert (doc["container"], doc["process"]) == ("d-init-exited", "e1")
+    (e1,) = doc["processes"]
+    assert (e1["verdict"], e1["exit_status_source"]) == ("exited", "shim-memory")
+    assert explain(multi, "default/d-init-exited/init").exit_code == 0
+    ambiguous = explain(multi, "a")  # a-none and aa-shim-killed
+    assert ambiguous.exit_code == 2 and "ambiguous" in ambiguous.stderr
+    missing = explain(multi, "default/a-none/nope")
+    assert missing.exit_code == 2 and "no process" in missing.stderr

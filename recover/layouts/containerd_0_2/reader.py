@@ -32,6 +32,11 @@ class ProcessFiles:
     exit_status: files.ExitStatusFile
     exit_is_file: bool = False  # `exit` is a regular file where containerd expects its FIFO
 
+    @property
+    def daemon_pid(self) -> int | None:
+        """The pid as containerd reads it (Go's Atoi), or None when it cannot."""
+        return self.pid.containerd
+
 
 @dataclass(frozen=True, slots=True)
 class ContainerFiles:

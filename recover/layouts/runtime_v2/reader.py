@@ -124,12 +124,17 @@ class TaskFiles:
     def empty(self) -> bool:
         return self.entries == 0
 
+    @property
+    def socket_state_words(self) -> str:
+        return {"present": "there", "missing": "missing", "not-a-socket": "not a socket",
+                "unknown": "not checked (not a unix socket on this host)"}[self.socket]
+
 
 @dataclass(frozen=True, slots=True)
 class PidFile:
     value: int | None
     mtime_ns: int | None
-    containerd: int | None  # strconv.Atoi, as the shim reads it
+    daemon_pid: int | None  # strconv.Atoi, as the shim reads it
 
 
 @dataclass(frozen=True, slots=True)
