@@ -15,7 +15,9 @@ from typing import Literal
 Kind = Literal["containerd-0.2", "empty", "containerd-runtime-v2", "containerd-root-dir", "docker-data-root",
                "other"]
 
-DEFAULT_ROOTS = ("/run/containerd", "/var/run/docker/libcontainerd/containerd")
+# the first that exists is read when no root is named: a system containerd 1.x/2.x (Docker 20+ on
+# most distributions, Kubernetes), the containerd Docker 18.09+ runs itself, Docker 1.11-1.13's 0.2
+DEFAULT_ROOTS = ("/run/containerd", "/var/run/docker/containerd/daemon", "/var/run/docker/libcontainerd/containerd")
 
 # a containerd 1.x/2.x state dir (`state` in config.toml, default /run/containerd)
 RUNTIME_V2_MARKERS = ("io.containerd.runtime.v2.task", "io.containerd.runtime.v1.linux", "containerd.sock",

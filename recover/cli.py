@@ -131,8 +131,9 @@ def _unwritable(option: str, path: str, *, is_dir: bool = False) -> str | None:
 
 
 RootArg = Annotated[Optional[str], typer.Argument(
-    help="The state root. Default: the first that exists of /run/containerd and "
-         "/var/run/docker/libcontainerd/containerd.", show_default=False, metavar="ROOT")]
+    help="The state root. Default: the first that exists of /run/containerd, "
+         "/var/run/docker/containerd/daemon and /var/run/docker/libcontainerd/containerd.",
+    show_default=False, metavar="ROOT")]
 ProcRootOpt = Annotated[Optional[str], typer.Option(
     "--proc-root", metavar="DIR", show_default=False,
     help="A live proc mount, or a captured proc dir laid out like /proc. Default: /proc (none with --image-root).")]
@@ -170,8 +171,10 @@ def _resolve_root(root: str | None, around=None) -> str:
         return root
     found = default_root(around or Surroundings())
     if found is None:
-        raise _fail("no state root found at /run/containerd or /var/run/docker/libcontainerd/containerd; "
-                    "name one (see `recover --help`), or try `recover demo`")
+        from .classify import DEFAULT_ROOTS
+
+        raise _fail(f"no state root found at {', '.join(DEFAULT_ROOTS)}; name one (see `recover --help`), "
+                    "or try `recover demo`")
     return found
 
 

@@ -171,3 +171,19 @@ def test_a_shim_of_another_daemon_with_the_same_namespace_and_id_is_not_the_task
     finally:
         other.kill()
         other.wait()
+
+
+def test_the_containerd_docker_runs_itself_is_a_default_root(tmp_path):
+    """Docker 18.09+ without a system containerd starts its own, with its state in
+    /var/run/docker/containerd/daemon: with no ROOT named, that one is read (in an image here)."""
+    image = tmp_path / "image"
+    (image / "var").mkdir(parents=True)
+    (image / "run").mkdir()
+    (image / "var" / "run").symlink_to("/run")  # as on a host: resolved inside the image
+    state = image / "run" / "docker" / "containerd" / "daemon"
+    task(state, "moby", "c" * 64)
+    result = runner.invoke(app, ["scan", "--image-root", str(image), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    doc = orjson.loads(result.stdout)
+    assert doc["root"] == str(state) and doc["layout"] == "containerd-runtime-v2"
+    assert [(c["namespace"], c["id"]) for c in doc["containers"]] == [("moby", "c" * 64)]
