@@ -46,10 +46,10 @@ class Located:
 def locate(containers: Iterable[ContainerJudgement], root_findings: Iterable[Finding]) -> Iterator[Located]:
     for c in containers:
         for f in c.findings:
-            yield Located(f.code, f.severity, c.id, None, f.path, f.message)
+            yield Located(f.code, f.severity, c.key, None, f.path, f.message)
         for p in c.processes:
             for f in p.findings:
-                yield Located(f.code, f.severity, c.id, p.id, f.path, f.message)
+                yield Located(f.code, f.severity, c.key, p.id, f.path, f.message)
     for f in root_findings:
         yield Located(f.code, f.severity, None, None, f.path, f.message)
 
@@ -105,7 +105,7 @@ class CheckReport:
 
     root: str
     findings: tuple[Located, ...]  # every finding, before select/ignore (formats filter with gate)
-    subjects: tuple[str, ...]  # every container/process judged: one JUnit test case each
+    subjects: tuple[tuple[str, str | None], ...]  # every (container, process) judged: a JUnit test case each
     verdicts: dict[str, int]
     gate: Gate
     timestamp: float
@@ -131,6 +131,6 @@ class CheckReport:
                 "verdicts": self.verdicts}
 
 
-def subjects_of(c: ContainerJudgement) -> list[str]:
+def subjects_of(c: ContainerJudgement) -> list[tuple[str, str | None]]:
     """The container itself (its own findings), then each of its processes."""
-    return [c.id] + [f"{c.id}/{p.id}" for p in c.processes]
+    return [(c.key, None)] + [(c.key, p.id) for p in c.processes]

@@ -491,11 +491,27 @@ def _undo(journal_path: str, fmt, display) -> None:
 @app.command()
 def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Leave the demo root on disk (processes are still stopped).")] = False,
+    layout: Annotated[str, typer.Option(
+        "--layout", metavar="LAYOUT",
+        help="containerd-0.2 (default: stand-in shims, needs nothing) or containerd-runtime-v2 (a real "
+             "containerd 1.6 in a private mount namespace: root, and the Debian packages containerd, runc, "
+             "busybox-static).")] = "containerd-0.2",
 ) -> None:
     """Build a root with real processes (running, exited, orphaned, zombie, pid-reused, vanished,
     not-started), scan it, explain each row, then remove everything it made, also when stopped
-    by a signal or when its output is closed.
+    by a signal or when its output is closed.  With --layout containerd-runtime-v2: crash a real
+    containerd 1.6, break its tasks, scan, restart it, and show what it did against the prediction.
     """
+    if layout == "containerd-runtime-v2":
+        from .demo_v2 import CannotRun, run_demo_v2
+
+        try:
+            _write_out(lambda out: run_demo_v2(out, _note, keep=keep))
+        except CannotRun as e:
+            raise _fail(str(e)) from None
+        return
+    if layout != "containerd-0.2":
+        raise _fail("--layout must be one of: containerd-0.2, containerd-runtime-v2")
     from .demo import run_demo
 
     display = _display()

@@ -20,6 +20,7 @@ import orjson
 from .judge import ContainerJudgement, ProcessJudgement
 from .check import CheckReport, Gate, Located, locate
 from .fsread import json_safe, json_text, printable
+from .layouts.runtime_v2.reader import TASKS_DIR
 from .repair import Action, Reverted
 from .rules import Finding, Rule
 from .scan import Scan
@@ -113,8 +114,19 @@ def _undisplayed(render: Callable[..., None]) -> Callable[..., None]:
     return lambda *args, display=PLAIN: render(*args)
 
 
+def short_id(key: str) -> str:
+    """A container key as the table shows it: its id cut to 12 characters, after its namespace."""
+    namespace, slash, cid = key.rpartition("/")
+    return namespace + slash + cid[:12]
+
+
 def short_path(path: str) -> str:
-    """A path relative to the root with its container id cut to 12 characters, as the table shows it."""
+    """A path relative to the root as the table shows it: the container's id cut to 12 characters
+    (a runtime-v2 path: namespace/id, without the task dir every one of them starts with)."""
+    if path.startswith(TASKS_DIR + "/"):
+        namespace, _, rest = path[len(TASKS_DIR) + 1:].partition("/")
+        cid, slash, rest = rest.partition("/")
+        return f"{namespace}/{cid[:12]}{slash}{rest}"
     first, slash, rest = path.partition("/")
     return first[:12] + slash + rest
 
@@ -215,8 +227,7 @@ TABLE_HEADERS = ("CONTAINER", "PROCESS", "PID", "VERDICT", "EXIT", "SHIM", "CONT
 
 def short_key(c: ContainerJudgement) -> str:
     """A container as the table names it: 12 characters of its id (after its namespace)."""
-    short = printable(c.id)[:12]
-    return short if c.namespace is None else f"{printable(c.namespace)}/{short}"
+    return printable(short_id(c.key))
 
 
 def table_rows(containers: list[ContainerJudgement]) -> list[tuple[str, ...]]:
@@ -252,9 +263,7 @@ def render_text(scan: Scan, out: BinaryIO, display: Display = PLAIN) -> None:
     lines = [table, "", summary_line(scan)]
     for o in scan.orphan_shims:
         age = _age(o.started)
-        namespace, _, cid = o.container.rpartition("/")  # a runtime-v2 key is namespace/id
-        watched = (f"{printable(namespace)}/" if namespace else "") + printable(cid)[:12] + (
-            f"/{printable(o.process)}" if o.process is not None else "")
+        watched = printable(short_id(o.container)) + (f"/{printable(o.process)}" if o.process is not None else "")
         lines.append(f"orphan shim: pid {o.pid} {watched} "
                      f"({o.state}{f', {age:.0f} s old' if age is not None else ''}): {o.reason}")
     every = [f for c in containers for f in (*c.findings, *(f for p in c.processes for f in p.findings))]
@@ -301,7 +310,7 @@ def short_subject(f: Located) -> str:
     """container/process with the container id cut to 12 characters, as the scan table shows it."""
     if f.container is None:
         return f.subject
-    return printable(f.container)[:12] + ("" if f.process is None else f"/{printable(f.process)}")
+    return printable(short_id(f.container)) + ("" if f.process is None else f"/{printable(f.process)}")
 
 
 def check_text(r: CheckReport, out: BinaryIO, display: Display = PLAIN) -> None:
@@ -332,18 +341,17 @@ def check_junit(r: CheckReport, out: BinaryIO) -> None:
     test cases that fail, as JUnit readers expect."""
     import xml.etree.ElementTree as ET
 
-    by_subject: dict[str, list[Located]] = {}
+    by_subject: dict[tuple[str, str | None], list[Located]] = {}
     for f in r.failing:
-        by_subject.setdefault(f.subject, []).append(f)
-    subjects = list(r.subjects) + (["(root)"] if "(root)" in by_subject else [])
+        by_subject.setdefault((f.container or "(root)", f.process), []).append(f)
+    subjects = list(r.subjects) + ([("(root)", None)] if ("(root)", None) in by_subject else [])
     suite = ET.Element("testsuite", name="recover", tests=str(len(subjects)),
                        failures=str(sum(1 for s in subjects if s in by_subject)), errors="0")
-    for subject in subjects:
-        container, _, process = subject.partition("/")
+    for container, process in subjects:
         case = ET.SubElement(suite, "testcase", classname=printable(container), name=printable(process or container))
-        for f in by_subject.get(subject, []):
+        for f in by_subject.get((container, process), []):
             failure = ET.SubElement(case, "failure", message=f"{f.code}: {printable(f.message)}", type=f.code)
-            failure.text = f"{f.code} {f.severity} {printable(f.path or subject)}: {printable(f.message)}"
+            failure.text = f"{f.code} {f.severity} {printable(f.path or f.subject)}: {printable(f.message)}"
     out.write(ET.tostring(suite, encoding="utf-8", xml_declaration=True) + b"\n")
 
 

@@ -5,7 +5,8 @@ import signal
 
 import pytest
 
-from containerd16 import Containerd16, alive, containerd16, proc_stat, skip_unless_usable  # noqa: F401
+from containerd16 import containerd16, skip_unless_usable  # noqa: F401
+from recover.lab import Containerd16, alive, proc_stat
 
 # where a daemon escaping its private namespace would write on the host
 HOST_PATHS = ("/run/containerd", "/var/lib/containerd", "/opt/containerd")

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from conftest import record_emitted
-from containerd16 import (RUNTIME_DIR, Containerd16, Task, alive, proc_stat, skip_unless_usable,
-                          wait_until)
+from containerd16 import skip_unless_usable
+from recover.lab import RUNTIME_DIR, Containerd16, Task, alive, proc_stat, wait_until
 
 LIVE = ("running", "orphaned")
 
