@@ -44,7 +44,7 @@ class TaskHost:
 
     proc_read: bool
     shim_pid: int | None
-    shim_state: str  # alive, stopped, zombie, gone
+    shim_state: str  # alive, stopped, zombie, gone; unknown (the bundle cannot be listed)
     grpc_address: str | None  # the shim's -address: the daemon's socket
     verdicts: dict[str, str]  # process id -> verdict
     pids: dict[str, int | None]

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from ...fsread import OpenRoot, printable
-from ...host import ProcessFacts, ShimProcess, flag_value, shim_state
+from ...host import ProcessFacts, ShimProcess, find_shim, flag_value, shim_state
 from ...judge import ContainerJudgement, ContainerPrediction, Predictor, ProcessPrediction
 from ...records import ContainerRecord
 from ...rules import Finding, finding
@@ -65,9 +65,8 @@ class RuntimeV2:
         shim_pid = next((f.shim_pid for f in facts.values() if f.shim_pid is not None), None)
         shim = None
         if ctx.host is not None and ctx.facts.proc_read:
-            if shim_pid is None:  # no process to find it through (an empty bundle): look for it by argv
-                shim_pid = next((s.pid for s in ctx.host.shims_named(rule.key)
-                                 if rule.matches(list(s.argv), s.cwd)), None)
+            if shim_pid is None and (found := find_shim(ctx.host, ctx.root_real, rule)) is not None:
+                shim_pid = found.pid  # no process to find it through (an empty bundle): by argv and cwd
             shim = ctx.host.stat(shim_pid) if shim_pid is not None else None
         argv = ctx.host.cmdline(shim_pid) if shim_pid is not None and ctx.host is not None else None
         runc_init = None
@@ -76,7 +75,10 @@ class RuntimeV2:
         from ...predict.containerd_v2 import TaskHost
 
         return facts, TaskHost(
-            proc_read=ctx.facts.proc_read, shim_pid=shim_pid, shim_state=shim_state(shim),
+            proc_read=ctx.facts.proc_read, shim_pid=shim_pid,
+            # a bundle that cannot be listed hides a pod container's sandbox id: which shim is its own
+            # cannot be told, and none found is not "gone"
+            shim_state="unknown" if shim is None and task.entries is None else shim_state(shim),
             grpc_address=flag_value(argv, "-address") if argv else None,
             verdicts={}, pids={p.id: facts[p.id].pid for p in record.processes},
             shim_children=tuple(ctx.host.children(shim_pid)) if shim is not None and ctx.host is not None

@@ -224,7 +224,10 @@ class StateDir:
         annotations = annotations if isinstance(annotations, dict) else {}
         sandbox = annotations.get(CRI_SANDBOX) if isinstance(annotations.get(CRI_SANDBOX), str) else None
         ctype = annotations.get(CRI_TYPE) if isinstance(annotations.get(CRI_TYPE), str) else None
-        address, source, address_problem = _address(files_by_name, entries, found, rel)
+        if listing_problem is not None:
+            address, source, address_problem = None, None, f"the task dir cannot be listed ({listing_problem})"
+        else:
+            address, source, address_problem = _address(files_by_name, entries, found, rel)
         socket_path, socket = self._socket(address)
         task_id = tid.lstrip(".") or tid  # a hidden `.<id>` dir is a renamed bundle: elsewhere it is <id>
         containerd_root = self.paths.containerd_root or _root_from_work_link(work_link, ns, task_id)
