@@ -184,6 +184,17 @@ def test_an_empty_bundle_is_deleted_and_its_live_shim_and_processes_leaked(build
     assert f"its shim (pid {t.shim.pid})" in r103 and f"{t.init}, {e1}" in r103 and "untracked" in r103
 
 
+def test_an_empty_bundle_whose_shim_died_leaks_the_init_runcs_state_names(builder):
+    t = builder.start_task(NS, T)
+    t.shim.kill()  # the init runs on, orphaned; no pid file names it any more
+    t.empty_bundle()
+    c = task(scan(builder))
+    assert (c["containerd_would"], c["shim"]["state"]) == ("delete-silently-and-leak", "gone")
+    assert (c["runc_state"]["pid"], c["runc_state"]["start"]) == (t.init, t.starts["init"])
+    r103 = message(c, "R103")
+    assert f"pid {t.init}" in r103 and "untracked" in r103 and "R104" not in codes(c)
+
+
 def test_an_empty_bundle_of_a_dead_task_is_deleted_with_nothing_to_leak(builder):
     t = builder.start_task(NS, T)
     t.shim.kill()

@@ -83,8 +83,8 @@ class RuntimeV2:
             verdicts={}, pids={p.id: facts[p.id].pid for p in record.processes},
             shim_children=tuple(ctx.host.children(shim_pid)) if shim is not None and ctx.host is not None
             and not record.processes else (),
-            runc_init_alive=bool(runc_init is not None and task.runc is not None
-                                 and runc_init.starttime == task.runc.start and not runc_init.exited))
+            runc_init=runc_init.pid if runc_init is not None and task.runc is not None
+            and runc_init.starttime == task.runc.start and not runc_init.exited else None)
 
     def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], evidence: Any) -> Predictor:
         from dataclasses import replace

@@ -234,7 +234,8 @@ class StateDir:
         work_exists = None
         if containerd_root is not None:
             work_exists = os.path.isdir(self.paths.host(os.path.join(containerd_root, TASKS_DIR, ns, task_id)))
-        runc = self._runc(options, ns, task_id) if entries and self.paths.read_runc else None
+        # an empty bundle names no process, but runc's state may still name its live init
+        runc = self._runc(options, ns, task_id) if listing_problem is None and self.paths.read_runc else None
         cri = self._cri(containerd_root, task_id) if ctype == "container" else None
         task_files = TaskFiles(
             dir=bundle, hidden=tid.startswith(".") or hidden_ns, hidden_namespace=hidden_ns,
