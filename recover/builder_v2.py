@@ -356,6 +356,15 @@ class TaskBuilder(ProcessOwner):
         task.write_pid_file(INIT, stranger.pid)
         return stranger
 
+    def hide_namespace(self, namespace: str) -> Path:
+        """Rename a namespace dir `.<ns>` (containerd then skips every task in it); return it."""
+        hidden = self.state / TASKS_DIR / ("." + namespace)
+        (self.state / TASKS_DIR / namespace).rename(hidden)
+        for task in self.tasks:
+            if task.namespace == namespace:
+                task.bundle = hidden / task.bundle.name
+        return hidden
+
     # -- teardown ---------------------------------------------------------------------
 
     def _stop_started(self) -> None:

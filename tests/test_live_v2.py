@@ -218,6 +218,23 @@ def test_a_hidden_bundle_is_skipped_and_its_live_shim_and_processes_leaked(build
     assert f"init (pid {t.init})" in r103 and f"e1 (pid {e1})" in r103 and f"shim (pid {t.shim.pid})" in r103
 
 
+def test_a_hidden_namespace_is_skipped_and_its_tasks_live_on_under_their_shims(builder):
+    t = builder.start_task(NS, T)
+    e1 = t.exec("e1")
+    builder.hide_namespace(NS)
+    doc = scan(builder)
+    c = task(doc, T, "." + NS)
+    # the shim and runc know the namespace by its name: the dir was renamed under them
+    assert {k: (x["verdict"], x["shim"]["pid"]) for k, x in procs(c).items()} == {
+        "init": ("running", t.shim.pid), "e1": ("running", t.shim.pid)}
+    assert (c["runc_state"]["pid"], c["runc_state"]["start"]) == (t.init, t.starts["init"])
+    assert c["work_dir_exists"] is True
+    assert (c["hidden"], c["containerd_would"]) == (True, "skip-and-leak")
+    r103 = message(c, "R103")
+    assert "namespace" in r103 and f"init (pid {t.init})" in r103 and f"e1 (pid {e1})" in r103
+    assert not {"H014", "L003"} & codes(c) and doc["orphan_shims"] == []
+
+
 @pytest.mark.parametrize("shim_alive, would", [(True, "reconnect"), (False, "clean-up-and-leak")])
 def test_runc_state_missing_while_the_init_runs(builder, shim_alive, would):
     t = builder.start_task(NS, T)

@@ -208,7 +208,7 @@ def predict_cri(t: TaskFiles, task: TaskPrediction, init_verdict: str | None) ->
 def restore_address(record: ContainerRecord, h: TaskHost) -> str:
     """What the `address` file must hold for containerd to reach the task's shim."""
     t: TaskFiles = record.files
-    return address_for(h.grpc_address or DEFAULT_GRPC_ADDRESS, record.namespace or "", t.shim_id)
+    return address_for(h.grpc_address or DEFAULT_GRPC_ADDRESS, t.namespace, t.shim_id)
 
 
 # --- a whole task -----------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def _what_to_do(record: ContainerRecord, h: TaskHost, cause: str | None) -> str:
         want = restore_address(record, h)
         return (f"before restarting, restore the address: write {want!r} (no newline) to "
                 f"{printable(os.path.join(t.dir, 'address'))}; the socket name is sha256 of "
-                f"'{h.grpc_address or DEFAULT_GRPC_ADDRESS}/{record.namespace}/{t.shim_id}'")
+                f"'{h.grpc_address or DEFAULT_GRPC_ADDRESS}/{t.namespace}/{t.shim_id}'")
     if t.socket in ("missing", "not-a-socket") and h.shim_state == "alive":
         return ("the live shim can no longer be reached (a socket cannot be re-created for it): stop the "
                 "task's processes cleanly before restarting, or accept the SIGKILL")

@@ -13,7 +13,7 @@ from ...judge import ContainerJudgement, ContainerPrediction, Predictor, Process
 from ...records import ContainerRecord
 from ...rules import Finding, finding
 from .. import Context, ShimClaim, gather_with
-from .reader import TASKS_DIR, Paths, StateDir, TaskFiles
+from .reader import TASKS_DIR, Paths, StateDir, TaskFiles, unhidden
 
 SHIM_PREFIX = "containerd-shim"
 
@@ -42,7 +42,8 @@ class Shim:
         if cwd is None:
             return True
         namespace, name = cwd.rstrip("/").split("/")[-2:] if cwd.count("/") >= 2 else ("", "")
-        return namespace == self._namespace and name in (self.key, "." + self.key)  # a bundle renamed hidden
+        # a bundle or namespace renamed hidden under the running shim
+        return unhidden(namespace) == self._namespace and unhidden(name) == self.key
 
     def root_of(self, cwd: str | None) -> str | None:
         return task_root(cwd)
@@ -60,7 +61,7 @@ class RuntimeV2:
 
     def gather(self, ctx: Context, record: ContainerRecord) -> tuple[dict[str, ProcessFacts], Any]:
         task: TaskFiles = record.files
-        rule = Shim(record.namespace or "", task.shim_id)
+        rule = Shim(task.namespace, task.shim_id)
         facts = gather_with(ctx, record, [(p.id, rule, None) for p in record.processes])
         shim_pid = next((f.shim_pid for f in facts.values() if f.shim_pid is not None), None)
         shim = None
