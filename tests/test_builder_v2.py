@@ -80,6 +80,16 @@ def _fd_targets(pid: int) -> list[str]:
     return [os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")]
 
 
+def test_the_shim_is_a_child_subreaper(builder):
+    t = builder.start_task(NS, T, ("sh", "-c", "sleep 1000 & wait"))
+    deadline = time.monotonic() + 5
+    while len(family := session_members(t.init)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (grandchild,) = [p for p in family if p != t.init]
+    assert t.kill("init", signal.SIGKILL) == 137
+    assert int(field(grandchild, 4)) == t.shim.pid  # the init's orphan came back to its shim
+
+
 def test_the_shim_keeps_exit_statuses_in_memory_and_lives_on(builder):
     t = builder.start_task(NS, T)
     e1 = t.exec("e1", ("sh", "-c", "exit 5"))
