@@ -3,6 +3,8 @@
 Linux only. Processes started here run under the stand-in shim
 (`recover/shim/containerd-shim`). A caller that wants orphans to come back
 to it (instead of pid 1) calls become_subreaper() first, like systemd or tini.
+What any builder needs (processes through pidfds, teardown) is here too, shared
+with the runtime-v2 builder (recover/builder_v2.py).
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ PR_SET_CHILD_SUBREAPER = 36
 
 # The capability set and env of the reference capture (containerd 0.2.9, runc 1.1).
 _CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-_INIT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"]
+INIT_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"]
 _EXEC_ENV = ["PATH=/bin"]
 
-_POLL = 0.005
+POLL = 0.005
 
 
 def become_subreaper() -> None:
@@ -76,7 +78,7 @@ def process_json(args: list[str], *, exec_: bool = False, capabilities_as_list: 
         "consoleSize": {"height": 0, "width": 0},
         "user": {"uid": 0, "gid": 0},
         "args": [str(a) for a in args],
-        "env": list(_EXEC_ENV if exec_ else _INIT_ENV),
+        "env": list(_EXEC_ENV if exec_ else INIT_ENV),
         "cwd": "/",
         "capabilities": caps,
     }
@@ -102,7 +104,7 @@ def _dumps(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _write(path: Path, value: int | bytes | str | dict | list) -> None:
+def write_file(path: Path, value: int | bytes | str | dict | list) -> None:
     if isinstance(value, bool):
         raise TypeError("bool is not a file content: %r" % (value,))
     if isinstance(value, int):
@@ -116,7 +118,7 @@ def _write(path: Path, value: int | bytes | str | dict | list) -> None:
     path.write_bytes(data)
 
 
-def _read_stat(pid: int, proc_root: Path = Path("/proc")) -> list[str] | None:
+def stat_fields(pid: int, proc_root: Path = Path("/proc")) -> list[str] | None:
     """Fields of /proc/<pid>/stat from field 3 (state) on, or None if gone."""
     try:
         data = (proc_root / str(pid) / "stat").read_bytes()
@@ -126,8 +128,8 @@ def _read_stat(pid: int, proc_root: Path = Path("/proc")) -> list[str] | None:
     return data[data.rindex(b")") + 2:].decode().split()
 
 
-def _stat_field(pid: int, n: int) -> str | None:
-    f = _read_stat(pid)
+def stat_field(pid: int, n: int) -> str | None:
+    f = stat_fields(pid)
     return None if f is None else f[n - 3]
 
 
@@ -142,14 +144,14 @@ def _wait_comm(pid: int, comm: bytes, timeout: float = 2.0) -> None:
         time.sleep(0.001)
 
 
-def _pidfd_open(pid: int) -> int | None:
+def pidfd_open(pid: int) -> int | None:
     try:
         return os.pidfd_open(pid)
     except (ProcessLookupError, OSError):
         return None
 
 
-def _pidfd_signal(fd: int | None, sig: int) -> bool:
+def pidfd_signal(fd: int | None, sig: int) -> bool:
     """Signal through a pidfd: never hits a reused pid. False if already gone."""
     if fd is None:
         return False
@@ -160,7 +162,7 @@ def _pidfd_signal(fd: int | None, sig: int) -> bool:
         return False
 
 
-def _reap_pidfd(fd: int | None, timeout: float) -> None:
+def reap_pidfd(fd: int | None, timeout: float) -> None:
     """Reap the pidfd's process if it is our child (re-parented to us); else no-op."""
     if fd is None:
         return
@@ -176,14 +178,67 @@ def _reap_pidfd(fd: int | None, timeout: float) -> None:
             return
         if time.monotonic() > deadline:
             return
-        time.sleep(_POLL)
+        time.sleep(POLL)
 
 
-def _wait_popen(p: subprocess.Popen, timeout: float) -> None:
+def wait_popen(p: subprocess.Popen, timeout: float) -> None:
     try:
         p.wait(timeout)
     except (subprocess.TimeoutExpired, OSError):
         pass
+
+
+def kill_popen(p: subprocess.Popen) -> None:
+    """SIGCONT (a stopped process) then SIGKILL a child of ours, and reap it."""
+    try:
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+    except OSError:
+        pass
+    wait_popen(p, 5.0)
+
+
+def stop_popen(p: subprocess.Popen, timeout: float = 5.0) -> None:
+    """SIGSTOP a child of ours (a hung shim) and wait until it is stopped: until then, a child of
+    it dying would still be reaped."""
+    p.send_signal(signal.SIGSTOP)
+    wait_state(p.pid, "Tt", timeout)
+
+
+def wait_state(pid: int, states: str, timeout: float = 5.0) -> str:
+    """Poll /proc/<pid>/stat until its state is one of `states`; return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = stat_field(pid, 3)
+        if st is None:
+            raise ProcessLookupError("process %d is gone (reaped)" % pid)
+        if st in states:
+            return st
+        if time.monotonic() > deadline:
+            raise TimeoutError("process %d state %s, wanted one of %r" % (pid, st, states))
+        time.sleep(POLL)
+
+
+def kill_session(fd: int | None, pid: int) -> None:
+    """SIGKILL a container process and its session (setsid: sid == pid).  The session first, while
+    the pidfd says the leader is alive or unreaped, so the number cannot belong to anyone else."""
+    if pidfd_signal(fd, 0):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    pidfd_signal(fd, signal.SIGKILL)
+
+
+def release_pidfd(fd: int | None, timeout: float = 2.0) -> None:
+    """Reap the pidfd's process if it is ours, then close the pidfd."""
+    reap_pidfd(fd, timeout)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 @dataclass
@@ -198,26 +253,15 @@ class LiveProcess:
 
     def kill_shim(self) -> None:
         """SIGKILL the shim and reap it: the child goes to the nearest subreaper."""
-        try:
-            self.shim.send_signal(signal.SIGCONT)
-            self.shim.kill()
-        except OSError:
-            pass
-        _wait_popen(self.shim, 5.0)
+        kill_popen(self.shim)
 
     def stop_shim(self) -> None:
         """SIGSTOP the shim (a hung shim) and wait until it is stopped."""
-        self.shim.send_signal(signal.SIGSTOP)
-        # Wait for T: a child dying before the stop lands would be reaped.
-        deadline = time.monotonic() + 5.0
-        while _stat_field(self.shim.pid, 3) not in ("T", "t"):
-            if time.monotonic() > deadline:
-                raise TimeoutError("shim %d did not stop" % self.shim.pid)
-            time.sleep(_POLL)
+        stop_popen(self.shim)
 
     def kill_child(self, sig: int = signal.SIGKILL) -> None:
         """Signal the container process (via pidfd, so never a reused pid)."""
-        if not _pidfd_signal(self._pidfd, sig):
+        if not pidfd_signal(self._pidfd, sig):
             raise ProcessLookupError("container process %d is gone" % self.pid)
 
     def wait_exit_status(self, timeout: float = 5.0) -> bytes:
@@ -231,66 +275,174 @@ class LiveProcess:
                 pass
             if time.monotonic() > deadline:
                 raise TimeoutError("no exitStatus in %s" % self.dir)
-            time.sleep(_POLL)
+            time.sleep(POLL)
 
     def wait_state(self, states: str, timeout: float = 5.0) -> str:
         """Poll /proc/<pid>/stat until its state is one of `states`; return it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            st = _stat_field(self.pid, 3)
-            if st is None:
-                raise ProcessLookupError("process %d is gone (reaped)" % self.pid)
-            if st in states:
-                return st
-            if time.monotonic() > deadline:
-                raise TimeoutError("process %d state %s, wanted one of %r" % (self.pid, st, states))
-            time.sleep(_POLL)
+        return wait_state(self.pid, states, timeout)
 
     def state(self) -> str | None:
         """Current /proc state letter of the container process, None if gone."""
-        return _stat_field(self.pid, 3)
+        return stat_field(self.pid, 3)
 
     def _cleanup(self) -> None:
-        # Kill the whole session first (setsid: sid == pid) while the leader is
-        # known alive or unreaped, so the number cannot belong to anyone else.
-        if _pidfd_signal(self._pidfd, 0):
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except OSError:
-                pass
-        _pidfd_signal(self._pidfd, signal.SIGKILL)
-        if self.shim.poll() is None:
-            self.kill_shim()
-        _reap_pidfd(self._pidfd, 2.0)
-        if self._pidfd is not None:
-            try:
-                os.close(self._pidfd)
-            except OSError:
-                pass
-            self._pidfd = None
+        kill_session(self._pidfd, self.pid)
+        self.kill_shim()
+        release_pidfd(self._pidfd)
+        self._pidfd = None
 
 
-class RootBuilder:
-    """Write a state root under `root`; start real processes under stand-in shims.
+class ProcessOwner:
+    """What every builder shares: unrelated processes it spawns, a private scratch dir, and a
+    teardown that kills and reaps everything it started, also when a test fails.
+
+    Use as a context manager.  A subclass kills what its own shims started in `_stop_started`,
+    and adds each container process's session to `_sids` (its orphans are reaped at the end).
+    """
+
+    def __init__(self, work: Path | None = None) -> None:
+        self.popens: list[subprocess.Popen] = []  # hung shims, unrelated processes
+        self._sids: set[int] = set()
+        self._work: Path | None = work  # private scratch dir (symlinks, shim stderr); default: a new temp dir
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    def _stop_started(self) -> None:
+        """Kill the shims and container processes this builder started."""
+
+    def _workdir(self) -> Path:
+        if self._work is None:
+            self._work = Path(tempfile.mkdtemp(prefix="recover-builder-"))
+        self._work.mkdir(exist_ok=True)
+        return self._work
+
+    def spawn_unrelated(self, args=("sleep", "1000"), *, comm: str | None = None) -> subprocess.Popen:
+        """A live process under no shim (a pid reuser). comm: its /proc comm (cut to 15 by the kernel)."""
+        args = [str(a) for a in args]
+        executable = None
+        if comm is not None:
+            if not comm or "/" in comm or "\0" in comm or comm in (".", ".."):
+                raise ValueError("comm cannot be a file name: %r" % comm)
+            target = shutil.which(args[0])
+            if target is None:
+                raise FileNotFoundError(args[0])
+            d = Path(tempfile.mkdtemp(dir=self._workdir()))
+            # The kernel sets comm from the basename of the path given to
+            # execve (the link), not its target; argv[0] stays as given so
+            # multi-call binaries still work.
+            (d / comm).symlink_to(target)
+            executable = str(d / comm)
+        p = subprocess.Popen(args, executable=executable, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
+        self.popens.append(p)
+        # Popen returns after the exec has started but, in the kernel, a little
+        # before comm is set: wait for it, so callers see the final comm.
+        name = os.path.basename(executable or shutil.which(args[0]) or args[0])
+        _wait_comm(p.pid, name.encode()[:15])
+        return p
+
+    def spawn_at_pid(self, pid: int, args=("sleep", "1000"), *, comm: str | None = None,
+                     attempts: int = 20) -> subprocess.Popen | None:
+        """Best effort: spawn_unrelated() with exactly this pid, via ns_last_pid.
+
+        Needs CAP_SYS_ADMIN and a free pid; racy against other forks on the
+        host, so it retries and returns None if it never got the pid.
+        """
+        path = "/proc/sys/kernel/ns_last_pid"
+        for _ in range(attempts):
+            if os.path.exists("/proc/%d" % pid):
+                return None
+            try:
+                with open(path, "w") as f:
+                    f.write(str(pid - 1))
+            except OSError:
+                return None
+            p = self.spawn_unrelated(args, comm=comm)
+            if p.pid == pid:
+                return p
+            p.kill()
+            wait_popen(p, 5.0)
+            self.popens.remove(p)
+        return None
+
+    # -- teardown -------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """SIGCONT+SIGKILL every shim and process started here, reap what is ours. Never raises."""
+        try:
+            self._stop_started()
+        except Exception:
+            pass
+        for p in list(self.popens):
+            try:
+                kill_popen(p)
+            except Exception:
+                pass
+        try:
+            self._reap_sessions()
+        except Exception:
+            pass
+        self.popens.clear()
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+
+    def _reap_sessions(self) -> None:
+        # Descendants of a container process (same session) were re-parented
+        # to its shim, then to us: kill and reap those that are our children.
+        # Only our own children are touched, so no pid can be a stranger.
+        if not self._sids:
+            return
+        me = os.getpid()
+        deadline = time.monotonic() + 2.0
+        while True:
+            left = []
+            for ent in os.scandir("/proc"):
+                if not ent.name.isdigit():
+                    continue
+                f = stat_fields(int(ent.name))
+                if f is None or int(f[1]) != me or int(f[3]) not in self._sids:
+                    continue
+                left.append(int(ent.name))
+            if not left:
+                return
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)  # our unreaped child: pid cannot be reused
+                    os.waitpid(pid, os.WNOHANG)
+                except (ChildProcessError, ProcessLookupError, OSError):
+                    pass
+            if time.monotonic() > deadline:
+                return
+            time.sleep(POLL)
+
+
+
+class RootBuilder(ProcessOwner):
+    """Write a containerd 0.2 state root under `root`; start real processes under stand-in shims.
 
     Use as a context manager: leaving it kills and reaps everything it started.
     """
 
     def __init__(self, root: Path, bundles: Path | None = None, work: Path | None = None):
+        super().__init__(work)
         self.root = Path(root)
         self.bundles = Path(bundles) if bundles is not None else self.root.parent / "bundles"
         self.root.mkdir(parents=True, exist_ok=True)
         self.live: list[LiveProcess] = []
-        self.popens: list[subprocess.Popen] = []  # hung shims, unrelated processes
-        self._sids: set[int] = set()
         self._containers: dict[str, dict] = {}
-        self._work: Path | None = work  # private scratch dir (symlinks, shim stderr); default: a new temp dir
 
-    def __enter__(self) -> "RootBuilder":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.cleanup()
+    def _stop_started(self) -> None:
+        for lp in list(self.live):
+            try:
+                lp._cleanup()
+            except Exception:
+                pass
+        self.live.clear()
 
     # -- static files -------------------------------------------------------
 
@@ -308,16 +460,16 @@ class RootBuilder:
             for k in info:
                 if isinstance(state.get(k), str) and state.get(k):
                     info[k] = state[k]
-            _write(cdir / "state.json", state)
+            write_file(cdir / "state.json", state)
         else:
-            _write(cdir / "state.json", state)
+            write_file(cdir / "state.json", state)
         self._containers[cid] = info
         if bundle:
             bpath.mkdir(parents=True, exist_ok=True)
-            _write(bpath / "config.json", {
+            write_file(bpath / "config.json", {
                 "ociVersion": "1.0.0",
                 "process": {"terminal": False, "user": {"uid": 0, "gid": 0},
-                            "args": ["sleep", "1000"], "env": _INIT_ENV, "cwd": "/"},
+                            "args": ["sleep", "1000"], "env": INIT_ENV, "cwd": "/"},
                 "root": {"path": "rootfs", "readonly": True},
                 "hostname": cid[:12],
             })
@@ -341,25 +493,19 @@ class RootBuilder:
         if process is None:
             process = process_json(list(args), exec_=exec_)
         if process is not False:
-            _write(pdir / "process.json", process)
+            write_file(pdir / "process.json", process)
         for name, value in (("pid", pid), ("starttime", starttime), ("exitStatus", exit_status)):
             if value is not None:
-                _write(pdir / name, value)
+                write_file(pdir / name, value)
         if fifos:
             for name in ("exit", "control"):
                 if not os.path.lexists(pdir / name):
                     os.mkfifo(pdir / name, 0o700)
         for name, data in (extra or {}).items():
-            _write(pdir / name, data)
+            write_file(pdir / name, data)
         return pdir
 
     # -- live processes -----------------------------------------------------
-
-    def _workdir(self) -> Path:
-        if self._work is None:
-            self._work = Path(tempfile.mkdtemp(prefix="recover-builder-"))
-        self._work.mkdir(exist_ok=True)
-        return self._work
 
     def _shim_argv(self, cid: str) -> list[str]:
         if cid not in self._containers:
@@ -411,7 +557,7 @@ class RootBuilder:
             self.container(cid)
         pdir = self.root / cid / pid_id
         pdir.mkdir(parents=True, exist_ok=True)
-        _write(pdir / "process.json", process_json(list(args), exec_=exec_))
+        write_file(pdir / "process.json", process_json(list(args), exec_=exec_))
         return pdir
 
     def start_process(self, cid: str, pid_id: str, args=("sleep", "1000"), *, exec_: bool | None = None,
@@ -429,12 +575,12 @@ class RootBuilder:
                     shim.returncode, [p.name for p in want], _tail(errlog, pdir)))
             if time.monotonic() > deadline:
                 raise TimeoutError("shim did not write %s in %ss" % ([p.name for p in want], timeout))
-            time.sleep(_POLL)
+            time.sleep(POLL)
         pid = int((pdir / "pid").read_bytes())
-        fd = _pidfd_open(pid)
+        fd = pidfd_open(pid)
         # The pidfd is ours only if the process is the (live, unreaped) shim's
         # child; a process that already exited and was reaped gets no pidfd.
-        st = _read_stat(pid) if fd is not None else None
+        st = stat_fields(pid) if fd is not None else None
         if fd is not None and (st is None or int(st[1]) != shim.pid):
             os.close(fd)
             fd, st = None, None
@@ -460,114 +606,8 @@ class RootBuilder:
                 raise RuntimeError("hung shim exited %s: %s" % (shim.returncode, _tail(errlog, pdir)))
             if time.monotonic() > deadline:
                 raise TimeoutError("hung shim did not create its FIFOs in %ss" % timeout)
-            time.sleep(_POLL)
+            time.sleep(POLL)
         return shim
-
-    def spawn_unrelated(self, args=("sleep", "1000"), *, comm: str | None = None) -> subprocess.Popen:
-        """A live process under no shim (a pid reuser). comm: its /proc comm (cut to 15 by the kernel)."""
-        args = [str(a) for a in args]
-        executable = None
-        if comm is not None:
-            if not comm or "/" in comm or "\0" in comm or comm in (".", ".."):
-                raise ValueError("comm cannot be a file name: %r" % comm)
-            target = shutil.which(args[0])
-            if target is None:
-                raise FileNotFoundError(args[0])
-            d = Path(tempfile.mkdtemp(dir=self._workdir()))
-            # The kernel sets comm from the basename of the path given to
-            # execve (the link), not its target; argv[0] stays as given so
-            # multi-call binaries still work.
-            (d / comm).symlink_to(target)
-            executable = str(d / comm)
-        p = subprocess.Popen(args, executable=executable, stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
-        self.popens.append(p)
-        # Popen returns after the exec has started but, in the kernel, a little
-        # before comm is set: wait for it, so callers see the final comm.
-        name = os.path.basename(executable or shutil.which(args[0]) or args[0])
-        _wait_comm(p.pid, name.encode()[:15])
-        return p
-
-    def spawn_at_pid(self, pid: int, args=("sleep", "1000"), *, comm: str | None = None,
-                     attempts: int = 20) -> subprocess.Popen | None:
-        """Best effort: spawn_unrelated() with exactly this pid, via ns_last_pid.
-
-        Needs CAP_SYS_ADMIN and a free pid; racy against other forks on the
-        host, so it retries and returns None if it never got the pid.
-        """
-        path = "/proc/sys/kernel/ns_last_pid"
-        for _ in range(attempts):
-            if os.path.exists("/proc/%d" % pid):
-                return None
-            try:
-                with open(path, "w") as f:
-                    f.write(str(pid - 1))
-            except OSError:
-                return None
-            p = self.spawn_unrelated(args, comm=comm)
-            if p.pid == pid:
-                return p
-            p.kill()
-            _wait_popen(p, 5.0)
-            self.popens.remove(p)
-        return None
-
-    # -- teardown -------------------------------------------------------------
-
-    def cleanup(self) -> None:
-        """SIGCONT+SIGKILL every shim and process started here, reap what is ours. Never raises."""
-        for lp in list(self.live):
-            try:
-                lp._cleanup()
-            except Exception:
-                pass
-        for p in list(self.popens):
-            try:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGCONT)
-                    p.kill()
-                _wait_popen(p, 5.0)
-            except Exception:
-                pass
-        try:
-            self._reap_sessions()
-        except Exception:
-            pass
-        self.live.clear()
-        self.popens.clear()
-        if self._work is not None:
-            shutil.rmtree(self._work, ignore_errors=True)
-            self._work = None
-
-    def _reap_sessions(self) -> None:
-        # Descendants of a container process (same session) were re-parented
-        # to its shim, then to us: kill and reap those that are our children.
-        # Only our own children are touched, so no pid can be a stranger.
-        if not self._sids:
-            return
-        me = os.getpid()
-        deadline = time.monotonic() + 2.0
-        while True:
-            left = []
-            for ent in os.scandir("/proc"):
-                if not ent.name.isdigit():
-                    continue
-                f = _read_stat(int(ent.name))
-                if f is None or int(f[1]) != me or int(f[3]) not in self._sids:
-                    continue
-                left.append(int(ent.name))
-            if not left:
-                return
-            for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)  # our unreaped child: pid cannot be reused
-                    os.waitpid(pid, os.WNOHANG)
-                except (ChildProcessError, ProcessLookupError, OSError):
-                    pass
-            if time.monotonic() > deadline:
-                return
-            time.sleep(_POLL)
-
 
 def _tail(errlog: Path, pdir: Path) -> str:
     out = []
@@ -647,5 +687,5 @@ def _rewrite_status(status: bytes, src: int, dst: int) -> bytes:
 
 __all__ = [
     "SHIM_PATH", "SHIM_NAME", "become_subreaper", "state_json", "process_json",
-    "RootBuilder", "LiveProcess", "capture_proc",
+    "RootBuilder", "LiveProcess", "ProcessOwner", "capture_proc",
 ]

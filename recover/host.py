@@ -366,15 +366,27 @@ class ProcessFacts:
     other_root: str | None = None  # that root, when it is another root that exists: this one is a copy
 
 
+def other_root(host: HostView, root_real: str, rule: ShimRule, cwd: str | None) -> str | None:
+    """The existing root other than ours that a shim's cwd names (only a live host's cwd says)."""
+    root = rule.root_of(cwd) if host.live else None
+    return root if root is not None and root != root_real and os.path.isdir(root) else None
+
+
+def find_shim(host: HostView, root_real: str, rule: ShimRule) -> ShimProcess | None:
+    """The shim the rule names, found by argv and cwd: one that works in another root is that
+    root's (the same ids may live in two roots), and so is one in another mount namespace (where
+    the same path may name another daemon's root); one whose cwd cannot be read may be ours."""
+    for candidate in host.shims_named(rule.key):
+        if (rule.matches(list(candidate.argv), candidate.cwd)
+                and other_root(host, root_real, rule, candidate.cwd) is None
+                and not host.in_other_mount_namespace(candidate.pid)):
+            return candidate
+    return None
+
+
 def gather(host: HostView, root_real: str, rule: ShimRule, pid: int | None,
            containerd_pid: int | None) -> ProcessFacts:
     """Collect the host facts for one process (reads /proc; decides nothing)."""
-
-    def other_root(cwd: str | None) -> str | None:
-        """The existing root other than ours that a shim's cwd names (only a live host's cwd says)."""
-        root = rule.root_of(cwd) if host.live else None
-        return root if root is not None and root != root_real and os.path.isdir(root) else None
-
     source: Literal["pid-file", "shim-child"] | None = "pid-file" if pid else None
     stat = host.stat(pid) if pid else None
     parent = host.stat(stat.ppid) if stat else None
@@ -382,14 +394,8 @@ def gather(host: HostView, root_real: str, rule: ShimRule, pid: int | None,
     # the parent is the process's shim wherever its cwd lies: a copied root still names it
     parent_is_shim = parent is not None and rule.matches(host.cmdline(parent.pid) or [], shim_cwd)
     shim = parent if parent_is_shim else None
-    if shim is None:
-        # not the parent: a shim that works in another root, or in another mount namespace (where
-        # the same path may name another daemon's root), is not this process's
-        for candidate in host.shims_named(rule.key):
-            if (rule.matches(list(candidate.argv), candidate.cwd) and other_root(candidate.cwd) is None
-                    and not host.in_other_mount_namespace(candidate.pid)):
-                shim, shim_cwd = candidate.stat, candidate.cwd
-                break
+    if shim is None and (found := find_shim(host, root_real, rule)) is not None:
+        shim, shim_cwd = found.stat, found.cwd  # not the parent: the shim found by argv
     children = None
     if pid is None and shim is not None and shim_state(shim) in ("alive", "stopped"):
         kids = host.children(shim.pid)
@@ -407,4 +413,4 @@ def gather(host: HostView, root_real: str, rule: ShimRule, pid: int | None,
         shim_pid=shim.pid if shim else None, shim_state=shim_state(shim),
         shim_children=children, containerd_stat=containerd_stat, frozen=frozen,
         shim_root=rule.root_of(shim_cwd) if shim is not None else None,
-        other_root=other_root(shim_cwd) if shim is not None else None)
+        other_root=other_root(host, root_real, rule, shim_cwd) if shim is not None else None)

@@ -1,6 +1,7 @@
 """Small facts about real processes, shared by the tests."""
 
 import os
+from pathlib import Path
 
 
 def dead_pid() -> int:
@@ -47,3 +48,46 @@ def named_process(bindir, name: str, *args: str, cwd=None):
 def fake_containerd(bindir, *args: str, cwd=None):
     """A process recover takes for a containerd daemon: `<bindir>/containerd ARGS...`."""
     return named_process(bindir, "containerd", *args, cwd=cwd)
+
+
+def fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat fields, index 0 = field 3 (state)."""
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    return data[data.rindex(b")") + 2:].decode().split()
+
+
+def field(pid: int, n: int) -> str:
+    return fields(pid)[n - 3]
+
+
+def same_process_alive(pid: int, starttime: int) -> bool:
+    """Is this exact process (pid + start ticks) still in /proc, zombie included?"""
+    try:
+        return int(field(pid, 22)) == starttime
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def session_members(sid: int) -> list[int]:
+    out = []
+    for ent in os.scandir("/proc"):
+        if ent.name.isdigit():
+            try:
+                if int(field(int(ent.name), 6)) == sid:
+                    out.append(int(ent.name))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return out
+
+
+def our_children() -> set[int]:
+    me = os.getpid()
+    out = set()
+    for ent in os.scandir("/proc"):
+        if ent.name.isdigit():
+            try:
+                if int(field(int(ent.name), 4)) == me:
+                    out.add(int(ent.name))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return out

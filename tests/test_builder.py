@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from procs import field, our_children, same_process_alive, session_members
 from recover.builder import (
     SHIM_NAME,
     SHIM_PATH,
@@ -38,36 +39,6 @@ def builder(tmp_path):
         yield b
     finally:
         b.cleanup()
-
-
-def fields(pid: int) -> list[str]:
-    """/proc/<pid>/stat fields, index 0 = field 3 (state)."""
-    data = Path(f"/proc/{pid}/stat").read_bytes()
-    return data[data.rindex(b")") + 2:].decode().split()
-
-
-def field(pid: int, n: int) -> str:
-    return fields(pid)[n - 3]
-
-
-def same_process_alive(pid: int, starttime: int) -> bool:
-    """Is this exact process (pid + start ticks) still in /proc, zombie included?"""
-    try:
-        return int(field(pid, 22)) == starttime
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def session_members(sid: int) -> list[int]:
-    out = []
-    for ent in os.scandir("/proc"):
-        if ent.name.isdigit():
-            try:
-                if int(field(int(ent.name), 6)) == sid:
-                    out.append(int(ent.name))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-    return out
 
 
 def test_started_process_files_match_proc(builder):
@@ -238,19 +209,6 @@ def test_capture_zombie_has_no_cwd(builder, tmp_path):
     assert not os.path.lexists(pd / "cwd")
     assert (pd / "cmdline").read_bytes() == b""
     assert (pd / "stat").read_bytes().split(b") ")[1][:1] == b"Z"
-
-
-def our_children() -> set[int]:
-    me = os.getpid()
-    out = set()
-    for ent in os.scandir("/proc"):
-        if ent.name.isdigit():
-            try:
-                if int(field(int(ent.name), 4)) == me:
-                    out.add(int(ent.name))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-    return out
 
 
 def test_spawn_at_pid_reuses_a_recorded_pid(builder):

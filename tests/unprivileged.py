@@ -78,3 +78,38 @@ def world_readable(top: str) -> None:
             path = os.path.join(d, n)
             if not os.path.islink(path):  # a link (the capture's cwd links) is not ours to chmod
                 os.chmod(path, 0o755 if n in dirs else 0o644)
+
+
+def cli_as_nobody(args: list[str]) -> tuple[int, str, str]:
+    """Run the CLI in a forked child that dropped root; its exit code, stdout and stderr.  The
+    same command runs first as root, so that every module it needs is loaded before the drop."""
+    from typer.testing import CliRunner
+
+    from recover.cli import app
+
+    CliRunner().invoke(app, args)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            result = CliRunner().invoke(app, args)
+            crash = None if result.exception is None or isinstance(result.exception, SystemExit) \
+                else repr(result.exception)
+            with os.fdopen(write_end, "wb") as out:
+                out.write(orjson.dumps({"code": result.exit_code, "stdout": result.stdout,
+                                        "stderr": result.stderr, "crash": crash}))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    os.waitpid(child, 0)
+    got = orjson.loads(data)
+    assert got["crash"] is None, got["crash"]
+    if got["code"] == 0 and got["stdout"].startswith("{"):
+        record_emitted(orjson.loads(got["stdout"]))  # emitted in the child: count them for the catalog
+    return got["code"], got["stdout"], got["stderr"]

@@ -44,11 +44,11 @@ class TaskHost:
 
     proc_read: bool
     shim_pid: int | None
-    shim_state: str  # alive, stopped, zombie, gone
+    shim_state: str  # alive, stopped, zombie, gone; unknown (the bundle cannot be listed)
     grpc_address: str | None  # the shim's -address: the daemon's socket
     verdicts: dict[str, str]  # process id -> verdict
     pids: dict[str, int | None]
-    runc_init_alive: bool  # runc's state names a live init with the same start ticks: runc can kill it
+    runc_init: int | None  # the live init runc's state names (same start ticks): runc can kill it
     shim_children: tuple[int, ...] = ()  # what the live shim still watches (an empty bundle names nothing)
 
 
@@ -152,20 +152,29 @@ def _live(h: TaskHost) -> str:
     return ", ".join(f"{p} (pid {h.pids[p]})" for p, v in h.verdicts.items() if v in LIVE)
 
 
-def _leaks(h: TaskHost) -> str:
-    if not h.proc_read:
-        return "whatever still runs is leaked"
+def _running_on(h: TaskHost) -> tuple[str, str]:
+    """What of the task still runs, named ("" for none): its processes (else, when no pid file names
+    them, its live shim's children or the init runc's state names), and its shim."""
     live = _live(h)
     if not live and h.shim_children:
         live = "its shim's children (pid " + ", ".join(map(str, h.shim_children)) + ")"
-    shim = f"its shim (pid {h.shim_pid})" if h.shim_pid is not None and h.shim_state != "gone" else None
+    elif not live and h.runc_init is not None:
+        live = f"its init (pid {h.runc_init}, as runc's state names it)"
+    shim = f"its shim (pid {h.shim_pid})" if h.shim_pid is not None and h.shim_state != "gone" else ""
+    return live, shim
+
+
+def _leaks(h: TaskHost) -> str:
+    if not h.proc_read:
+        return "whatever still runs is leaked"
+    live, shim = _running_on(h)
     leaked = " and ".join(x for x in (live, shim) if x)
     return f"{leaked} {'live' if live else 'lives'} on, untracked" if leaked else "nothing of it runs"
 
 
 def _clean_up(cause: str, h: TaskHost) -> TaskPrediction:
     live = _live(h)
-    if live and h.runc_init_alive:
+    if live and h.runc_init is not None:
         return TaskPrediction("kill-live-processes", f"{cause}: containerd cleans the task up, and `runc delete "
                               f"--force` SIGKILLs {live}; no exit event is published", cause)
     if live:
@@ -199,7 +208,7 @@ def predict_cri(t: TaskFiles, task: TaskPrediction, init_verdict: str | None) ->
 def restore_address(record: ContainerRecord, h: TaskHost) -> str:
     """What the `address` file must hold for containerd to reach the task's shim."""
     t: TaskFiles = record.files
-    return address_for(h.grpc_address or DEFAULT_GRPC_ADDRESS, record.namespace or "", t.shim_id)
+    return address_for(h.grpc_address or DEFAULT_GRPC_ADDRESS, t.namespace, t.shim_id)
 
 
 # --- a whole task -----------------------------------------------------------------------------
@@ -223,8 +232,7 @@ def predict_task_container(record: ContainerRecord, decisions: dict[str, Decisio
     elif task.would == "clean-up":
         found.append(finding("R102", task.why, record.rel))
     elif task.would in _LEAKS:
-        leaking = _live(h) or (h.shim_pid is not None and h.shim_state != "gone")
-        found.append(finding("R103" if leaking else "R104", task.why, record.rel))
+        found.append(finding("R103" if any(_running_on(h)) else "R104", task.why, record.rel))
     if cri_would == "record-255-unknown":
         found.append(finding("R106", f"CRI: {cri_why}", record.rel))
     processes = {p.id: ProcessPrediction(task.would, task.why) for p in record.processes}
@@ -252,7 +260,7 @@ def _what_to_do(record: ContainerRecord, h: TaskHost, cause: str | None) -> str:
         want = restore_address(record, h)
         return (f"before restarting, restore the address: write {want!r} (no newline) to "
                 f"{printable(os.path.join(t.dir, 'address'))}; the socket name is sha256 of "
-                f"'{h.grpc_address or DEFAULT_GRPC_ADDRESS}/{record.namespace}/{t.shim_id}'")
+                f"'{h.grpc_address or DEFAULT_GRPC_ADDRESS}/{t.namespace}/{t.shim_id}'")
     if t.socket in ("missing", "not-a-socket") and h.shim_state == "alive":
         return ("the live shim can no longer be reached (a socket cannot be re-created for it): stop the "
                 "task's processes cleanly before restarting, or accept the SIGKILL")

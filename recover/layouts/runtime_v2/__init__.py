@@ -8,12 +8,12 @@ import os
 from typing import Any
 
 from ...fsread import OpenRoot, printable
-from ...host import ProcessFacts, ShimProcess, flag_value, shim_state
+from ...host import ProcessFacts, ShimProcess, find_shim, flag_value, shim_state
 from ...judge import ContainerJudgement, ContainerPrediction, Predictor, ProcessPrediction
 from ...records import ContainerRecord
 from ...rules import Finding, finding
 from .. import Context, ShimClaim, gather_with
-from .reader import TASKS_DIR, Paths, StateDir, TaskFiles, socket_name
+from .reader import TASKS_DIR, Paths, StateDir, TaskFiles, socket_name, unhidden
 
 SHIM_PREFIX = "containerd-shim"
 
@@ -54,7 +54,8 @@ class Shim:
         if cwd is None:
             return True
         namespace, name = cwd.rstrip("/").split("/")[-2:] if cwd.count("/") >= 2 else ("", "")
-        return namespace == self._namespace and name in (self.key, "." + self.key)  # a bundle renamed hidden
+        # a bundle or namespace renamed hidden under the running shim
+        return unhidden(namespace) == self._namespace and unhidden(name) == self.key
 
     def root_of(self, cwd: str | None) -> str | None:
         return task_root(cwd)
@@ -72,14 +73,13 @@ class RuntimeV2:
 
     def gather(self, ctx: Context, record: ContainerRecord) -> tuple[dict[str, ProcessFacts], Any]:
         task: TaskFiles = record.files
-        rule = Shim(record.namespace or "", task.shim_id, _socket_of(task.address))
+        rule = Shim(task.namespace, task.shim_id, _socket_of(task.address))
         facts = gather_with(ctx, record, [(p.id, rule, None) for p in record.processes])
         shim_pid = next((f.shim_pid for f in facts.values() if f.shim_pid is not None), None)
         shim = None
         if ctx.host is not None and ctx.facts.proc_read:
-            if shim_pid is None:  # no process to find it through (an empty bundle): look for it by argv
-                shim_pid = next((s.pid for s in ctx.host.shims_named(rule.key)
-                                 if rule.matches(list(s.argv), s.cwd)), None)
+            if shim_pid is None and (found := find_shim(ctx.host, ctx.root_real, rule)) is not None:
+                shim_pid = found.pid  # no process to find it through (an empty bundle): by argv and cwd
             shim = ctx.host.stat(shim_pid) if shim_pid is not None else None
         argv = ctx.host.cmdline(shim_pid) if shim_pid is not None and ctx.host is not None else None
         runc_init = None
@@ -88,13 +88,16 @@ class RuntimeV2:
         from ...predict.containerd_v2 import TaskHost
 
         return facts, TaskHost(
-            proc_read=ctx.facts.proc_read, shim_pid=shim_pid, shim_state=shim_state(shim),
+            proc_read=ctx.facts.proc_read, shim_pid=shim_pid,
+            # a bundle that cannot be listed hides a pod container's sandbox id: which shim is its own
+            # cannot be told, and none found is not "gone"
+            shim_state="unknown" if shim is None and task.entries is None else shim_state(shim),
             grpc_address=flag_value(argv, "-address") if argv else None,
             verdicts={}, pids={p.id: facts[p.id].pid for p in record.processes},
             shim_children=tuple(ctx.host.children(shim_pid)) if shim is not None and ctx.host is not None
             and not record.processes else (),
-            runc_init_alive=bool(runc_init is not None and task.runc is not None
-                                 and runc_init.starttime == task.runc.start and not runc_init.exited))
+            runc_init=runc_init.pid if runc_init is not None and task.runc is not None
+            and runc_init.starttime == task.runc.start and not runc_init.exited else None)
 
     def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], evidence: Any) -> Predictor:
         from dataclasses import replace

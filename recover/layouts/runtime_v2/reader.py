@@ -46,6 +46,13 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 SocketState = Literal["present", "missing", "not-a-socket", "unknown"]
 
 
+def unhidden(name: str) -> str:
+    """The name a dot-named task or namespace dir had: containerd's own delete renames a bundle
+    `.<id>` first, and an operator may rename either; its shim, runc's state and its work dir
+    still go by the name."""
+    return name.lstrip(".") or name
+
+
 def socket_name(grpc_address: str, namespace: str, shim_id: str) -> str:
     """The shim socket's name: hex sha256 of filepath.Join(<grpc address>, <ns>, <id>)."""
     return hashlib.sha256(os.path.normpath(os.path.join(grpc_address, namespace, shim_id)).encode()).hexdigest()
@@ -117,8 +124,13 @@ class TaskFiles:
     @property
     def shim_id(self) -> str:
         """The -id its shim runs with: the sandbox's for a CRI container, its own otherwise (a
-        hidden `.<id>` dir is a renamed bundle: its shim still runs as <id>)."""
-        return self.sandbox or os.path.basename(self.dir).lstrip(".") or os.path.basename(self.dir)
+        hidden `.<id>` dir still runs as <id>)."""
+        return self.sandbox or unhidden(os.path.basename(self.dir))
+
+    @property
+    def namespace(self) -> str:
+        """The -namespace its shim runs with (a hidden `.<ns>` dir's tasks still run in <ns>)."""
+        return unhidden(os.path.basename(os.path.dirname(self.dir)))
 
     @property
     def empty(self) -> bool:
@@ -229,14 +241,19 @@ class StateDir:
         annotations = annotations if isinstance(annotations, dict) else {}
         sandbox = annotations.get(CRI_SANDBOX) if isinstance(annotations.get(CRI_SANDBOX), str) else None
         ctype = annotations.get(CRI_TYPE) if isinstance(annotations.get(CRI_TYPE), str) else None
-        address, source, address_problem = _address(files_by_name, entries, found, rel)
+        if listing_problem is not None:
+            address, source, address_problem = None, None, f"the task dir cannot be listed ({listing_problem})"
+        else:
+            address, source, address_problem = _address(files_by_name, entries, found, rel)
         socket_path, socket = self._socket(address)
-        task_id = tid.lstrip(".") or tid  # a hidden `.<id>` dir is a renamed bundle: elsewhere it is <id>
-        containerd_root = self.paths.containerd_root or _root_from_work_link(work_link, ns, task_id)
+        namespace, task_id = unhidden(ns), unhidden(tid)  # as the shim, runc and the work dir know them
+        containerd_root = self.paths.containerd_root or _root_from_work_link(work_link, namespace, task_id)
         work_exists = None
         if containerd_root is not None:
-            work_exists = os.path.isdir(self.paths.host(os.path.join(containerd_root, TASKS_DIR, ns, task_id)))
-        runc = self._runc(options, ns, task_id) if entries and self.paths.read_runc else None
+            work_exists = os.path.isdir(self.paths.host(os.path.join(containerd_root, TASKS_DIR, namespace,
+                                                                     task_id)))
+        # an empty bundle names no process, but runc's state may still name its live init
+        runc = self._runc(options, namespace, task_id) if listing_problem is None and self.paths.read_runc else None
         cri = self._cri(containerd_root, task_id) if ctype == "container" else None
         task_files = TaskFiles(
             dir=bundle, hidden=tid.startswith(".") or hidden_ns, hidden_namespace=hidden_ns,
