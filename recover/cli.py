@@ -217,7 +217,8 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
         raise _fail(f"{e}; recover reads containerd 0.2 roots and containerd 1.x/2.x state dirs "
                     "(--layout to read it as one anyway)", not_a_root_exit) from None
     except RootError as e:
-        raise _fail(f"{e}: not a readable directory") from None
+        hint = " (run recover as root: the daemon's state is root's)" if "ermission denied" in str(e) else ""
+        raise _fail(f"{e}: not a readable directory{hint}") from None
     except SelectionError as e:
         raise _fail(str(e)) from None
 
