@@ -250,3 +250,24 @@ def test_a_captured_proc_dir_does_not_read_this_hosts_runc_state(tmp_path, monke
         assert h011()  # beside the live /proc: this host's runc state is read, and it disagrees
         assert h011("--proc-root", proc, "--runc-root", runc_root)  # asked for
         assert h011("--proc-root", proc) == []  # a capture: this host's live runc state is not its own
+
+
+def test_a_root_denied_to_an_unprivileged_user_says_to_run_as_root(tmp_path):
+    import tempfile
+
+    from unprivileged import cli_as_nobody
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a root that nobody may read, then drop to nobody")
+    top = Path(tempfile.mkdtemp(prefix="recover-denied-", dir="/tmp"))
+    try:
+        os.chmod(top, 0o755)
+        locked = top / "state"
+        (locked / "io.containerd.runtime.v2.task").mkdir(parents=True)
+        os.chmod(locked, 0o700)
+        code, out, err = cli_as_nobody(["scan", str(locked)])
+        assert code == 2 and out == "" and "run recover as root" in err
+    finally:
+        import shutil
+
+        shutil.rmtree(top)
