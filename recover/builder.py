@@ -10,7 +10,6 @@ with the runtime-v2 builder (recover/builder_v2.py).
 from __future__ import annotations
 
 import ctypes
-import errno
 import json
 import os
 import random

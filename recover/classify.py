@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from .fsread import dir_below
+
 Kind = Literal["containerd-0.2", "empty", "containerd-runtime-v2", "containerd-root-dir", "docker-data-root",
                "other"]
 
@@ -26,9 +28,6 @@ RUNTIME_V2_MARKERS = ("io.containerd.runtime.v2.task", "io.containerd.runtime.v1
 ROOT_DIR_MARKERS = ("io.containerd.metadata.v1.bolt", "io.containerd.content.v1.content")
 DOCKER_DATA_MARKERS = ("containers", "image")  # /var/lib/docker
 V02_PROCESS_FILES = frozenset(("process.json", "pid", "starttime", "exitStatus"))
-
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
 
 @dataclass(frozen=True, slots=True)
 class Classification:
@@ -95,18 +94,11 @@ def _is_dir(entry: os.DirEntry) -> bool:
 
 def _listing(dir_fd: int, *path: str) -> list[str]:
     """Names in dir_fd/path..., each component opened without following a link; [] if unreadable."""
-    fds = []
     try:
-        fd = dir_fd
-        for part in path:
-            fd = os.open(part, _OPEN_DIR, dir_fd=fd)
-            fds.append(fd)
-        return os.listdir(fd)
+        with dir_below(dir_fd, *path) as fd:
+            return os.listdir(fd)
     except (OSError, ValueError):
         return []
-    finally:
-        for fd in reversed(fds):
-            os.close(fd)
 
 
 def is_default_root(root_real: str) -> bool:

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from .fsread import MAX_FILE_BYTES, RootError, json_safe, json_text, kind_of, printable, read_regular
+from .fsread import MAX_FILE_BYTES, dir_below, json_safe, json_text, kind_of, printable, read_regular
 from .host import HostView, ProcessFacts, read_stat
 from .judge import ContainerJudgement, ProcessJudgement
 from .layouts.containerd_0_2 import files as layout
@@ -852,21 +852,14 @@ def _files_v2(s: Scan, record: ContainerRecord) -> tuple[list[dict], dict[str, d
     t = record.files
     rows: list[dict] = []
     log: dict[str, dict] = {}
-    fds = []
     try:
-        fd = s.root.fd
-        for part in record.rel.split("/"):
-            fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            fds.append(fd)
-        entries = list_dir(fd)
-        got, error = read_log(fd, entries, "log.json", record.rel)
-        if any(e["name"] == "log.json" for e in entries):
-            log = {"log.json": {"entries": got, "error": error}}
+        with dir_below(s.root.fd, record.rel.split("/", 1)[0], record.namespace or "", record.id) as fd:
+            entries = list_dir(fd)
+            got, error = read_log(fd, entries, "log.json", record.rel)
+            if any(e["name"] == "log.json" for e in entries):
+                log = {"log.json": {"entries": got, "error": error}}
     except OSError as e:
         return [{"dir": _dir_of(record), "entries": [], "error": e.strerror}], {}
-    finally:
-        for fd in reversed(fds):
-            os.close(fd)
     parsed = {p.rel.rsplit("/", 1)[-1]: describe_process(p)["pid file"] for p in record.processes}
     parsed.update(_describe_task_files(t, log))
     findings = list(record.findings) + [f for p in record.processes for f in p.findings]

@@ -10,6 +10,8 @@ import errno
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +19,25 @@ from .rules import Finding, finding
 
 MAX_FILE_BYTES = 1 << 20
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+
+
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@contextmanager
+def dir_below(dir_fd: int, *parts: str) -> Iterator[int]:
+    """An fd of dir_fd/parts..., each component opened relative to the last without following a
+    link: no component can lead out of the tree.  Raises OSError (or ValueError on a NUL)."""
+    fds: list[int] = []
+    try:
+        fd = dir_fd
+        for part in parts:
+            fd = os.open(part, _OPEN_DIR, dir_fd=fd)
+            fds.append(fd)
+        yield fd
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
 
 
 class RootError(Exception):
@@ -30,7 +51,7 @@ class OpenRoot:
         self.path = path
         self.real = os.path.realpath(path)
         try:
-            self.fd = os.open(self.real, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            self.fd = os.open(self.real, _OPEN_DIR)
         except OSError as e:
             raise RootError(f"{path}: {e.strerror}") from None
 

@@ -27,7 +27,7 @@ import orjson
 from .classify import is_default_root
 from .host import read_stat, wait_status_to_exit
 from .judge import ContainerJudgement, ProcessJudgement
-from .fsread import json_text, printable
+from .fsread import dir_below, json_text, printable
 from .layouts.containerd_0_2 import files as layout
 
 ActionKind = Literal["write-exit-status", "rewrite-exit-status", "kill-orphan", "rewrite-pid",
@@ -397,32 +397,13 @@ class Applier:
     def _outcome(self, entry: str, phase: str, detail: str = "") -> None:
         self.journal.write(id=entry, phase=phase, detail=detail)
 
-    def _process_dir(self, container: str, process: str | None) -> _DirFd:
-        return _DirFd(self._root_fd, container, process)
+    def _process_dir(self, container: str, process: str | None):
+        """A process dir opened from the root fd without following links (a context manager)."""
+        return dir_below(self._root_fd, container, *([process] if process else []))
 
 
 class _Skip(Exception):
     """Re-verification found the target changed: the action is skipped, nothing written."""
-
-
-class _DirFd:
-    """A process dir opened from the root fd without following links, as a context manager."""
-
-    def __init__(self, root_fd: int, container: str, process: str | None):
-        self._fds: list[int] = []
-        self._path = [container] + ([process] if process else [])
-        self._root_fd = root_fd
-
-    def __enter__(self) -> int:
-        fd = self._root_fd
-        for part in self._path:
-            fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            self._fds.append(fd)
-        return fd
-
-    def __exit__(self, *exc: object) -> None:
-        for fd in reversed(self._fds):
-            os.close(fd)
 
 
 def _write_temp(dir_fd: int, data: bytes) -> str:

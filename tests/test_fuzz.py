@@ -63,6 +63,7 @@ def test_fuzzed_root(tmp_path, seed):
     faults = mutate(root, rng, canary, faults=rng.randrange(1, 6))
     before = snapshot(root)
     try:
+        scanned: dict = {}
         for args in (["scan", str(root), "--proc-root", str(capture / "proc"), "-f", "json"],
                      ["check", str(root), "--proc-root", str(capture / "proc"), "-f", "json"]):
             result = run_recover(args)
@@ -71,7 +72,8 @@ def test_fuzzed_root(tmp_path, seed):
             doc = orjson.loads(result.stdout)  # exactly one JSON document
             assert isinstance(doc, dict), faults
             assert CANARY_TEXT not in result.stdout
-            scanned = doc if args[0] == "scan" else scanned
+            if args[0] == "scan":
+                scanned = doc
         targets = [c["id"] for c in scanned["containers"] if c["id"].isascii() and c["id"].isprintable()]
         for target in targets[:2]:  # explain holds the same invariants
             result = run_recover(["explain", target, "--root", str(root), "--proc-root", str(capture / "proc"),

@@ -5,7 +5,6 @@ import os
 import threading
 
 import orjson
-import pytest
 from typer.testing import CliRunner
 
 from recover.cli import app

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
-from ...fsread import FileFact, OpenRoot, file_findings, kind_of, printable, read_regular
+from ...fsread import FileFact, OpenRoot, dir_below, file_findings, kind_of, printable, read_regular
 from ...records import ContainerRecord, ProcessRecord
 from ...rules import Finding, finding
 from ..containerd_0_2.files import go_atoi
@@ -41,7 +41,6 @@ CRI_TYPE = "io.kubernetes.cri.container-type"
 CRI_SANDBOX = "io.kubernetes.cri.sandbox-id"
 MAX_FILE_BYTES = 1 << 20
 
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 SocketState = Literal["present", "missing", "not-a-socket", "unknown"]
 
@@ -207,29 +206,22 @@ class StateDir:
         listing_problem = None
         facts: dict[str, FileFact] = {}
         work_link = None
-        fds = []
         try:
-            fd = self._fd
-            for part in (TASKS_DIR, ns, tid):
-                fd = os.open(part, _OPEN_DIR, dir_fd=fd)
-                fds.append(fd)
-            with os.scandir(fd) as it:
-                for e in it:
-                    entries[e.name] = _kind(e)
-            for name, kind in entries.items():
-                if kind == "file" and (name.endswith(PID_SUFFIX) or name in _SMALL_FILES):
-                    facts[name] = read_regular(fd, name, f"{rel}/{name}")
-            if entries.get("work") == "symlink":
-                try:
-                    work_link = os.readlink("work", dir_fd=fd)
-                except OSError:
-                    work_link = None
+            with dir_below(self._fd, TASKS_DIR, ns, tid) as fd:
+                with os.scandir(fd) as it:
+                    for e in it:
+                        entries[e.name] = _kind(e)
+                for name, kind in entries.items():
+                    if kind == "file" and (name.endswith(PID_SUFFIX) or name in _SMALL_FILES):
+                        facts[name] = read_regular(fd, name, f"{rel}/{name}")
+                if entries.get("work") == "symlink":
+                    try:
+                        work_link = os.readlink("work", dir_fd=fd)
+                    except OSError:
+                        work_link = None
         except OSError as e:
             listing_problem = e.strerror or str(e)
             found.append(finding("F042", f"the task dir cannot be listed: {listing_problem}", rel))
-        finally:
-            for fd in reversed(fds):
-                os.close(fd)
         for name, kind in sorted(entries.items()):
             if name in _SMALL_FILES and kind != "file":
                 found.extend(file_findings(FileFact(f"{rel}/{name}", kind), required=False))
@@ -370,19 +362,11 @@ def _kind(entry: os.DirEntry) -> str:
 
 def _listing(dir_fd: int, *path: str) -> list[tuple[str, bool]] | None:
     """(name, is a dir) in dir_fd/path..., each component opened without following a link."""
-    fds = []
     try:
-        fd = dir_fd
-        for part in path:
-            fd = os.open(part, _OPEN_DIR, dir_fd=fd)
-            fds.append(fd)
-        with os.scandir(fd) as it:
+        with dir_below(dir_fd, *path) as fd, os.scandir(fd) as it:
             return [(e.name, _kind(e) == "dir") for e in it]
     except (OSError, ValueError):
         return None
-    finally:
-        for fd in reversed(fds):
-            os.close(fd)
 
 
 def read_path(path: str) -> FileFact:
