@@ -27,6 +27,9 @@ RUNTIME_V2_MARKERS = ("io.containerd.runtime.v2.task", "io.containerd.runtime.v1
 # containerd 1.x/2.x's root dir (`root`, default /var/lib/containerd): it also holds task work dirs
 ROOT_DIR_MARKERS = ("io.containerd.metadata.v1.bolt", "io.containerd.content.v1.content")
 DOCKER_DATA_MARKERS = ("containers", "image")  # /var/lib/docker
+# a filesystem root (`/`, a mounted image): its stray files may look like anything
+FILESYSTEM_ROOT_DIRS = frozenset(("bin", "boot", "dev", "etc", "home", "lib", "proc", "root", "run", "sbin", "sys",
+                                  "tmp", "usr", "var"))
 V02_PROCESS_FILES = frozenset(("process.json", "pid", "starttime", "exitStatus"))
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,8 @@ def classify_fd(dir_fd: int) -> Classification:
         return Classification("containerd-root-dir", f"holds {found[0]}")
     if found := sorted(n for n in names if n in RUNTIME_V2_MARKERS or n.startswith("io.containerd.")):
         return Classification("containerd-runtime-v2", f"holds {found[0]}")
+    if len(system := sorted(names & FILESYSTEM_ROOT_DIRS)) >= 3:
+        return Classification("other", f"a filesystem root ({', '.join(system[:4])}...); --image-root reads one")
     dirs = [e.name for e in entries if _is_dir(e)]
     if any(e.name == "events.log" and e.is_file(follow_symlinks=False) for e in entries):
         return Classification("containerd-0.2", "holds events.log")
@@ -73,9 +78,8 @@ def classify_fd(dir_fd: int) -> Classification:
         if "state.json" in _listing(dir_fd, name):
             return Classification("containerd-0.2", f"{name}/state.json")
     for name in dirs:
-        sub = _listing(dir_fd, name)
-        for child in sub:
-            if V02_PROCESS_FILES.intersection(_listing(dir_fd, name, child)):
+        for child in _listing(dir_fd, name):
+            if _looks_like_process_dir(_listing(dir_fd, name, child)):
                 return Classification("containerd-0.2", f"{name}/{child} holds a process's files")
     if all(n in names for n in DOCKER_DATA_MARKERS):
         return Classification("docker-data-root", "holds containers/ and image/")
@@ -83,6 +87,13 @@ def classify_fd(dir_fd: int) -> Classification:
         return Classification("other", f"{len(dirs)} dir(s), none with a state.json or a process's files")
     return Classification("other", f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, no directory")
 
+
+
+def _looks_like_process_dir(names: list[str]) -> bool:
+    """A 0.2 process dir: its process.json, or two of pid, starttime, exitStatus (a lone `pid`
+    file is too common to tell a root by)."""
+    found = V02_PROCESS_FILES.intersection(names)
+    return "process.json" in found or len(found) >= 2
 
 
 def _is_dir(entry: os.DirEntry) -> bool:

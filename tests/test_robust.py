@@ -35,9 +35,20 @@ TREES = st.lists(st.tuples(st.lists(NAMES, min_size=1, max_size=3), KINDS, CONTE
 
 
 def build(top: Path, tree, outside: Path) -> list[socket.socket]:
+    """Make the generated tree under `top`, and only there: an entry whose parent is reached
+    through a link made earlier (one may point at `/`) is left out, so that building never
+    writes outside the temp dir."""
     sockets = []
+    real_top = os.path.realpath(top)
     for parts, kind, content in tree:
         path = top.joinpath(*parts)
+        parent = path.parent
+        while not parent.exists() and parent != top:
+            parent = parent.parent
+        if os.path.realpath(parent) != real_top and not os.path.realpath(parent).startswith(real_top + "/"):
+            continue
+        if any(p.is_symlink() for p in [top.joinpath(*parts[:i]) for i in range(1, len(parts))]):
+            continue
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.exists() or path.is_symlink():

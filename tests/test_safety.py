@@ -175,8 +175,16 @@ def test_an_empty_dir_and_a_damaged_02_root_are_still_read(tmp_path):
     damaged = tmp_path / "damaged"
     (damaged / ("e5" + "0" * 62) / "init").mkdir(parents=True)
     (damaged / ("e5" + "0" * 62) / "init" / "pid").write_bytes(b"12")
+    assert cli("scan", damaged).exit_code == 2  # a lone pid file is no evidence: many dirs hold one
+    (damaged / ("e5" + "0" * 62) / "init" / "starttime").write_bytes(b"77")
     doc = scan(damaged)  # no state.json anywhere, but a process dir: still a 0.2 root
     assert [c["id"] for c in doc["containers"]] == ["e5" + "0" * 62]
+    filesystem = tmp_path / "image"
+    for name in ("etc", "usr", "var", "run"):
+        (filesystem / name).mkdir(parents=True)
+    (filesystem / "events.log").write_bytes(b"")  # a stray file does not make / a 0.2 root
+    result = cli("scan", filesystem)
+    assert result.exit_code == 2 and "filesystem root" in result.stderr
 
 
 # --- 3. the gate never passes what it could not judge --------------------------------------
