@@ -102,6 +102,52 @@ def is_procfs(path: str) -> bool:
     return filesystem_type(os.path.realpath(path)) == "proc"
 
 
+_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY = 4, 20
+_NLM_F_REQUEST, _NLM_F_DUMP, _NLMSG_ERROR, _NLMSG_DONE = 0x1, 0x300, 2, 3
+_UDIAG_SHOW_VFS, _UNIX_DIAG_VFS, _TCP_LISTEN = 0x2, 1, 10
+
+
+def unix_listeners() -> frozenset[tuple[int, int]] | None:
+    """The (st_dev, st_ino) of the file each listening unix socket of this network namespace was
+    bound at (sock_diag, UNIX_DIAG_VFS); None when the kernel cannot be asked."""
+    import socket
+    import struct
+
+    try:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+    except OSError:
+        return None
+    found = set()
+    with s:
+        try:
+            request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0, _UDIAG_SHOW_VFS, 0, 0)
+            s.send(struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+                   + request)
+            while True:
+                data = s.recv(1 << 16)
+                at = 0
+                while at + 16 <= len(data):
+                    length, kind = struct.unpack_from("=IH", data, at)
+                    if kind == _NLMSG_DONE:
+                        return frozenset(found)
+                    if kind == _NLMSG_ERROR or length < 16:
+                        return None
+                    attr, end = at + 16 + 16, at + length  # after nlmsghdr and unix_diag_msg
+                    while attr + 4 <= end:
+                        attr_len, attr_type = struct.unpack_from("=HH", data, attr)
+                        if attr_len < 4:
+                            break
+                        if attr_type == _UNIX_DIAG_VFS and attr_len >= 12:
+                            ino, kdev = struct.unpack_from("=II", data, attr + 4)
+                            found.add((os.makedev(kdev >> 20, kdev & 0xFFFFF), ino))  # the kernel's dev_t
+                        attr += (attr_len + 3) & ~3
+                    at += (length + 3) & ~3
+                if not data:
+                    return None
+        except OSError:
+            return None
+
+
 def read_stat(proc_root: str, pid: int) -> ProcStat | None:
     """A fresh, uncached read of /proc/<pid>/stat (repair re-verifies with this)."""
     if pid <= 0:
@@ -187,6 +233,7 @@ class HostView:
         self._shims: dict[str, list[int]] | None = None
         self._argv: dict[int, list[str]] | None = None
         self._own_mnt: str | None = None  # our mount namespace ("": cannot be told)
+        self._listeners: frozenset[tuple[int, int]] | None | bool = False  # False: not read yet
         self._children: dict[int, list[int]] | None = None
 
     @property
@@ -269,6 +316,31 @@ class HostView:
         pids = sorted({pid for group in self._shim_index().values() for pid in group})
         found = (self._shim_process(pid) for pid in pids)
         return [s for s in found if s is not None and looks_like_shim(list(s.argv))]
+
+    def listening_unix_sockets(self) -> frozenset[tuple[int, int]] | None:
+        """(st_dev, st_ino) of every socket file a live unix socket listens on, in recover's
+        network namespace (the kernel's sock_diag, read once); None where it cannot be told (not
+        this host's own /proc, or no sock_diag).  A socket FILE nobody listens on cannot be dialled:
+        it is not the shim's socket any more, whatever its name."""
+        if self._listeners is False:
+            self._listeners = unix_listeners() if self.live and self._own_proc() else None
+        return self._listeners
+
+    def in_our_network_namespace(self, pid: int) -> bool | None:
+        """Whether pid shares recover's network namespace (its listeners are the ones we see)."""
+        if not self.live or not self._own_proc():
+            return None
+        try:
+            return (os.readlink(os.path.join(self.proc_root, str(pid), "ns", "net"))
+                    == os.readlink(os.path.join(self.proc_root, str(os.getpid()), "ns", "net")))
+        except OSError:
+            return None
+
+    def _own_proc(self) -> bool:
+        try:
+            return os.readlink(os.path.join(self.proc_root, "self")) == str(os.getpid())
+        except OSError:
+            return False
 
     def in_other_mount_namespace(self, pid: int) -> bool:
         """Whether pid lives in another mount namespace than recover (only this host's own /proc

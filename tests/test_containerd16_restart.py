@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import uuid
 from collections.abc import Callable
@@ -128,6 +129,13 @@ def address_with_newline(d: Containerd16, m: Made) -> None:
 
 def socket_removed(d: Containerd16, m: Made) -> None:
     d.paths.socket(m.task.namespace, m.task.id).unlink()
+
+
+def socket_replaced(d: Containerd16, m: Made) -> None:
+    """A socket file where the shim's was, but not the one it listens on: nobody answers there."""
+    path = d.paths.socket(m.task.namespace, m.task.id)
+    path.unlink()
+    os.mknod(path, 0o600 | stat.S_IFSOCK)
 
 
 def bundle_emptied(d: Containerd16, m: Made) -> None:
@@ -373,6 +381,7 @@ def test_a_default_state_dir_is_scanned_without_argument_and_the_advice_works():
             (ns, "u-init-pid-garbage-shim-killed", init_pid_garbage_shim_killed),
             (ns, "v-address-restored", address_removed),
             (ns, "w-shim-resumed", shim_stopped),
+            (ns, "x-socket-replaced", socket_replaced),
         ])
         tasks = crash_and_break(d, made)
         first = recover_scan(d)  # no argument: /run/containerd, the daemon's state dir

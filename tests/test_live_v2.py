@@ -172,6 +172,21 @@ def test_a_missing_socket_gets_a_healthy_task_killed(builder):
     assert str(t.shim.socket) in r101 and "missing" in r101 and f"init (pid {t.init})" in r101
 
 
+def test_a_socket_file_nobody_listens_on_gets_a_healthy_task_killed(builder):
+    """The file is a socket, but not the one the shim listens on (removed and made again): the
+    daemon's dial is refused and it cleans the task up.  The kernel's sock_diag tells."""
+    import stat
+
+    t = builder.start_task(NS, T)
+    healthy = task(scan(builder))
+    assert healthy["shim"]["socket_listened"] is True and healthy["containerd_would"] == "reconnect"
+    t.shim.remove_socket()
+    os.mknod(t.shim.socket, 0o600 | stat.S_IFSOCK)
+    c = task(scan(builder))
+    assert c["shim"]["socket_state"] == "present" and c["shim"]["socket_listened"] is False
+    assert c["containerd_would"] == "kill-live-processes" and "nobody listens" in message(c, "R101")
+
+
 def test_an_empty_bundle_is_deleted_and_its_live_shim_and_processes_leaked(builder):
     t = builder.start_task(NS, T)
     e1 = t.exec("e1")

@@ -50,6 +50,7 @@ class TaskHost:
     pids: dict[str, int | None]
     runc_init: int | None  # the live init runc's state names (same start ticks): runc can kill it
     shim_children: tuple[int, ...] = ()  # what the live shim still watches (an empty bundle names nothing)
+    socket_listened: bool | None = None  # a live socket listens on the socket file (None: not told)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,9 @@ def _unreachable(t: TaskFiles, h: TaskHost) -> TaskPrediction | None:
         cause = t.address_problem
     elif t.socket in ("missing", "not-a-socket"):
         cause = f"the shim's socket {t.socket_path} is {'missing' if t.socket == 'missing' else 'not a socket'}"
+    elif h.socket_listened is False:
+        cause = (f"nobody listens on the shim's socket file {t.socket_path} (it was replaced: the shim's own "
+                 "socket is gone)")
     elif h.shim_state == "gone":
         cause = "its shim is gone"
     elif h.shim_state == "zombie":
@@ -241,7 +245,7 @@ def predict_task_container(record: ContainerRecord, decisions: dict[str, Decisio
         "sandbox": t.sandbox, "container_type": t.container_type,
         "shim": {"pid": h.shim_pid, "state": h.shim_state if h.proc_read else None,
                  "address": t.address, "address_problem": t.address_problem,
-                 "socket": t.socket_path, "socket_state": t.socket},
+                 "socket": t.socket_path, "socket_state": t.socket, "socket_listened": h.socket_listened},
         "runc_state": None if t.runc is None else {"path": t.runc.path, "pid": t.runc.pid, "start": t.runc.start,
                                                    "created": t.runc.created, "problem": t.runc.problem},
         "cri": None if t.cri is None else {"path": t.cri.path, "state": t.cri.state, "pid": t.cri.pid,
@@ -261,7 +265,7 @@ def _what_to_do(record: ContainerRecord, h: TaskHost, cause: str | None) -> str:
         return (f"before restarting, restore the address: write {want!r} (no newline) to "
                 f"{printable(os.path.join(t.dir, 'address'))}; the socket name is sha256 of "
                 f"'{h.grpc_address or DEFAULT_GRPC_ADDRESS}/{t.namespace}/{t.shim_id}'")
-    if t.socket in ("missing", "not-a-socket") and h.shim_state == "alive":
+    if (t.socket in ("missing", "not-a-socket") or h.socket_listened is False) and h.shim_state == "alive":
         return ("the live shim can no longer be reached (a socket cannot be re-created for it): stop the "
                 "task's processes cleanly before restarting, or accept the SIGKILL")
     return "stop them cleanly before restarting (their exit status will not be recorded), or accept the SIGKILL"

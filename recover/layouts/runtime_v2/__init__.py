@@ -87,7 +87,17 @@ class RuntimeV2:
             runc_init = ctx.host.stat(task.runc.pid)
         from ...predict.containerd_v2 import TaskHost
 
+        listened = None  # whether a live socket listens on the socket file: only asked of a live shim
+        if shim is not None and task.socket == "present" and ctx.host is not None \
+                and ctx.host.in_our_network_namespace(shim.pid) \
+                and (listeners := ctx.host.listening_unix_sockets()) is not None:
+            try:
+                st = os.lstat(task.socket_path)
+                listened = (st.st_dev, st.st_ino) in listeners
+            except OSError:
+                listened = None
         return facts, TaskHost(
+            socket_listened=listened,
             proc_read=ctx.facts.proc_read, shim_pid=shim_pid,
             # a bundle that cannot be listed hides a pod container's sandbox id: which shim is its own
             # cannot be told, and none found is not "gone"
