@@ -181,6 +181,20 @@ def unreadable(rel: str, e: OSError) -> FileFact:
     return FileFact(rel, "file", problem="denied" if denied else "unreadable", detail=e.strerror or str(e))
 
 
+def read_at(dir_fd: int, name: str, rel: str) -> FileFact:
+    """A name in a dir, not listed first: missing, something other than a regular file (never
+    opened), or read as read_regular reads it."""
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return FileFact(rel, "missing")
+    except OSError as e:
+        return unreadable(rel, e)
+    if not stat.S_ISREG(mode):
+        return FileFact(rel, kind_of(mode))
+    return read_regular(dir_fd, name, rel)
+
+
 def read_regular(dir_fd: int, name: str, rel: str, limit: int = MAX_FILE_BYTES) -> FileFact:
     """Open a name that was listed as a regular file, without following links or blocking."""
     try:

@@ -179,3 +179,20 @@ def test_a_shim_of_another_daemon_with_the_same_namespace_and_id_is_not_the_task
         import shutil
 
         shutil.rmtree(sockets)
+
+
+def test_runc_state_in_the_state_dir_is_read_without_runc_root(state):
+    """A default state dir (/run/containerd) holds runc's root: <ROOT>/runc/<ns>/<id>/state.json is
+    read without --runc-root; elsewhere containerd 1.6 keeps it in /run/containerd/runc."""
+    task(state, "default", "t", init=b"4194304")
+    runc = state / "runc" / "default" / "t"
+    runc.mkdir(parents=True)
+    (runc / "state.json").write_bytes(orjson.dumps({"id": "t", "init_process_pid": 4194304,
+                                                    "init_process_start": 12345}))
+    result = runner.invoke(app, ["scan", str(state), "-f", "json"])
+    (c,) = orjson.loads(result.stdout)["containers"]
+    assert c["runc_state"]["path"] == str(runc / "state.json") and c["runc_state"]["start"] == 12345
+    assert c["processes"][0]["recorded_start"] == 12345
+    (runc / "state.json").unlink()
+    (c,) = orjson.loads(runner.invoke(app, ["scan", str(state), "-f", "json"]).stdout)["containers"]
+    assert c["runc_state"]["problem"] == "missing"

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
-from ...fsread import FileFact, OpenRoot, dir_below, file_findings, kind_of, printable, read_regular
+from ...fsread import FileFact, OpenRoot, dir_below, read_at, file_findings, kind_of, printable, read_regular
 from ...records import ContainerRecord, ProcessRecord
 from ...rules import Finding, finding
 from ..containerd_0_2.files import go_atoi
@@ -169,6 +169,7 @@ class StateDir:
         self.path = root.path
         self.real = root.real
         self.paths = paths
+        self._runc_here: bool | None = None  # the state dir holds runc's root (a default state dir does)
         self.findings: list[Finding] = []
         self._keys: list[str] | None = None
 
@@ -246,7 +247,7 @@ class StateDir:
                                                                      task_id)))
         # an empty bundle names no process, but runc's state may still name its live init
         runc = self._runc(options, namespace, task_id) if listing_problem is None and self.paths.read_runc else None
-        cri = self._cri(containerd_root, task_id) if ctype == "container" else None
+        cri = self._cri(containerd_root or DEFAULT_CONTAINERD_ROOT, task_id) if ctype == "container" else None
         task_files = TaskFiles(
             dir=bundle, hidden=tid.startswith(".") or hidden_ns, hidden_namespace=hidden_ns,
             entries=None if listing_problem else len(entries), listing_problem=listing_problem,
@@ -304,15 +305,24 @@ class StateDir:
         return host, "present" if stat.S_ISSOCK(mode) else "not-a-socket"
 
     def _runc(self, options: dict | None, ns: str, tid: str) -> RuncState:
+        """runc's state of a task: under --runc-root, else options.json's `root`, else the state
+        dir's own `runc/` (a default state dir, /run/containerd, holds it), else /run/containerd/runc
+        (where containerd 1.6 puts it whatever its state dir)."""
         root = self.paths.runc_root
-        if root is None:
-            root = options.get("root") if isinstance(options, dict) and isinstance(options.get("root"), str) \
-                and options.get("root") else DEFAULT_RUNC_ROOT
-            root = os.path.join(root, ns)
+        if root is None and isinstance(options, dict) and isinstance(options.get("root"), str) and options["root"]:
+            root = options["root"]
+        if root is None and self._has_runc_dir():
+            path = os.path.join(self.path, "runc", ns, tid, "state.json")
+            try:
+                with dir_below(self._fd, "runc", ns, tid) as fd:
+                    fact = read_at(fd, "state.json", path)
+            except FileNotFoundError:
+                fact = FileFact(path, "missing")
+            except (OSError, ValueError) as e:
+                fact = FileFact(path, "file", problem="unreadable", detail=str(e))
         else:
-            root = os.path.join(root, ns)
-        path = os.path.join(root, tid, "state.json")
-        fact = read_path(self.paths.host(path))
+            path = os.path.join(root or DEFAULT_RUNC_ROOT, ns, tid, "state.json")
+            fact = read_path(self.paths.host(path))
         if fact.kind == "missing":
             return RuncState(path, problem="missing")
         if fact.data is None:
@@ -324,6 +334,14 @@ class StateDir:
             return RuncState(path, problem="no init_process_pid and init_process_start")
         created = doc.get("created") if isinstance(doc.get("created"), str) else None
         return RuncState(path, pid, start, created)
+
+    def _has_runc_dir(self) -> bool:
+        if self._runc_here is None:
+            try:
+                self._runc_here = stat.S_ISDIR(os.stat("runc", dir_fd=self._fd, follow_symlinks=False).st_mode)
+            except OSError:
+                self._runc_here = False
+        return self._runc_here
 
     def _cri(self, containerd_root: str | None, tid: str) -> CriStatus | None:
         if containerd_root is None:
@@ -381,15 +399,7 @@ def read_path(path: str) -> FileFact:
         denied = isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM)
         return FileFact(path, "file", problem="denied" if denied else "unreadable", detail=str(e))
     try:
-        try:
-            mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
-        except FileNotFoundError:
-            return FileFact(path, "missing")
-        except OSError as e:
-            return FileFact(path, "file", problem="unreadable", detail=e.strerror or str(e))
-        if not stat.S_ISREG(mode):
-            return FileFact(path, kind_of(mode))
-        return read_regular(fd, name, path)
+        return read_at(fd, name, path)
     finally:
         os.close(fd)
 
