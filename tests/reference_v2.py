@@ -22,7 +22,8 @@ CAPTURES = FIXTURES / "containerd-1.6"
 def extract(name: str, dest: Path) -> Path:
     """Extract ctrd16-<name>.tar.gz into dest; return its scenario dir."""
     with tarfile.open(CAPTURES / f"ctrd16-{name}.tar.gz") as tar:
-        tar.extractall(dest, filter="fully_trusted")  # our own fixture: FIFOs and absolute links kept
+        # our own fixture: FIFOs and absolute links kept (Python before 3.11.4 has no filters)
+        tar.extractall(dest, **({"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}))
     (top,) = [p for p in dest.iterdir() if p.is_dir()]
     for snapshot in ("before", "after"):
         root = top / snapshot / "root"
