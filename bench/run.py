@@ -1,13 +1,13 @@
-"""The performance bench (issue 6).  Not a test: prints figures measured in one run.
+"""The performance bench.  Not a test: prints figures measured in one run.
 
     python bench/run.py [--sizes 1000,10000,50000] [--runs 5]
 
 For each size it generates (once, cached in bench/.cache) a root of N containers, then times,
-alternating, `recover scan ROOT --format json` to /dev/null against the floor (bench/floor.py:
-every file a scan must read, read once, and each recorded pid's stat once, deciding nothing),
-and prints the medians, their ratio, the per-process cost, and the peak RSS of the scan with
---format json and --format jsonl.  Then the start-up time of `recover --help` and of a scan of
-an empty root.
+alternating, `recover scan ROOT --format json` and `--format jsonl` to /dev/null against the
+floor (bench/floor.py: the fastest plain Python that reads the bytes a scan must read, deciding
+nothing), and prints the medians, their ratios, the per-process cost (the json scan's time less
+an empty root's scan, per process) and the peak RSS of each scan.  The start-up times (`recover
+--help`, a scan of an empty root) are measured first.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 sys.path.insert(0, str(HERE))
 
+import floor  # noqa: E402
 from make_root import make_root  # noqa: E402
 
 RECOVER = [sys.executable, "-m", "recover"]
@@ -55,19 +56,25 @@ def root_of(size: int) -> pathlib.Path:
 
 def measure(size: int, runs: int) -> dict:
     root = str(root_of(size))
-    scan = RECOVER + ["scan", root, "--format", "json"]
-    floor = [sys.executable, str(HERE / "floor.py"), root]
-    timed(scan), timed(floor)  # warm the page cache
-    scans, floors, rss_json = [], [], []
+    commands = {
+        "json": RECOVER + ["scan", root, "--format", "json"],
+        "jsonl": RECOVER + ["scan", root, "--format", "jsonl"],
+        "floor": [sys.executable, str(HERE / "floor.py"), root],
+    }
+    for argv in commands.values():
+        timed(argv)  # warm the page cache
+    walls: dict[str, list[float]] = {k: [] for k in commands}
+    rss: dict[str, list[int]] = {k: [] for k in commands}
     for _ in range(runs):
-        wall, rss = timed(scan)
-        scans.append(wall)
-        rss_json.append(rss)
-        floors.append(timed(floor)[0])
-    rss_jsonl = max(timed(RECOVER + ["scan", root, "--format", "jsonl"])[1] for _ in range(2))
-    processes = 2 * size
-    return {"size": size, "scan": statistics.median(scans), "floor": statistics.median(floors),
-            "rss_json": max(rss_json), "rss_jsonl": rss_jsonl, "processes": processes}
+        for name, argv in commands.items():
+            wall, peak = timed(argv)
+            walls[name].append(wall)
+            rss[name].append(peak)
+    out = {"size": size, "processes": 2 * size}
+    for name in commands:
+        out[name] = statistics.median(walls[name])
+        out["rss_" + name] = max(rss[name])
+    return out
 
 
 def main() -> None:
@@ -77,29 +84,36 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     print(f"# recover bench, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, {args.runs} runs each, medians")
-    print(f"{'containers':>10} {'scan s':>8} {'floor s':>8} {'ratio':>6} {'us/process':>10} "
-          f"{'RSS json MB':>11} {'RSS jsonl MB':>12}")
-    results = []
-    for size in sizes:
-        r = measure(size, args.runs)
-        results.append(r)
-        print(f"{size:>10} {r['scan']:>8.2f} {r['floor']:>8.2f} {r['scan'] / r['floor']:>6.2f} "
-              f"{r['scan'] / r['processes'] * 1e6:>10.1f} {r['rss_json'] / 1024:>11.1f} "
-              f"{r['rss_jsonl'] / 1024:>12.1f}", flush=True)
-    by = {r["size"]: r for r in results}
-    if 10000 in by and 50000 in by:
-        per10 = by[10000]["scan"] / by[10000]["processes"]
-        per50 = by[50000]["scan"] / by[50000]["processes"]
-        print(f"per-process cost at 50,000 vs 10,000: {per50 / per10:.2f}x")
+          f"Python {platform.python_version()}, {args.runs} alternating runs each, medians; "
+          f"load average at start {os.getloadavg()[0]:.2f}")
+    print("# floor: " + " ".join(floor.__doc__.split("\n\n")[2].split()))
+    print(f"{'containers':>10} {'floor s':>8} {'json s':>7} {'ratio':>6} {'jsonl s':>8} {'ratio':>6} "
+          f"{'us/process':>10} {'RSS json MB':>11} {'RSS jsonl MB':>12}")
     empty = tempfile.mkdtemp(prefix="recover-bench-empty-")
     try:
         helps = [timed(RECOVER + ["--help"])[0] for _ in range(args.runs)]
         empties = [timed(RECOVER + ["scan", empty, "--format", "json"])[0] for _ in range(args.runs)]
     finally:
         os.rmdir(empty)
+    start_up = statistics.median(empties)
+    results = []
+    for size in sizes:
+        r = measure(size, args.runs)
+        results.append(r)
+        print(f"{size:>10} {r['floor']:>8.2f} {r['json']:>7.2f} {r['json'] / r['floor']:>6.2f} "
+              f"{r['jsonl']:>8.2f} {r['jsonl'] / r['floor']:>6.2f} "
+              f"{(r['json'] - start_up) / r['processes'] * 1e6:>10.1f} {r['rss_json'] / 1024:>11.1f} "
+              f"{r['rss_jsonl'] / 1024:>12.1f}", flush=True)
+    by = {r["size"]: r for r in results}
+    if min(by) < max(by):
+        small, large = by[min(by)], by[max(by)]
+        per_small = (small["json"] - start_up) / small["processes"]
+        per_large = (large["json"] - start_up) / large["processes"]
+        print(f"per-process cost (json, less the empty-root scan) at {max(by):,} vs {min(by):,}: "
+              f"{per_large / per_small:.2f}x")
     print(f"start-up: recover --help {statistics.median(helps):.3f} s, "
-          f"scan of an empty root {statistics.median(empties):.3f} s")
+          f"scan of an empty root {start_up:.3f} s; "
+          f"load average at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
