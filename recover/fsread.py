@@ -16,6 +16,7 @@ from typing import Literal
 from .rules import Finding, finding
 
 MAX_FILE_BYTES = 1 << 20
+_READ_CHUNK = 1 << 16  # what a read asks for when a file changed size while it was read
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
@@ -176,9 +177,15 @@ def read_regular(dir_fd: int, name: str, rel: str, limit: int = MAX_FILE_BYTES) 
             return FileFact(rel, kind_of(st.st_mode), mtime_ns=st.st_mtime_ns)
         if st.st_size > limit:
             return FileFact(rel, "file", size=st.st_size, mtime_ns=st.st_mtime_ns, problem="too-big")
-        chunks, total = [], 0
+        # One read sized from fstat (one byte over, to see growth) returns the whole file; asking
+        # for the whole limit would allocate a MiB per file.  A short or long read (the file
+        # changed since fstat) goes on in chunks until EOF or past the limit.
+        first = os.read(fd, st.st_size + 1)
+        if len(first) == st.st_size:
+            return FileFact(rel, "file", data=first, size=len(first), mtime_ns=st.st_mtime_ns)
+        chunks, total = [first], len(first)
         while total <= limit:
-            chunk = os.read(fd, limit + 1 - total)
+            chunk = os.read(fd, min(limit + 1 - total, _READ_CHUNK))
             if not chunk:
                 break
             chunks.append(chunk)
