@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
+import msgspec
 import orjson
 
 from ...fsread import FileFact, content_findings, file_findings, show_bytes
@@ -237,14 +238,27 @@ def last_runtime_error(fact: FileFact) -> str | None:
 # Each type checks a decoded value the way encoding/json would: null decodes into anything,
 # unknown object keys are ignored, keys match case-insensitively.
 
+# Each type also says itself as a msgspec type (`typed`), so that the common case (a document
+# whose every key names a field exactly) is checked in C; the Python `error` stays the reference,
+# says what is wrong, and decides every other case (tests/test_layout.py proves both agree).
+
 class _Str:
     def error(self, value: Any, where: str) -> str | None:
         return None if value is None or isinstance(value, str) else f"{where}: want a string"
+
+    def typed(self) -> Any:
+        return str
 
 
 class _Bool:
     def error(self, value: Any, where: str) -> str | None:
         return None if value is None or isinstance(value, bool) else f"{where}: want true or false"
+
+    def typed(self) -> Any:
+        return bool
+
+
+_INT64_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,10 +271,20 @@ class _Int:
             return None
         return f"{where}: want an integer in [{self.low}, {self.high}]"
 
+    def typed(self) -> Any:
+        # msgspec bounds only fit int64: the uint64 ceiling holds for what orjson decodes (it
+        # turns a larger integer into a float), which is all the typed check is given
+        if self.high > _INT64_MAX:
+            return Annotated[int, msgspec.Meta(ge=self.low)]
+        return Annotated[int, msgspec.Meta(ge=self.low, le=self.high)]
+
 
 @dataclass(frozen=True, slots=True)
 class _List:
     item: Any
+
+    def typed(self) -> Any:
+        return list[Optional[self.item.typed()]]  # null decodes into any element
 
     def error(self, value: Any, where: str) -> str | None:
         if value is None:
@@ -279,6 +303,29 @@ class _Struct:
     def __init__(self, fields: dict[str, Any]):
         self.fields = fields
         self._by_lower = {k.lower(): (k, t) for k, t in fields.items()}
+        self._names = frozenset(fields)
+        # the fields holding objects (or lists of them), whose keys must be exact too
+        self._objects = tuple((k, t.item if isinstance(t, _List) else t, isinstance(t, _List))
+                              for k, t in fields.items()
+                              if isinstance(t, _Struct) or (isinstance(t, _List) and isinstance(t.item, _Struct)))
+        self._typed: Any = None
+
+    def typed(self) -> Any:
+        if self._typed is None:
+            self._typed = msgspec.defstruct("GoStruct", [(k, Optional[t.typed()], None) for k, t in self.fields.items()])
+        return self._typed
+
+    def exact_keys(self, value: dict) -> bool:
+        """Whether every key of this object and of the objects in its fields names a field
+        exactly: then Go's case-insensitive matching finds nothing a typed decoder misses."""
+        if not value.keys() <= self._names:
+            return False
+        for key, struct, many in self._objects:
+            item = value.get(key)
+            for x in (item if many and type(item) is list else (item,)):
+                if type(x) is dict and not struct.exact_keys(x):
+                    return False
+        return True
 
     def error(self, value: Any, where: str) -> str | None:
         if value is None:
@@ -378,7 +425,7 @@ def parse_json_doc(fact: FileFact, schema: _Struct, shape_code: str) -> JsonDoc:
     if value is not None and not isinstance(value, dict):
         found.append(finding(shape_code, f"{fact.name} holds a JSON {type(value).__name__}, not an object", fact.rel))
         return JsonDoc(None, False, read, tuple(found))
-    error = schema.error(value, "")
+    error = type_error(schema, value, decoded_by_orjson=not text)
     if error:
         caps = value.get("capabilities") if value else None
         if schema is PROCESS_SCHEMA and isinstance(caps, list):
@@ -387,6 +434,19 @@ def parse_json_doc(fact: FileFact, schema: _Struct, shape_code: str) -> JsonDoc:
         else:
             found.append(finding(shape_code, f"{fact.name}: {error}", fact.rel))
     return JsonDoc(value or {}, error is None and read == "ok", read, tuple(found))
+
+
+def type_error(schema: _Struct, value: Any, *, decoded_by_orjson: bool) -> str | None:
+    """`schema.error(value, "")`: what makes Go's decoder fail, or None.  A document orjson
+    decoded whose keys all name fields exactly is checked by msgspec, in C; when that check
+    fails, and for every other document, the Python check decides and says why."""
+    if decoded_by_orjson and type(value) is dict and schema.exact_keys(value):
+        try:
+            msgspec.convert(value, schema.typed())
+            return None
+        except msgspec.ValidationError:
+            pass
+    return schema.error(value, "")
 
 
 def _short(e: Exception) -> str:
