@@ -97,14 +97,22 @@ def render_json(scan: Scan, out: BinaryIO) -> None:
     head = orjson.dumps({"schema": SCHEMA, "root": json_text(scan.root.path), **layout_json(scan),
                          "host": scan.host_json()})
     out.write(head[:-1] + b',"containers":[')
-    for i, c in enumerate(scan.containers()):
-        out.write((b"," if i else b"") + orjson.dumps(container_json(c)))
+    for i, c in enumerate(scan.encoded(_container_bytes)):
+        out.write(b"," + c if i else c)
     out.write(b"]," + orjson.dumps(_tail_json(scan))[1:] + b"\n")
 
 
+def _container_bytes(c: ContainerJudgement) -> bytes:
+    return orjson.dumps(container_json(c))
+
+
+def _container_line(c: ContainerJudgement) -> bytes:
+    return orjson.dumps(container_json(c), option=orjson.OPT_APPEND_NEWLINE)
+
+
 def render_jsonl(scan: Scan, out: BinaryIO) -> None:
-    for c in scan.containers():
-        out.write(orjson.dumps(container_json(c)) + b"\n")
+    for line in scan.encoded(_container_line):
+        out.write(line)
     tail = _tail_json(scan)
     if tail["orphan_shims"]:
         out.write(orjson.dumps({"orphan_shims": tail["orphan_shims"]}) + b"\n")
