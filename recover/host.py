@@ -16,6 +16,7 @@ from .fsread import filesystem_type
 
 ShimStateName = Literal["alive", "stopped", "zombie", "gone"]
 PF_EXITING = 0x4
+_PROC_PAGE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,21 @@ def read_proc_file(path: str, limit: int = 1 << 16) -> bytes | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        return os.read(fd, limit)
+        # procfs gives no size: read a page, and more only while reads come back full (asking
+        # for the whole limit at once would allocate up to a MiB for every cmdline)
+        want = min(limit, _PROC_PAGE)
+        data = os.read(fd, want)
+        if len(data) < want:
+            return data
+        chunks, total = [data], len(data)
+        while total < limit:
+            want = min(limit - total, total)
+            chunk = os.read(fd, want)
+            chunks.append(chunk)
+            total += len(chunk)
+            if len(chunk) < want:
+                break
+        return b"".join(chunks)
     except OSError:
         return None
     finally:
@@ -183,6 +198,8 @@ class HostView:
         self.clock_ticks = os.sysconf("SC_CLK_TCK")
         self.hidepid = self.live and os.geteuid() != 0 and _hidepid(real)
         self._stats: dict[int, ProcStat | None] = {}
+        self._cmdlines: dict[int, list[str] | None] = {}
+        self._cwds: dict[int, str | None] = {}
         self._listed: set[int] | None = None
         self._shims: dict[str, list[int]] | None = None
         self._argv: dict[int, list[str]] | None = None
@@ -222,17 +239,24 @@ class HostView:
         return None
 
     def cmdline(self, pid: int) -> list[str] | None:
-        data = self._read((str(pid), "cmdline"), limit=1 << 20)
-        if not data:
-            return None  # a zombie or kernel thread has none
-        return data.rstrip(b"\0").decode("utf-8", "surrogateescape").split("\0")
+        """A process's argv, read once (cached like its stat: one view of the host per scan).
+        The list is shared: callers do not change it."""
+        if pid not in self._cmdlines:
+            data = self._read((str(pid), "cmdline"), limit=1 << 20)
+            # a zombie or kernel thread has none
+            self._cmdlines[pid] = data.rstrip(b"\0").decode("utf-8", "surrogateescape").split("\0") if data else None
+        return self._cmdlines[pid]
 
     def cwd(self, pid: int) -> str | None:
-        try:
-            target = os.readlink(os.path.join(self.proc_root, str(pid), "cwd"))
-        except OSError:
-            return None
-        return target.removesuffix(" (deleted)")  # the dir was removed: its last path still names it
+        """A process's working dir, read once (cached)."""
+        if pid not in self._cwds:
+            try:
+                target = os.readlink(os.path.join(self.proc_root, str(pid), "cwd"))
+            except OSError:
+                target = None
+            # the dir was removed: its last path still names it
+            self._cwds[pid] = target.removesuffix(" (deleted)") if target is not None else None
+        return self._cwds[pid]
 
     def all_argv(self) -> dict[int, list[str]]:
         """Every listed process's argv (none for zombies and kernel threads): one pass over
