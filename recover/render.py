@@ -9,17 +9,19 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 
 from .judge import ContainerJudgement, ProcessJudgement
-from .check import CheckReport, Gate, Located, locate
-from .repair import Action
 from .fsread import json_safe, json_text, printable
 from .rules import Finding
 from .scan import Scan
 from .verdicts import VERDICTS
+
+if TYPE_CHECKING:  # a scan needs neither: they load with the commands that use them
+    from .check import CheckReport, Gate, Located
+    from .repair import Action
 
 SCHEMA = "recover.scan/1"
 
@@ -316,6 +318,8 @@ def check_prometheus(r: CheckReport, out: BinaryIO) -> None:
 
 def render_prometheus(scan: Scan, out: BinaryIO) -> None:
     import time
+
+    from .check import locate
 
     counts: dict[tuple[str, str], int] = {}
     for c in scan.containers():

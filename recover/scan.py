@@ -20,7 +20,7 @@ from .classify import DEFAULT_ROOTS, Classification, classify_fd
 from .fsread import OpenRoot, filesystem_type, printable
 from .host import HostView, ProcessFacts
 from .judge import ContainerJudgement, judge_container
-from .layouts import Context, Layout, layouts
+from .layouts import Context, Layout, layout_named
 from .pool import ordered_map, usable_cpus
 from .records import ContainerRecord
 from .rules import Finding, finding
@@ -86,7 +86,7 @@ class Scan:
             if layout is not None and layout != self.classification.layout:
                 self.findings.append(finding("F045", f"read as {layout} (--layout), but it looks like "
                                              f"{self.classification.kind} ({self.classification.evidence})"))
-            self.layout: Layout = layouts()[name]
+            self.layout: Layout = layout_named(name)
             self.reader = self.layout.open(self.root, around)
         except BaseException:
             self.root.close()

@@ -102,10 +102,20 @@ def gather_with(ctx: Context, record: ContainerRecord, rules: Iterable[tuple[str
 
 def layouts() -> dict[str, Layout]:
     """The registry, by name (imported on demand: a command loads only what it reads)."""
-    from .containerd_0_2 import LAYOUT as V02
-    from .runtime_v2 import LAYOUT as V2
+    return {name: layout_named(name) for name in LAYOUT_NAMES}
 
-    return {V02.name: V02, V2.name: V2}
+
+def layout_named(name: str) -> Layout:
+    """One layout of the registry, importing only its own plug-in."""
+    if name == "containerd-0.2":
+        from .containerd_0_2 import LAYOUT as V02
+
+        return V02
+    if name == "containerd-runtime-v2":
+        from .runtime_v2 import LAYOUT as V2
+
+        return V2
+    raise KeyError(name)
 
 
 LAYOUT_NAMES = ("containerd-0.2", "containerd-runtime-v2")
