@@ -13,6 +13,7 @@ an empty root's scan, per process) and the peak RSS of each scan.  The start-up 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import pathlib
 import platform
@@ -83,9 +84,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    # as installed: pip compiles the bytecode (here it may be an editable tree, or
+    # PYTHONDONTWRITEBYTECODE may be set, and every run would compile every module)
+    import recover
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(pathlib.Path(recover.__file__).parent)],
+                   check=True)
+    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("typer", "orjson", "msgspec"))
     print(f"# recover bench, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, {args.runs} alternating runs each, medians; "
-          f"load average at start {os.getloadavg()[0]:.2f}")
+          f"Python {platform.python_version()} ({versions}, bytecode compiled), {args.runs} alternating runs "
+          f"each, medians; load average at start {os.getloadavg()[0]:.2f}")
     print("# floor: " + " ".join(floor.__doc__.split("\n\n")[2].split()))
     print(f"{'containers':>10} {'floor s':>8} {'json s':>7} {'ratio':>6} {'jsonl s':>8} {'ratio':>6} "
           f"{'us/process':>10} {'RSS json MB':>11} {'RSS jsonl MB':>12}")
