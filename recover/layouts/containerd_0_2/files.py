@@ -113,14 +113,13 @@ def parse_pid(fact: FileFact) -> PidFile:
     if fact.readable:
         data = fact.data or b""
         containerd = go_atoi(data)
-        lenient = _lenient_decimal(data)
         if containerd is not None and 0 < containerd <= PID_MAX_LIMIT and data.isdigit():
             value = containerd
         elif containerd is not None and 0 < containerd <= PID_MAX_LIMIT and _PLUS_DECIMAL.fullmatch(data):
             value = containerd  # Go's Atoi takes the sign: containerd loads this pid too
             found.append(finding("F044", f"{fact.name} holds {show_bytes(data)}: read as pid {value}, as containerd "
                                  "reads it (runc writes bare digits)", fact.rel))
-        elif lenient is not None and 0 < lenient <= PID_MAX_LIMIT:
+        elif (lenient := _lenient_decimal(data)) is not None and 0 < lenient <= PID_MAX_LIMIT:
             value = lenient
             found.append(finding("F032", f"{fact.name} holds {show_bytes(data)}: white space around the pid", fact.rel))
         else:
@@ -187,17 +186,15 @@ def parse_exit_status(fact: FileFact) -> ExitStatusFile:
         state = "not-exited"
     else:
         data = fact.data
-        strict = go_parse_uint32(data)
-        bug = _DAEMON_FORMAT_BUG.fullmatch(data.strip()) if len(data) < 64 else None
-        lenient = _lenient_decimal(data)
-        if strict is not None:
+        if (strict := go_parse_uint32(data)) is not None:
             state, value, source, reported = "valid", strict, "exitStatus", strict
-        elif bug and int(bug.group(1)) <= UINT32_MAX:
+        elif (bug := _DAEMON_FORMAT_BUG.fullmatch(data.strip()) if len(data) < 64 else None) \
+                and int(bug.group(1)) <= UINT32_MAX:
             state, value, source = "invalid", int(bug.group(1)), "daemon-format-bug"
             found.append(finding(
                 "F036", f"{fact.name} holds {show_bytes(data)}: status {value} written by the daemon's "
                 "own restore (containerd 0.2.4-0.2.8), not by the process", fact.rel))
-        elif lenient is not None and lenient <= UINT32_MAX:
+        elif (lenient := _lenient_decimal(data)) is not None and lenient <= UINT32_MAX:
             state, value, source = "invalid", lenient, "exitStatus"
             found.append(finding("F037", f"{fact.name} holds {show_bytes(data)}", fact.rel))
         else:
@@ -303,29 +300,15 @@ class _Struct:
     def __init__(self, fields: dict[str, Any]):
         self.fields = fields
         self._by_lower = {k.lower(): (k, t) for k, t in fields.items()}
-        self._names = frozenset(fields)
-        # the fields holding objects (or lists of them), whose keys must be exact too
-        self._objects = tuple((k, t.item if isinstance(t, _List) else t, isinstance(t, _List))
-                              for k, t in fields.items()
-                              if isinstance(t, _Struct) or (isinstance(t, _List) and isinstance(t.item, _Struct)))
         self._typed: Any = None
 
     def typed(self) -> Any:
+        """As a msgspec Struct that refuses any key not named exactly: a document it accepts has
+        no key Go's case-insensitive matching could map to a field a typed decoder missed."""
         if self._typed is None:
-            self._typed = msgspec.defstruct("GoStruct", [(k, Optional[t.typed()], None) for k, t in self.fields.items()])
+            self._typed = msgspec.defstruct("GoStruct", [(k, Optional[t.typed()], None) for k, t in self.fields.items()],
+                                            forbid_unknown_fields=True)
         return self._typed
-
-    def exact_keys(self, value: dict) -> bool:
-        """Whether every key of this object and of the objects in its fields names a field
-        exactly: then Go's case-insensitive matching finds nothing a typed decoder misses."""
-        if not value.keys() <= self._names:
-            return False
-        for key, struct, many in self._objects:
-            item = value.get(key)
-            for x in (item if many and type(item) is list else (item,)):
-                if type(x) is dict and not struct.exact_keys(x):
-                    return False
-        return True
 
     def error(self, value: Any, where: str) -> str | None:
         if value is None:
@@ -438,9 +421,10 @@ def parse_json_doc(fact: FileFact, schema: _Struct, shape_code: str) -> JsonDoc:
 
 def type_error(schema: _Struct, value: Any, *, decoded_by_orjson: bool) -> str | None:
     """`schema.error(value, "")`: what makes Go's decoder fail, or None.  A document orjson
-    decoded whose keys all name fields exactly is checked by msgspec, in C; when that check
-    fails, and for every other document, the Python check decides and says why."""
-    if decoded_by_orjson and type(value) is dict and schema.exact_keys(value):
+    decoded is first checked by msgspec, in C: accepted (every key exact, every value of its
+    type), it is valid; refused (a bad value, or a key that is unknown or in another case), and
+    for the fallback decoder's documents, the Python check decides and says why."""
+    if decoded_by_orjson and type(value) is dict:
         try:
             msgspec.convert(value, schema.typed())
             return None

@@ -191,17 +191,17 @@ class Reader:
         if entry is None or dir_fd < 0:
             return FileFact(rel, "missing")
         try:
+            if entry.is_file(follow_symlinks=False):  # the common case first: a regular file
+                return read_regular(dir_fd, entry.name, rel)
             if entry.is_symlink():
                 return self._symlink_fact(dir_fd, entry.name, rel)
             if entry.is_dir(follow_symlinks=False):
                 return FileFact(rel, "dir")
-            if not entry.is_file(follow_symlinks=False):
-                return FileFact(rel, kind_of(entry.stat(follow_symlinks=False).st_mode))
+            return FileFact(rel, kind_of(entry.stat(follow_symlinks=False).st_mode))
         except FileNotFoundError:
             return FileFact(rel, "file", problem="vanished")
         except OSError as e:
             return unreadable(rel, e)
-        return read_regular(dir_fd, entry.name, rel)
 
     def _symlink_fact(self, dir_fd: int, name: str, rel: str) -> FileFact:
         try:
