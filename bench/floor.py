@@ -1,14 +1,19 @@
 """The floor of a scan: the fastest plain Python that reads the bytes a scan must read, and
 decides nothing, checks nothing, prints nothing.  `recover scan` is measured against it.
 
-    python bench/floor.py ROOT
+    python bench/floor.py ROOT                                   (a containerd 0.2 root)
+    python bench/floor.py STATE RUNC_ROOT CONTAINERD_ROOT        (a runtime-v2 state dir)
 
-What it does (a containerd 0.2 root): list the root, each container dir and each process dir
-(a scan must know what is there), read state.json and each process's process.json, pid,
-starttime and exitStatus (when listed), each by an open relative to its dir's fd, one fstat and
-one read of exactly the size fstat gives, decode the two JSON files with orjson, and read each
-recorded pid's /proc/<pid>/stat once (opened relative to /proc's fd).  No try/except beyond
-what a vanished pid needs, no objects beyond the bytes, single-threaded.
+What it does: list every dir a scan lists (a scan must know what is there); open each file a
+scan reads relative to its dir's fd, one fstat and one read of exactly the size fstat gives (none
+for an empty file); decode its JSON files with orjson; read each recorded pid's /proc/<pid>/stat
+once (opened relative to /proc's fd).  No checks, no try/except beyond what a vanished pid needs,
+no objects beyond the bytes, single-threaded.
+
+The files: containerd 0.2: state.json, and each process's process.json, pid, starttime and
+exitStatus.  runtime-v2: each task's pid files, address, config.json, options.json, runtime,
+shim-binary-path and log.json, its `work` link (readlink), runc's state.json, and CRI's
+checkpoint of each CRI container.
 """
 
 import os
@@ -38,9 +43,10 @@ def floor_0_2(root: str) -> int:
                 for name in PROCESS_FILES:
                     if name in names:
                         fd = open_(name, OPEN_FILE, dir_fd=pfd)
-                        data = read(fd, fstat(fd).st_size)
+                        size = fstat(fd).st_size
+                        data = read(fd, size) if size else b""
                         close(fd)
-                        total += len(data)
+                        total += size
                         if name == "pid":
                             pids.add(data)
                         elif name == "process.json":
@@ -55,6 +61,57 @@ def floor_0_2(root: str) -> int:
         close(cfd)
     close(root_fd)
     return total + read_stats(pids)
+
+
+TASKS = "io.containerd.runtime.v2.task"
+TASK_FILES = frozenset(("address", "bootstrap.json", "config.json", "options.json", "runtime",
+                        "shim-binary-path", "log.json"))
+JSON_FILES = frozenset(("config.json", "options.json", "bootstrap.json"))
+
+
+def floor_v2(state: str, runc_root: str, containerd_root: str) -> int:
+    """Read a runtime-v2 state dir, runc's state of each task and CRI's checkpoints; bytes read."""
+    open_, fstat, read, close, listdir, loads = os.open, os.fstat, os.read, os.close, os.listdir, orjson.loads
+    total = 0
+    pids: set[bytes] = set()
+    tasks_fd = open_(os.path.join(state, TASKS), OPEN_DIR)
+    for ns in listdir(tasks_fd):
+        ns_fd = open_(ns, OPEN_DIR, dir_fd=tasks_fd)
+        for tid in listdir(ns_fd):
+            task_fd = open_(tid, OPEN_DIR, dir_fd=ns_fd)
+            config = None
+            for name in listdir(task_fd):
+                if name.endswith(".pid") or name in TASK_FILES:
+                    fd = open_(name, OPEN_FILE, dir_fd=task_fd)
+                    size = fstat(fd).st_size
+                    data = read(fd, size) if size else b""
+                    close(fd)
+                    total += size
+                    if name.endswith(".pid"):
+                        pids.add(data)
+                    elif name in JSON_FILES:
+                        doc = loads(data)
+                        if name == "config.json":
+                            config = doc
+                elif name == "work":
+                    total += len(os.readlink(name, dir_fd=task_fd))
+            close(task_fd)
+            total += read_json(os.path.join(runc_root, ns, tid, "state.json"))
+            annotations = (config or {}).get("annotations") or {}
+            if annotations.get("io.kubernetes.cri.container-type") == "container":
+                total += read_json(os.path.join(containerd_root, "io.containerd.grpc.v1.cri", "containers", tid,
+                                                "status"))
+        close(ns_fd)
+    close(tasks_fd)
+    return total + read_stats(pids)
+
+
+def read_json(path: str) -> int:
+    fd = os.open(path, OPEN_FILE)
+    data = os.read(fd, os.fstat(fd).st_size)
+    os.close(fd)
+    orjson.loads(data)
+    return len(data)
 
 
 def read_stats(pids: set[bytes]) -> int:
@@ -73,4 +130,7 @@ def read_stats(pids: set[bytes]) -> int:
 
 
 if __name__ == "__main__":
-    floor_0_2(sys.argv[1])
+    if len(sys.argv) == 4:
+        floor_v2(*sys.argv[1:])
+    else:
+        floor_0_2(sys.argv[1])
