@@ -13,6 +13,8 @@ import stat
 from dataclasses import dataclass
 from typing import Literal
 
+import orjson
+
 from .rules import Finding, finding
 
 MAX_FILE_BYTES = 1 << 20
@@ -99,13 +101,23 @@ def json_text(name: str) -> str:
 
 
 def json_safe(value):
-    """A value built from names in a root, made safe for JSON: every string through json_text."""
+    """A value built from names in a root, made safe for JSON: every string through json_text.
+    Most values need nothing, and orjson says so at once: it refuses exactly what must change
+    (a string holding surrogates, a key that is not a string)."""
+    try:
+        orjson.dumps(value)
+        return value
+    except orjson.JSONEncodeError:
+        return _json_escaped(value)
+
+
+def _json_escaped(value):
     if isinstance(value, str):
         return json_text(value)
     if isinstance(value, dict):
-        return {json_text(str(k)): json_safe(v) for k, v in value.items()}
+        return {json_text(str(k)): _json_escaped(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+        return [_json_escaped(v) for v in value]
     return value
 
 

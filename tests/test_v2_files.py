@@ -143,3 +143,17 @@ def test_repair_refuses_a_v2_state_dir_and_writes_nothing(state):
     result = runner.invoke(app, ["repair", str(state), "--apply", "--force"])
     assert result.exit_code == 4 and "containerd-runtime-v2" in result.stderr
     assert sorted((str(p), p.lstat().st_mtime_ns) for p in state.rglob("*")) == before
+
+
+def test_a_task_name_that_is_not_utf8_is_escaped_in_every_field(state):
+    """The layout's own fields (runc's state path, the work link) carry the name: JSON cannot hold
+    its byte, so it is shown escaped there too, and the scan goes on."""
+    tid = os.fsdecode(b"t-\xff")
+    d = task(state, "default", tid)
+    os.symlink(f"/var/lib/containerd/{TASKS}/default/{tid}", d / "work")
+    task(state, "default", "plain")
+    got = by_key(scan(state))
+    bad = got["default/t-\\xff"]
+    assert bad["runc_state"]["path"].endswith("/default/t-\\xff/state.json")
+    assert bad["work_dir"] == f"/var/lib/containerd/{TASKS}/default/t-\\xff"
+    assert got["default/plain"]["runc_state"]["path"].endswith("/default/plain/state.json")

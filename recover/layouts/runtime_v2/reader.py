@@ -217,14 +217,13 @@ class StateDir:
             if name in _SMALL_FILES and kind != "file":
                 found.extend(file_findings(FileFact(f"{rel}/{name}", kind), required=False))
         hidden_ns = ns.startswith(".")
-        files_by_name = {n: f for n, f in facts.items()}
-        options = _json_object(files_by_name.get("options.json"), found)
-        config = _json_object(files_by_name.get("config.json"), found)
+        options = _json_object(facts.get("options.json"), found)
+        config = _json_object(facts.get("config.json"), found)
         annotations = config.get("annotations") if isinstance(config, dict) else None
         annotations = annotations if isinstance(annotations, dict) else {}
         sandbox = annotations.get(CRI_SANDBOX) if isinstance(annotations.get(CRI_SANDBOX), str) else None
         ctype = annotations.get(CRI_TYPE) if isinstance(annotations.get(CRI_TYPE), str) else None
-        address, source, address_problem = _address(files_by_name, entries, found, rel)
+        address, source, address_problem = _address(facts, entries, found, rel)
         socket_path, socket = self._socket(address)
         task_id = tid.lstrip(".") or tid  # a hidden `.<id>` dir is a renamed bundle: elsewhere it is <id>
         containerd_root = self.paths.containerd_root or _root_from_work_link(work_link, ns, task_id)
@@ -237,12 +236,12 @@ class StateDir:
             dir=bundle, hidden=tid.startswith(".") or hidden_ns, hidden_namespace=hidden_ns,
             entries=None if listing_problem else len(entries), listing_problem=listing_problem,
             address=address, address_source=source, address_problem=address_problem,
-            socket_path=socket_path, socket=socket, shim_binary=_text(files_by_name.get("shim-binary-path")),
+            socket_path=socket_path, socket=socket, shim_binary=_text(facts.get("shim-binary-path")),
             sandbox=sandbox if sandbox != tid else None, container_type=ctype, runc=runc, cri=cri,
             work_link=work_link, work_dir_exists=work_exists, containerd_root=containerd_root,
-            runtime_binary=_text(files_by_name.get("runtime")), options=options,
-            log_error=_last_error(files_by_name.get("log.json")))
-        processes = self._processes(rel, files_by_name, entries, task_files, found)
+            runtime_binary=_text(facts.get("runtime")), options=options,
+            log_error=_last_error(facts.get("log.json")))
+        processes = self._processes(rel, facts, entries, task_files, found)
         return ContainerRecord(tid, rel, tuple(processes), tuple(found), namespace=ns, bundle=bundle,
                                runtime=task_files.shim_binary, files=task_files)
 
@@ -335,12 +334,12 @@ _SMALL_FILES = ("address", "bootstrap.json", "config.json", "options.json", "run
 
 def _kind(entry: os.DirEntry) -> str:
     try:
+        if entry.is_file(follow_symlinks=False):  # most of a bundle, asked first
+            return "file"
         if entry.is_symlink():
             return "symlink"
         if entry.is_dir(follow_symlinks=False):
             return "dir"
-        if entry.is_file(follow_symlinks=False):
-            return "file"
         return kind_of(entry.stat(follow_symlinks=False).st_mode)
     except OSError:
         return "missing"
