@@ -351,7 +351,7 @@ def _hidepid(proc_real: str) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see recover/records.py
 class ProcessFacts:
     """What the host says about one recorded process: the judge's only input from /proc."""
 

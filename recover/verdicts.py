@@ -41,7 +41,7 @@ class HostFacts:
         return None if self.btime is None else self.btime + ticks / self.clock_ticks
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see recover/records.py
 class Decision:
     verdict: Verdict
     identity: Identity | None = None

@@ -22,7 +22,7 @@ from .files import JsonDoc
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see recover/records.py
 class ProcessFiles:
     """Everything the files of one process dir say, parsed as recover and as containerd 0.2.9 read them."""
 
@@ -33,7 +33,7 @@ class ProcessFiles:
     exit_is_file: bool = False  # `exit` is a regular file where containerd expects its FIFO
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see recover/records.py
 class ContainerFiles:
     state: JsonDoc
 
