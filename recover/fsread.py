@@ -52,7 +52,7 @@ class OpenRoot:
 Kind = Literal["file", "missing", "fifo", "socket", "device", "dir", "symlink", "other"]
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class FileFact:
     """What reading one name in the root found.  `data` is set only for a regular file read whole."""
 

@@ -351,7 +351,7 @@ def _hidepid(proc_real: str) -> bool:
     return False
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ProcessFacts:
     """What the host says about one recorded process: the judge's only input from /proc."""
 

@@ -18,14 +18,14 @@ from .rules import Finding, finding
 from .verdicts import Decision, HostFacts, Identity, Verdict, decide_verdict
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ProcessPrediction:
     would: str | None  # None: cannot be told
     why: str
     findings: tuple[Finding, ...] = ()
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ContainerPrediction:
     would: str | None
     processes: Mapping[str, ProcessPrediction]
@@ -36,7 +36,7 @@ class ContainerPrediction:
 Predictor = Callable[[ContainerRecord, dict[str, Decision]], ContainerPrediction]
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ProcessJudgement:
     id: str
     rel: str
@@ -59,7 +59,7 @@ class ProcessJudgement:
     other_root: str | None = None  # ... when that is another existing root: this one is a copy
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ContainerJudgement:
     id: str
     rel: str

@@ -5,11 +5,11 @@ host view, the verdict table and the renderers work on them alone, whatever the 
 generation.  What only one layout has (0.2's exitStatus bytes, runtime-v2's address file and
 runc state) stays in `files`, for that layout's own predictor and for explain.
 
-Records, the parsed files in them and the judgements made of them are values: nothing changes
-one once it is made.  The types a scan makes for every file and process are plain slotted
-dataclasses, not frozen ones: a frozen dataclass's __init__ sets each field through
-object.__setattr__, five times the cost of a plain one, and that was a third of the
-instructions of a containerd 0.2 scan.
+Records, the parsed files in them, the judgements and findings made of them are values: nothing
+changes one once it is made, and they hash as values.  The types a scan makes for every file and
+process are slotted dataclasses with unsafe_hash, not frozen ones: a frozen dataclass's __init__
+sets each field through object.__setattr__, five times the cost of a plain one, and that was a
+third of the instructions of a containerd 0.2 scan.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ StartSource = Literal["starttime", "runc-state"]
 ExitSource = Literal["exitStatus", "daemon-format-bug", "cri-checkpoint", "shim-memory", "zombie-stat"]
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ProcessRecord:
     id: str
     rel: str  # where its files are, relative to the root (findings name it)
@@ -41,7 +41,7 @@ class ProcessRecord:
     runtime_error: str | None = None  # runc's last logged error, when no usable pid says the start worked
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ContainerRecord:
     id: str
     rel: str

@@ -38,7 +38,7 @@ CRI_WOULD: tuple[CriWould, ...] = ("keep-running", "record-exit", "record-255-un
 LIVE = ("running", "orphaned")  # verdicts of a process that runs (a zombie has exited)
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class TaskHost:
     """What the host says about a task, gathered before predicting."""
 
@@ -52,7 +52,7 @@ class TaskHost:
     shim_children: tuple[int, ...] = ()  # what the live shim still watches (an empty bundle names nothing)
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class TaskPrediction:
     would: TaskWould | None  # None: cannot be told
     why: str

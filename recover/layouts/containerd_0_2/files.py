@@ -71,7 +71,7 @@ def go_read(fact: FileFact) -> GoReadKind:
 
 # --- small decimal files -------------------------------------------------------------------
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class PidFile:
     value: int | None  # what recover reads (surrounding white space tolerated, with a finding)
     containerd: int | None  # strconv.Atoi, or None when containerd cannot load the process
@@ -128,7 +128,7 @@ def parse_pid(fact: FileFact) -> PidFile:
     return PidFile(value, containerd, read, fact.mtime_ns, tuple(found))
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class StartTimeFile:
     value: int | None  # recorded start ticks as recover reads them
     containerd_raw: bytes  # what containerd compares byte for byte ("" = not recorded: assumed same)
@@ -157,7 +157,7 @@ def parse_starttime(fact: FileFact) -> StartTimeFile:
 ExitSource = Literal["exitStatus", "daemon-format-bug"]
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ExitStatusFile:
     value: int | None  # the exit status as recover reads it: only one a process can have (0-255)
     source: ExitSource | None
@@ -375,7 +375,7 @@ def decode_first_value(data: bytes) -> tuple[Any, int, str]:
     return value, end, text
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class JsonDoc:
     value: dict[str, Any] | None  # the decoded object (all fields kept), when recover could decode it
     containerd_decodes: bool  # json.NewDecoder(f).Decode(&s) succeeds in containerd 0.2.9

@@ -22,7 +22,7 @@ from .files import JsonDoc
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ProcessFiles:
     """Everything the files of one process dir say, parsed as recover and as containerd 0.2.9 read them."""
 
@@ -33,7 +33,7 @@ class ProcessFiles:
     exit_is_file: bool = False  # `exit` is a regular file where containerd expects its FIFO
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ContainerFiles:
     state: JsonDoc
 
@@ -75,7 +75,6 @@ class Reader:
         except OSError as e:
             raise RootError(f"{self.path}: cannot list: {e.strerror}") from None
         for entry in entries:
-            rel = printable(entry.name)
             try:
                 if entry.is_dir(follow_symlinks=False):
                     names.append(entry.name)
@@ -85,7 +84,7 @@ class Reader:
                 what = "symbolic link (not followed)" if entry.is_symlink() else "file"
             except OSError:
                 continue  # vanished while listed
-            self.findings.append(finding("F040", f"a {what} in the root; containerd ignores it", rel))
+            self.findings.append(finding("F040", f"a {what} in the root; containerd ignores it", printable(entry.name)))
         self._names = sorted(names)
         return self._names
 

@@ -56,7 +56,7 @@ def address_for(grpc_address: str, namespace: str, shim_id: str) -> str:
     return f"unix://{SHIM_SOCKET_DIR}/{socket_name(grpc_address, namespace, shim_id)}"
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class RuncState:
     path: str  # where it was looked for
     pid: int | None = None  # init_process_pid
@@ -65,7 +65,7 @@ class RuncState:
     problem: str | None = None  # why it could not be used ("missing", ...)
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class CriStatus:
     """CRI's checkpoint of a container (`.../containers/<id>/status`)."""
 
@@ -88,7 +88,7 @@ class CriStatus:
         return "created" if self.created_at else "unknown"
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class TaskFiles:
     """What the files of one task bundle say (the layout's own parse, beside the shared records)."""
 
@@ -125,7 +125,7 @@ class TaskFiles:
         return self.entries == 0
 
 
-@dataclass(slots=True)  # a value, not frozen: see recover/records.py
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class PidFile:
     value: int | None
     mtime_ns: int | None
