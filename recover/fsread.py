@@ -154,6 +154,8 @@ def content_findings(fact: FileFact) -> list[Finding]:
     out = []
     if b"\0" in data:
         out.append(finding("F004", f"{fact.name} holds {data.count(0)} NUL byte(s)", fact.rel))
+    if data.isascii():  # ASCII is UTF-8: no decoding (and no copy) needed to know it
+        return out
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:

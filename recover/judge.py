@@ -34,6 +34,7 @@ class ContainerPrediction:
 
 
 Predictor = Callable[[ContainerRecord, dict[str, Decision]], ContainerPrediction]
+_NOT_REACHED = ProcessPrediction(None, "the daemon never reaches this process")
 
 
 @dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
@@ -87,8 +88,8 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
     processes = []
     for p in record.processes:
         d, f = decisions[p.id], facts[p.id]
-        pred = prediction.processes.get(p.id, ProcessPrediction(None, "the daemon never reaches this process"))
-        found = list(p.findings) + list(d.findings) + list(pred.findings) + shared_findings(p, d, f)
+        pred = prediction.processes.get(p.id, _NOT_REACHED)
+        found = [*p.findings, *d.findings, *pred.findings, *shared_findings(p, d, f)]
         processes.append(_process_judgement(p, d, f, pred.would, host, found))
     files = record.files
     return ContainerJudgement(
