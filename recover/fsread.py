@@ -196,7 +196,7 @@ def read_regular(dir_fd: int, name: str, rel: str, limit: int = MAX_FILE_BYTES) 
         # changed since fstat) goes on in chunks until EOF or past the limit.
         first = os.read(fd, st.st_size + 1)
         if len(first) == st.st_size:
-            return FileFact(rel, "file", data=first, size=len(first), mtime_ns=st.st_mtime_ns)
+            return FileFact(rel, "file", first, st.st_size, st.st_mtime_ns)
         chunks, total = [first], len(first)
         while total <= limit:
             chunk = os.read(fd, min(limit + 1 - total, _READ_CHUNK))

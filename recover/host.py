@@ -351,6 +351,7 @@ def _hidepid(proc_real: str) -> bool:
     return False
 
 
+# made by position on the hot path: a new field goes last
 @dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ProcessFacts:
     """What the host says about one recorded process: the judge's only input from /proc."""
@@ -402,11 +403,7 @@ def gather(host: HostView, root_real: str, rule: ShimRule, pid: int | None,
             parent, parent_is_shim = shim, stat is not None
     containerd_stat = stat if containerd_pid == pid else (host.stat(containerd_pid) if containerd_pid else None)
     frozen = host.frozen(containerd_stat.pid) if containerd_stat and containerd_stat.ppid == 1 else None
-    return ProcessFacts(
-        pid=pid, pid_source=source, stat=stat,
-        tgid=host.tgid(pid) if stat and pid else None,
-        parent=parent, parent_is_shim=parent_is_shim,
-        shim_pid=shim.pid if shim else None, shim_state=shim_state(shim),
-        shim_children=children, containerd_stat=containerd_stat, frozen=frozen,
-        shim_root=rule.root_of(shim_cwd) if shim is not None else None,
-        other_root=other_root(shim_cwd) if shim is not None else None)
+    return ProcessFacts(  # by position, in field order: keyword arguments cost 40 ns each
+        pid, source, stat, host.tgid(pid) if stat and pid else None, parent, parent_is_shim,
+        shim.pid if shim else None, shim_state(shim), children, containerd_stat, frozen,
+        rule.root_of(shim_cwd) if shim is not None else None, other_root(shim_cwd) if shim is not None else None)

@@ -23,6 +23,7 @@ StartSource = Literal["starttime", "runc-state"]
 ExitSource = Literal["exitStatus", "daemon-format-bug", "cri-checkpoint", "shim-memory", "zombie-stat"]
 
 
+# made by position on the hot path: a new field goes last
 @dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ProcessRecord:
     id: str

@@ -217,12 +217,10 @@ def process_record(name: str, rel: str, parsed: ProcessFiles, found: list[Findin
                    runtime_error: str | None = None) -> ProcessRecord:
     """The shared record of a 0.2 process, from its parsed files."""
     exec_ = (parsed.spec.value or {}).get("exec")
-    return ProcessRecord(
-        id=name, rel=rel, exec=exec_ if isinstance(exec_, bool) else None,
-        pid=parsed.pid.value, pid_mtime_ns=parsed.pid.mtime_ns,
-        start=parsed.starttime.value, start_source="starttime" if parsed.starttime.value is not None else None,
-        exit_status=parsed.exit_status.value, exit_source=parsed.exit_status.source, findings=tuple(found),
-        files=parsed, temp_files=temps, runtime_error=runtime_error)
+    return ProcessRecord(  # by position, in field order: keyword arguments cost 40 ns each
+        name, rel, exec_ if isinstance(exec_, bool) else None, parsed.pid.value, parsed.pid.mtime_ns,
+        parsed.starttime.value, "starttime" if parsed.starttime.value is not None else None,
+        parsed.exit_status.value, parsed.exit_status.source, tuple(found), parsed, temps, False, runtime_error)
 
 
 def container_record(cid: str, rel: str, state: JsonDoc, processes: list[ProcessRecord],
