@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..host import ProcessFacts, ShimProcess, ShimRule
+from ..host import ProcessFacts, ShimProcess, ShimRule, gather
 from ..records import ContainerRecord
 from ..rules import Finding
 
@@ -89,8 +89,6 @@ class Layout(Protocol):
 def gather_with(ctx: Context, record: ContainerRecord, rules: Iterable[tuple[str, ShimRule, int | None]]
                 ) -> dict[str, ProcessFacts]:
     """Host facts for each (process id, shim rule, pid as the daemon reads it) of a container."""
-    from ..host import gather
-
     out = {}
     for p, (pid_id, rule, daemon_pid) in zip(record.processes, rules, strict=True):
         if ctx.host is None or not ctx.facts.proc_read:

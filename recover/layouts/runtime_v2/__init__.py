@@ -5,11 +5,13 @@ Predicted daemon: containerd 1.6-2.x and its CRI plugin (recover/predict/contain
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 from ...fsread import OpenRoot, printable
 from ...host import ProcessFacts, ShimProcess, flag_value, shim_state
 from ...judge import ContainerJudgement, ContainerPrediction, Predictor, ProcessPrediction
+from ...predict import containerd_v2 as predict_v2  # the module: the two import each other
 from ...records import ContainerRecord
 from ...rules import Finding, finding
 from .. import Context, ShimClaim, gather_with
@@ -73,9 +75,7 @@ class RuntimeV2:
         runc_init = None
         if task.runc is not None and task.runc.pid is not None and ctx.host is not None and ctx.facts.proc_read:
             runc_init = ctx.host.stat(task.runc.pid)
-        from ...predict.containerd_v2 import TaskHost
-
-        return facts, TaskHost(
+        return facts, predict_v2.TaskHost(
             proc_read=ctx.facts.proc_read, shim_pid=shim_pid, shim_state=shim_state(shim),
             grpc_address=flag_value(argv, "-address") if argv else None,
             verdicts={}, pids={p.id: facts[p.id].pid for p in record.processes},
@@ -85,13 +85,9 @@ class RuntimeV2:
                                  and runc_init.starttime == task.runc.start and not runc_init.exited))
 
     def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], evidence: Any) -> Predictor:
-        from dataclasses import replace
-
-        from ...predict.containerd_v2 import predict_task_container
-
         def predict(record: ContainerRecord, decisions: dict) -> ContainerPrediction:
             host = replace(evidence, verdicts={k: d.verdict for k, d in decisions.items()})
-            return predict_task_container(record, decisions, host)
+            return predict_v2.predict_task_container(record, decisions, host)
 
         return predict
 
