@@ -50,8 +50,9 @@ def make_root(dest: pathlib.Path, containers: int) -> pathlib.Path:
     dead = _dead_pids(200)
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.mkdir(parents=True)
-    bundle = dest.parent / "bundle"  # one existing bundle dir: containerd stats it, nothing more
+    bundle = dest.parent / "bundle"  # one bundle dir for all: containerd stats it, recover lists it
     bundle.mkdir(exist_ok=True)
+    (bundle / "config.json").write_bytes(b"{}")  # a healthy bundle has the spec runc acts on
     (tmp / "events.log").write_bytes(b"")
     n = 0
     for i in range(containers):

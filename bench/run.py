@@ -1,18 +1,21 @@
-"""The performance bench (issue 6).  Not a test: prints figures measured in one run.
+"""The performance bench.  Not a test: prints figures measured in one run.
 
-    python bench/run.py [--sizes 1000,10000,50000] [--runs 5]
+    python bench/run.py [--sizes 1000,10000,50000] [--runs 5] [--layouts containerd-0.2,containerd-runtime-v2]
 
-For each size it generates (once, cached in bench/.cache) a root of N containers, then times,
-alternating, `recover scan ROOT --format json` to /dev/null against the floor (bench/floor.py:
-every file a scan must read, read once, and each recorded pid's stat once, deciding nothing),
-and prints the medians, their ratio, the per-process cost, and the peak RSS of the scan with
---format json and --format jsonl.  Then the start-up time of `recover --help` and of a scan of
-an empty root.
+For each layout and size it generates (once, cached in bench/.cache) a containerd 0.2 root of N
+containers (bench/make_root.py) or a runtime-v2 state dir of N tasks with runc's state and CRI's
+checkpoints (bench/make_state_v2.py), then times, alternating, `recover scan --format json` and
+`--format jsonl` to /dev/null against the floor (bench/floor.py: the fastest plain Python that
+reads the bytes a scan must read, deciding nothing), and prints the medians, their ratios, the
+per-process cost (the json scan's time less an empty root's scan, per process) and the peak RSS
+of each scan (of its largest process: the parent or one worker).  The start-up times (`recover
+--help`, a scan of an empty root) are measured first.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import pathlib
 import platform
@@ -26,7 +29,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
 sys.path.insert(0, str(HERE))
 
+import floor  # noqa: E402
 from make_root import make_root  # noqa: E402
+from make_state_v2 import make_state  # noqa: E402
 
 RECOVER = [sys.executable, "-m", "recover"]
 
@@ -53,53 +58,96 @@ def root_of(size: int) -> pathlib.Path:
     return path
 
 
-def measure(size: int, runs: int) -> dict:
-    root = str(root_of(size))
-    scan = RECOVER + ["scan", root, "--format", "json"]
-    floor = [sys.executable, str(HERE / "floor.py"), root]
-    timed(scan), timed(floor)  # warm the page cache
-    scans, floors, rss_json = [], [], []
+def state_of(size: int) -> pathlib.Path:
+    path = CACHE / f"v2-{size}"
+    if not path.exists():
+        print(f"generating {size} runtime-v2 tasks in {path} ...", file=sys.stderr, flush=True)
+        CACHE.mkdir(exist_ok=True)
+        make_state(path, size)
+    return path
+
+
+def scan_args(layout: str, size: int) -> tuple[list[str], list[str], int]:
+    """recover scan's arguments, the floor's, and how many processes the root records."""
+    if layout == "containerd-0.2":
+        root = str(root_of(size))
+        return [root], [root], 2 * size  # init and one exec each
+    top = state_of(size)
+    paths = [str(top / "state"), str(top / "runc"), str(top / "root")]
+    execs = sum(1 for i in range(size) if i % 10 == 7)
+    return [paths[0], "--runc-root", paths[1], "--containerd-root", paths[2]], paths, size + execs
+
+
+def measure(layout: str, size: int, runs: int) -> dict:
+    args, floor_args, processes = scan_args(layout, size)
+    commands = {
+        "json": RECOVER + ["scan", *args, "--format", "json"],
+        "jsonl": RECOVER + ["scan", *args, "--format", "jsonl"],
+        "floor": [sys.executable, str(HERE / "floor.py"), *floor_args],
+    }
+    for argv in commands.values():
+        timed(argv)  # warm the page cache
+    walls: dict[str, list[float]] = {k: [] for k in commands}
+    rss: dict[str, list[int]] = {k: [] for k in commands}
     for _ in range(runs):
-        wall, rss = timed(scan)
-        scans.append(wall)
-        rss_json.append(rss)
-        floors.append(timed(floor)[0])
-    rss_jsonl = max(timed(RECOVER + ["scan", root, "--format", "jsonl"])[1] for _ in range(2))
-    processes = 2 * size
-    return {"size": size, "scan": statistics.median(scans), "floor": statistics.median(floors),
-            "rss_json": max(rss_json), "rss_jsonl": rss_jsonl, "processes": processes}
+        for name, argv in commands.items():
+            wall, peak = timed(argv)
+            walls[name].append(wall)
+            rss[name].append(peak)
+    out = {"size": size, "processes": processes}
+    for name in commands:
+        out[name] = statistics.median(walls[name])
+        out["rss_" + name] = max(rss[name])
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000,10000,50000")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--layouts", default="containerd-0.2,containerd-runtime-v2")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    # as installed: pip compiles the bytecode (here it may be an editable tree, or
+    # PYTHONDONTWRITEBYTECODE may be set, and every run would compile every module)
+    import recover
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(pathlib.Path(recover.__file__).parent)],
+                   check=True)
+    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("typer", "orjson", "msgspec"))
     print(f"# recover bench, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, {args.runs} runs each, medians")
-    print(f"{'containers':>10} {'scan s':>8} {'floor s':>8} {'ratio':>6} {'us/process':>10} "
-          f"{'RSS json MB':>11} {'RSS jsonl MB':>12}")
-    results = []
-    for size in sizes:
-        r = measure(size, args.runs)
-        results.append(r)
-        print(f"{size:>10} {r['scan']:>8.2f} {r['floor']:>8.2f} {r['scan'] / r['floor']:>6.2f} "
-              f"{r['scan'] / r['processes'] * 1e6:>10.1f} {r['rss_json'] / 1024:>11.1f} "
-              f"{r['rss_jsonl'] / 1024:>12.1f}", flush=True)
-    by = {r["size"]: r for r in results}
-    if 10000 in by and 50000 in by:
-        per10 = by[10000]["scan"] / by[10000]["processes"]
-        per50 = by[50000]["scan"] / by[50000]["processes"]
-        print(f"per-process cost at 50,000 vs 10,000: {per50 / per10:.2f}x")
+          f"Python {platform.python_version()} ({versions}, bytecode compiled), {args.runs} alternating runs "
+          f"each, medians; load average at start {os.getloadavg()[0]:.2f}")
+    for paragraph in floor.__doc__.split("\n\n")[2:4]:
+        print("# floor: " + " ".join(paragraph.split()))
     empty = tempfile.mkdtemp(prefix="recover-bench-empty-")
     try:
         helps = [timed(RECOVER + ["--help"])[0] for _ in range(args.runs)]
         empties = [timed(RECOVER + ["scan", empty, "--format", "json"])[0] for _ in range(args.runs)]
     finally:
         os.rmdir(empty)
-    print(f"start-up: recover --help {statistics.median(helps):.3f} s, "
-          f"scan of an empty root {statistics.median(empties):.3f} s")
+    start_up = statistics.median(empties)
+    print(f"start-up: recover --help {statistics.median(helps):.3f} s, scan of an empty root {start_up:.3f} s",
+          flush=True)
+    for layout in args.layouts.split(","):
+        print(f"\n{layout}\n{'size':>10} {'floor s':>8} {'json s':>7} {'ratio':>6} {'jsonl s':>8} {'ratio':>6} "
+              f"{'us/process':>10} {'RSS json MB':>11} {'RSS jsonl MB':>12}")
+        results = []
+        for size in sizes:
+            r = measure(layout, size, args.runs)
+            results.append(r)
+            print(f"{size:>10} {r['floor']:>8.2f} {r['json']:>7.2f} {r['json'] / r['floor']:>6.2f} "
+                  f"{r['jsonl']:>8.2f} {r['jsonl'] / r['floor']:>6.2f} "
+                  f"{(r['json'] - start_up) / r['processes'] * 1e6:>10.1f} {r['rss_json'] / 1024:>11.1f} "
+                  f"{r['rss_jsonl'] / 1024:>12.1f}", flush=True)
+        by = {r["size"]: r for r in results}
+        if min(by) < max(by):
+            small, large = by[min(by)], by[max(by)]
+            per_small = (small["json"] - start_up) / small["processes"]
+            per_large = (large["json"] - start_up) / large["processes"]
+            print(f"per-process cost (json, less the empty-root scan) at {max(by):,} vs {min(by):,}: "
+                  f"{per_large / per_small:.2f}x")
+    print(f"\nload average at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
+import orjson
+
 from .rules import Finding, finding
 
 MAX_FILE_BYTES = 1 << 20
+_READ_CHUNK = 1 << 16  # what a read asks for when a file changed size while it was read
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
@@ -70,7 +73,7 @@ class OpenRoot:
 Kind = Literal["file", "missing", "fifo", "socket", "device", "dir", "symlink", "other"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class FileFact:
     """What reading one name in the root found.  `data` is set only for a regular file read whole."""
 
@@ -119,13 +122,23 @@ def json_text(name: str) -> str:
 
 
 def json_safe(value):
-    """A value built from names in a root, made safe for JSON: every string through json_text."""
+    """A value built from names in a root, made safe for JSON: every string through json_text.
+    Most values need nothing, and orjson says so at once: it refuses exactly what must change
+    (a string holding surrogates, a key that is not a string)."""
+    try:
+        orjson.dumps(value)
+        return value
+    except orjson.JSONEncodeError:
+        return _json_escaped(value)
+
+
+def _json_escaped(value):
     if isinstance(value, str):
         return json_text(value)
     if isinstance(value, dict):
-        return {json_text(str(k)): json_safe(v) for k, v in value.items()}
+        return {json_text(str(k)): _json_escaped(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+        return [_json_escaped(v) for v in value]
     return value
 
 
@@ -162,6 +175,8 @@ def content_findings(fact: FileFact) -> list[Finding]:
     out = []
     if b"\0" in data:
         out.append(finding("F004", f"{fact.name} holds {data.count(0)} NUL byte(s)", fact.rel))
+    if data.isascii():  # ASCII is UTF-8: no decoding (and no copy) needed to know it
+        return out
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -211,9 +226,15 @@ def read_regular(dir_fd: int, name: str, rel: str, limit: int = MAX_FILE_BYTES) 
             return FileFact(rel, kind_of(st.st_mode), mtime_ns=st.st_mtime_ns)
         if st.st_size > limit:
             return FileFact(rel, "file", size=st.st_size, mtime_ns=st.st_mtime_ns, problem="too-big")
-        chunks, total = [], 0
+        # One read sized from fstat (one byte over, to see growth) returns the whole file; asking
+        # for the whole limit would allocate a MiB per file.  A short or long read (the file
+        # changed since fstat) goes on in chunks until EOF or past the limit.
+        first = os.read(fd, st.st_size + 1)
+        if len(first) == st.st_size:
+            return FileFact(rel, "file", first, st.st_size, st.st_mtime_ns)
+        chunks, total = [first], len(first)
         while total <= limit:
-            chunk = os.read(fd, limit + 1 - total)
+            chunk = os.read(fd, min(limit + 1 - total, _READ_CHUNK))
             if not chunk:
                 break
             chunks.append(chunk)

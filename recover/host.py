@@ -16,6 +16,7 @@ from .fsread import filesystem_type
 
 ShimStateName = Literal["alive", "stopped", "zombie", "gone"]
 PF_EXITING = 0x4
+_PROC_PAGE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,21 @@ def read_proc_file(path: str, limit: int = 1 << 16) -> bytes | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        return os.read(fd, limit)
+        # procfs gives no size: read a page, and more only while reads come back full (asking
+        # for the whole limit at once would allocate up to a MiB for every cmdline)
+        want = min(limit, _PROC_PAGE)
+        data = os.read(fd, want)
+        if len(data) < want:
+            return data
+        chunks, total = [data], len(data)
+        while total < limit:
+            want = min(limit - total, total)
+            chunk = os.read(fd, want)
+            chunks.append(chunk)
+            total += len(chunk)
+            if len(chunk) < want:
+                break
+        return b"".join(chunks)
     except OSError:
         return None
     finally:
@@ -229,6 +244,8 @@ class HostView:
         self.clock_ticks = os.sysconf("SC_CLK_TCK")
         self.hidepid = self.live and os.geteuid() != 0 and _hidepid(real)
         self._stats: dict[int, ProcStat | None] = {}
+        self._cmdlines: dict[int, list[str] | None] = {}
+        self._cwds: dict[int, str | None] = {}
         self._listed: set[int] | None = None
         self._shims: dict[str, list[int]] | None = None
         self._argv: dict[int, list[str]] | None = None
@@ -270,17 +287,24 @@ class HostView:
         return None
 
     def cmdline(self, pid: int) -> list[str] | None:
-        data = self._read((str(pid), "cmdline"), limit=1 << 20)
-        if not data:
-            return None  # a zombie or kernel thread has none
-        return data.rstrip(b"\0").decode("utf-8", "surrogateescape").split("\0")
+        """A process's argv, read once (cached like its stat: one view of the host per scan).
+        The list is shared: callers do not change it."""
+        if pid not in self._cmdlines:
+            data = self._read((str(pid), "cmdline"), limit=1 << 20)
+            # a zombie or kernel thread has none
+            self._cmdlines[pid] = data.rstrip(b"\0").decode("utf-8", "surrogateescape").split("\0") if data else None
+        return self._cmdlines[pid]
 
     def cwd(self, pid: int) -> str | None:
-        try:
-            target = os.readlink(os.path.join(self.proc_root, str(pid), "cwd"))
-        except OSError:
-            return None
-        return target.removesuffix(" (deleted)")  # the dir was removed: its last path still names it
+        """A process's working dir, read once (cached)."""
+        if pid not in self._cwds:
+            try:
+                target = os.readlink(os.path.join(self.proc_root, str(pid), "cwd"))
+            except OSError:
+                target = None
+            # the dir was removed: its last path still names it
+            self._cwds[pid] = target.removesuffix(" (deleted)") if target is not None else None
+        return self._cwds[pid]
 
     def all_argv(self) -> dict[int, list[str]]:
         """Every listed process's argv (none for zombies and kernel threads): one pass over
@@ -419,7 +443,8 @@ def _hidepid(proc_real: str) -> bool:
     return False
 
 
-@dataclass(frozen=True, slots=True)
+# made by position on the hot path: a new field goes last
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ProcessFacts:
     """What the host says about one recorded process: the judge's only input from /proc."""
 
@@ -478,11 +503,8 @@ def gather(host: HostView, root_real: str, rule: ShimRule, pid: int | None,
             parent, parent_is_shim = shim, stat is not None
     containerd_stat = stat if containerd_pid == pid else (host.stat(containerd_pid) if containerd_pid else None)
     frozen = host.frozen(containerd_stat.pid) if containerd_stat and containerd_stat.ppid == 1 else None
-    return ProcessFacts(
-        pid=pid, pid_source=source, stat=stat,
-        tgid=host.tgid(pid) if stat and pid else None,
-        parent=parent, parent_is_shim=parent_is_shim,
-        shim_pid=shim.pid if shim else None, shim_state=shim_state(shim),
-        shim_children=children, containerd_stat=containerd_stat, frozen=frozen,
-        shim_root=rule.root_of(shim_cwd) if shim is not None else None,
-        other_root=other_root(host, root_real, rule, shim_cwd) if shim is not None else None)
+    return ProcessFacts(  # by position, in field order: keyword arguments cost 40 ns each
+        pid, source, stat, host.tgid(pid) if stat and pid else None, parent, parent_is_shim,
+        shim.pid if shim else None, shim_state(shim), children, containerd_stat, frozen,
+        rule.root_of(shim_cwd) if shim is not None else None,
+        other_root(host, root_real, rule, shim_cwd) if shim is not None else None)

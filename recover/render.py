@@ -13,18 +13,20 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 
 from .judge import ContainerJudgement, ProcessJudgement
-from .check import CheckReport, Gate, Located, locate
 from .fsread import json_safe, json_text, printable
 from .layouts.runtime_v2.reader import TASKS_DIR
-from .repair import Action, Reverted
 from .rules import Finding, Rule
 from .scan import Scan
 from .verdicts import VERDICTS
+
+if TYPE_CHECKING:  # a scan needs neither: they load with the commands that use them
+    from .check import CheckReport, Gate, Located
+    from .repair import Action, Reverted
 
 SCHEMA = "recover.scan/1"
 
@@ -208,14 +210,22 @@ def render_json(scan: Scan, out: BinaryIO) -> None:
     head = orjson.dumps({"schema": SCHEMA, "root": json_text(scan.root.path), **layout_json(scan),
                          "host": scan.host_json()})
     out.write(head[:-1] + b',"containers":[')
-    for i, c in enumerate(scan.containers()):
-        out.write((b"," if i else b"") + orjson.dumps(container_json(c)))
+    for i, c in enumerate(scan.encoded(_container_bytes)):
+        out.write(b"," + c if i else c)
     out.write(b"]," + orjson.dumps(_tail_json(scan))[1:] + b"\n")
 
 
+def _container_bytes(c: ContainerJudgement) -> bytes:
+    return orjson.dumps(container_json(c))
+
+
+def _container_line(c: ContainerJudgement) -> bytes:
+    return orjson.dumps(container_json(c), option=orjson.OPT_APPEND_NEWLINE)
+
+
 def render_jsonl(scan: Scan, out: BinaryIO) -> None:
-    for c in scan.containers():
-        out.write(orjson.dumps(container_json(c)) + b"\n")
+    for line in scan.encoded(_container_line):
+        out.write(line)
     tail = _tail_json(scan)
     if tail["orphan_shims"]:
         out.write(orjson.dumps({"orphan_shims": tail["orphan_shims"]}) + b"\n")
@@ -438,6 +448,8 @@ def check_prometheus(r: CheckReport, out: BinaryIO) -> None:
 
 def render_prometheus(scan: Scan, out: BinaryIO) -> None:
     import time
+
+    from .check import locate
 
     counts: dict[tuple[str, str], int] = {}
     for c in scan.containers():

@@ -26,7 +26,7 @@ class Rule:
     action: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class Finding:
     code: str
     severity: Severity

@@ -4,14 +4,15 @@ one container at a time.
 `Scan` is what every command consumes: a header (root, layout, host), a stream of judged
 containers (each read, gathered and judged when the consumer asks for it, so memory stays flat),
 then the orphan shims and a summary, known once the stream is drained.  Nothing here is specific
-to a daemon generation: that is the layout's (recover/layouts/).
+to a daemon generation: that is the layout's (recover/layouts/).  `encoded()` streams the same
+containers as bytes, judged by forked workers on a large root (recover/pool.py).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 
 from .around import Surroundings, daemon_findings
@@ -19,10 +20,15 @@ from .classify import DEFAULT_ROOTS, Classification, classify_fd
 from .fsread import OpenRoot, filesystem_type, printable
 from .host import HostView, ProcessFacts
 from .judge import ContainerJudgement, judge_container
-from .layouts import Context, Layout, layouts
+from .layouts import Context, Layout, layout_named
+from .pool import ordered_map, usable_cpus
 from .records import ContainerRecord
 from .rules import Finding, finding
 from .verdicts import HostFacts
+
+
+POOL_MIN_CONTAINERS = 512  # below this, forking workers costs more than it saves
+POOL_SHARD = 64  # containers a worker judges and sends at once
 
 
 class SelectionError(Exception):
@@ -56,6 +62,13 @@ class Summary:
     containerd_would: Counter = field(default_factory=Counter)
     severities: Counter = field(default_factory=Counter)
 
+    def merge(self, other: Summary) -> None:
+        self.containers += other.containers
+        self.processes += other.processes
+        self.verdicts.update(other.verdicts)
+        self.containerd_would.update(other.containerd_would)
+        self.severities.update(other.severities)
+
 
 class Scan:
     """One scan of one root.  Iterate `containers()` once; then read `orphan_shims`, `summary`."""
@@ -73,7 +86,7 @@ class Scan:
             if layout is not None and layout != self.classification.layout:
                 self.findings.append(finding("F045", f"read as {layout} (--layout), but it looks like "
                                              f"{self.classification.kind} ({self.classification.evidence})"))
-            self.layout: Layout = layouts()[name]
+            self.layout: Layout = layout_named(name)
             self.reader = self.layout.open(self.root, around)
         except BaseException:
             self.root.close()
@@ -112,8 +125,11 @@ class Scan:
         # where this root's shims work: the root itself on a live host; in a capture, the path
         # the root had when it was live, as the cwd of its processes' shims names it
         self._own_shim_roots: set[str] = {self.root.real} if self.host_facts.live else set()
+        self._stream: Generator[bytes, None, None] | None = None
 
     def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
         self.root.close()
 
     def __enter__(self) -> Scan:
@@ -133,6 +149,44 @@ class Scan:
             judged = self.judge(key)
             self._count(judged)
             yield judged
+        self._finish()
+
+    def encoded(self, encode: Callable[[ContainerJudgement], bytes]) -> Generator[bytes, None, None]:
+        """`encode` of each container, in the order of `containers()`, with the same state once
+        drained.  A large root is judged by forked workers (recover/pool.py), one per usable CPU,
+        each with its own host view; what they accumulated (counts, the shims their processes
+        account for, the roots those shims work in) is merged before the orphan shims are sought,
+        once, here.  Closing the scan ends the workers of a stream left unfinished."""
+        self._stream = self._encoded(encode)
+        return self._stream
+
+    def _encoded(self, encode: Callable[[ContainerJudgement], bytes]) -> Generator[bytes, None, None]:
+        shards = -(-len(self.ids) // POOL_SHARD)
+        workers = min(usable_cpus(), shards)
+        if len(self.ids) < POOL_MIN_CONTAINERS or workers < 2:
+            for judged in self.containers():
+                yield encode(judged)
+            return
+
+        def work(shard: int) -> list[bytes]:
+            out = []
+            for key in self.ids[shard * POOL_SHARD:(shard + 1) * POOL_SHARD]:
+                judged = self.judge(key)
+                self._count(judged)
+                out.append(encode(judged))
+            return out
+
+        def finish() -> tuple[Summary, set[int], set[str]]:
+            return self.summary, self._accounted_shims, self._own_shim_roots
+
+        for summary, accounted, roots in (yield from ordered_map(shards, work, finish, workers)):
+            self.summary.merge(summary)
+            self._accounted_shims |= accounted
+            self._own_shim_roots |= roots
+        self._finish()
+
+    def _finish(self) -> None:
+        """After the last container: the orphan shims and the findings of the whole root."""
         self.orphan_shims = self._find_orphan_shims()
         for shim in self.orphan_shims:
             watched = shim.container if shim.process is None else f"{shim.container}/{shim.process}"

@@ -41,7 +41,7 @@ class HostFacts:
         return None if self.btime is None else self.btime + ticks / self.clock_ticks
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class Decision:
     verdict: Verdict
     identity: Identity | None = None

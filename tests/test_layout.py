@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+import orjson
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from recover.layouts.containerd_0_2 import files as layout
@@ -174,6 +176,85 @@ def test_json_parser_never_raises(value):
     for schema, code in ((layout.PROCESS_SCHEMA, "F021"), (layout.STATE_SCHEMA, "F020")):
         parsed = layout.parse_json_doc(fact(data), schema, code)
         assert parsed.containerd_decodes in (True, False)
+
+
+# --- the typed check (msgspec, in C) against the Python check it stands in for ----------------
+
+_EDGE_INTS = (0, 1, -1, 255, 256, (1 << 32) - 1, 1 << 32, (1 << 63) - 1, 1 << 63, -(1 << 63), (1 << 64) - 1)
+_ANY_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(1 << 63), (1 << 64) - 1) | st.sampled_from(_EDGE_INTS)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=4),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3), max_leaves=8)
+
+
+def _shaped(kind, *, variants: bool):
+    """Values for a field of a Go type: mostly of that type (at its edges), sometimes anything;
+    with `variants`, objects also get keys that differ from a field's name only in case."""
+    if isinstance(kind, layout._Struct):
+        fields = st.fixed_dictionaries({}, optional={k: _shaped(t, variants=variants) for k, t in kind.fields.items()})
+        if variants:
+            other = st.dictionaries(st.sampled_from([k.upper() for k in kind.fields] + [k.title() for k in kind.fields]
+                                                    + ["unknown"]), _ANY_JSON, max_size=2)
+            fields = st.builds(lambda a, b: {**b, **a}, fields, other)
+        typed = fields
+    elif isinstance(kind, layout._List):
+        typed = st.lists(_shaped(kind.item, variants=variants), max_size=4)
+    elif isinstance(kind, layout._Int):
+        typed = st.integers(max(kind.low - 2, -(1 << 63)), min(kind.high + 2, (1 << 64) - 1)) | st.sampled_from(_EDGE_INTS)
+    elif isinstance(kind, layout._Bool):
+        typed = st.booleans()
+    else:
+        typed = st.text(max_size=4)
+    return st.one_of(typed, typed, typed, st.none(), _ANY_JSON)
+
+
+SCHEMAS = (layout.PROCESS_SCHEMA, layout.STATE_SCHEMA)
+
+
+def _exact_keys(schema, value) -> bool:
+    """Every key of an object, and of the objects in its fields, names a field exactly."""
+    if not isinstance(value, dict):
+        return True
+    if not set(value) <= set(schema.fields):
+        return False
+    for key, kind in schema.fields.items():
+        item = value.get(key)
+        if isinstance(kind, layout._Struct) and not _exact_keys(kind, item):
+            return False
+        if isinstance(kind, layout._List) and isinstance(kind.item, layout._Struct) and isinstance(item, list):
+            if not all(_exact_keys(kind.item, x) for x in item):
+                return False
+    return True
+
+
+@given(st.sampled_from(SCHEMAS).flatmap(lambda s: st.tuples(st.just(s), _shaped(s, variants=False))))
+def test_typed_check_agrees_with_the_python_check(generated):
+    """Where keys are exact, msgspec accepts a document exactly when the Python check does."""
+    schema, doc = generated
+    doc = orjson.loads(orjson.dumps(doc))  # as orjson decodes it (what the typed check is given)
+    assume(isinstance(doc, dict) and _exact_keys(schema, doc))
+    try:
+        msgspec.convert(doc, schema.typed())
+        accepted = True
+    except msgspec.ValidationError:
+        accepted = False
+    assert accepted == (schema.error(doc, "") is None)
+
+
+@given(st.sampled_from(SCHEMAS).flatmap(lambda s: st.tuples(st.just(s), _shaped(s, variants=True))))
+def test_type_error_is_the_python_checks_answer(generated):
+    """Keys in another case, unknown keys, any value: the answer is the Python check's, message included."""
+    schema, doc = generated
+    doc = orjson.loads(orjson.dumps(doc))
+    assert layout.type_error(schema, doc, decoded_by_orjson=True) == schema.error(doc, "")
+
+
+def test_a_key_in_another_case_is_checked_as_go_does():
+    """Go matches keys case-insensitively: a typed decoder alone would ignore "Terminal"."""
+    doc = {"Terminal": "yes", "args": ["sh"]}
+    with pytest.raises(msgspec.ValidationError, match="unknown field"):
+        msgspec.convert(doc, layout.PROCESS_SCHEMA.typed())
+    assert layout.type_error(layout.PROCESS_SCHEMA, doc, decoded_by_orjson=True) == "terminal: want true or false"
 
 
 def test_numbers_past_pythons_digit_limit_are_just_bad_numbers():

@@ -196,3 +196,17 @@ def test_runc_state_in_the_state_dir_is_read_without_runc_root(state):
     (runc / "state.json").unlink()
     (c,) = orjson.loads(runner.invoke(app, ["scan", str(state), "-f", "json"]).stdout)["containers"]
     assert c["runc_state"]["problem"] == "missing"
+
+
+def test_a_task_name_that_is_not_utf8_is_escaped_in_every_field(state):
+    """The layout's own fields (runc's state path, the work link) carry the name: JSON cannot hold
+    its byte, so it is shown escaped there too, and the scan goes on."""
+    tid = os.fsdecode(b"t-\xff")
+    d = task(state, "default", tid)
+    os.symlink(f"/var/lib/containerd/{TASKS}/default/{tid}", d / "work")
+    task(state, "default", "plain")
+    got = by_key(scan(state))
+    bad = got["default/t-\\xff"]
+    assert bad["runc_state"]["path"].endswith("/default/t-\\xff/state.json")
+    assert bad["work_dir"] == f"/var/lib/containerd/{TASKS}/default/t-\\xff"
+    assert got["default/plain"]["runc_state"]["path"].endswith("/default/plain/state.json")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..host import ProcessFacts, ShimProcess, ShimRule
+from ..host import ProcessFacts, ShimProcess, ShimRule, gather
 from ..records import ContainerRecord
 from ..rules import Finding
 
@@ -89,8 +89,6 @@ class Layout(Protocol):
 def gather_with(ctx: Context, record: ContainerRecord, rules: Iterable[tuple[str, ShimRule, int | None]]
                 ) -> dict[str, ProcessFacts]:
     """Host facts for each (process id, shim rule, pid as the daemon reads it) of a container."""
-    from ..host import gather
-
     out = {}
     for p, (pid_id, rule, daemon_pid) in zip(record.processes, rules, strict=True):
         if ctx.host is None or not ctx.facts.proc_read:
@@ -102,10 +100,20 @@ def gather_with(ctx: Context, record: ContainerRecord, rules: Iterable[tuple[str
 
 def layouts() -> dict[str, Layout]:
     """The registry, by name (imported on demand: a command loads only what it reads)."""
-    from .containerd_0_2 import LAYOUT as V02
-    from .runtime_v2 import LAYOUT as V2
+    return {name: layout_named(name) for name in LAYOUT_NAMES}
 
-    return {V02.name: V02, V2.name: V2}
+
+def layout_named(name: str) -> Layout:
+    """One layout of the registry, importing only its own plug-in."""
+    if name == "containerd-0.2":
+        from .containerd_0_2 import LAYOUT as V02
+
+        return V02
+    if name == "containerd-runtime-v2":
+        from .runtime_v2 import LAYOUT as V2
+
+        return V2
+    raise KeyError(name)
 
 
 LAYOUT_NAMES = ("containerd-0.2", "containerd-runtime-v2")

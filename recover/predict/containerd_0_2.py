@@ -47,7 +47,7 @@ def go_read_proc_stat_field(stat: bytes, field: int) -> bytes:
     return pieces[field - 3]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class Prediction:
     would: ContainerdWould | None  # None: cannot be told (offline)
     why: str

@@ -38,7 +38,7 @@ CRI_WOULD: tuple[CriWould, ...] = ("keep-running", "record-exit", "record-255-un
 LIVE = ("running", "orphaned")  # verdicts of a process that runs (a zombie has exited)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class TaskHost:
     """What the host says about a task, gathered before predicting."""
 
@@ -53,7 +53,7 @@ class TaskHost:
     socket_listened: bool | None = None  # a live socket listens on the socket file (None: not told)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class TaskPrediction:
     would: TaskWould | None  # None: cannot be told
     why: str

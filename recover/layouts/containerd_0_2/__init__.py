@@ -10,6 +10,7 @@ from typing import Any
 from ...fsread import OpenRoot
 from ...host import ProcessFacts, ShimProcess
 from ...judge import ContainerJudgement, Predictor
+from ...predict import containerd_0_2 as predict_0_2  # the module: the two import each other
 from ...records import ContainerRecord
 from ...rules import Finding
 from .. import Context, ShimClaim, gather_with
@@ -71,9 +72,7 @@ class Containerd02:
         return facts, bundle_exists
 
     def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], bundle_exists: Any) -> Predictor:
-        from ...predict.containerd_0_2 import predict_container
-
-        return lambda record, decisions: predict_container(record, decisions, facts, ctx.facts, bundle_exists)
+        return lambda record, decisions: predict_0_2.predict_container(record, decisions, facts, ctx.facts, bundle_exists)
 
     def around_findings(self, ctx: Context, record: ContainerRecord, judged: ContainerJudgement) -> list[Finding]:
         return bundle_findings(judged, ctx.around) + runc_findings(judged, ctx.reader.runc_dir)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
+import msgspec
 import orjson
 
 from ...fsread import FileFact, content_findings, file_findings, show_bytes
@@ -70,7 +71,7 @@ def go_read(fact: FileFact) -> GoReadKind:
 
 # --- small decimal files -------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class PidFile:
     value: int | None  # what recover reads (surrounding white space tolerated, with a finding)
     containerd: int | None  # strconv.Atoi, or None when containerd cannot load the process
@@ -112,14 +113,13 @@ def parse_pid(fact: FileFact) -> PidFile:
     if fact.readable:
         data = fact.data or b""
         containerd = go_atoi(data)
-        lenient = _lenient_decimal(data)
         if containerd is not None and 0 < containerd <= PID_MAX_LIMIT and data.isdigit():
             value = containerd
         elif containerd is not None and 0 < containerd <= PID_MAX_LIMIT and _PLUS_DECIMAL.fullmatch(data):
             value = containerd  # Go's Atoi takes the sign: containerd loads this pid too
             found.append(finding("F044", f"{fact.name} holds {show_bytes(data)}: read as pid {value}, as containerd "
                                  "reads it (runc writes bare digits)", fact.rel))
-        elif lenient is not None and 0 < lenient <= PID_MAX_LIMIT:
+        elif (lenient := _lenient_decimal(data)) is not None and 0 < lenient <= PID_MAX_LIMIT:
             value = lenient
             found.append(finding("F032", f"{fact.name} holds {show_bytes(data)}: white space around the pid", fact.rel))
         else:
@@ -128,7 +128,7 @@ def parse_pid(fact: FileFact) -> PidFile:
     return PidFile(value, containerd, read, fact.mtime_ns, tuple(found))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class StartTimeFile:
     value: int | None  # recorded start ticks as recover reads them
     containerd_raw: bytes  # what containerd compares byte for byte ("" = not recorded: assumed same)
@@ -157,7 +157,7 @@ def parse_starttime(fact: FileFact) -> StartTimeFile:
 ExitSource = Literal["exitStatus", "daemon-format-bug"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ExitStatusFile:
     value: int | None  # the exit status as recover reads it: only one a process can have (0-255)
     source: ExitSource | None
@@ -186,17 +186,15 @@ def parse_exit_status(fact: FileFact) -> ExitStatusFile:
         state = "not-exited"
     else:
         data = fact.data
-        strict = go_parse_uint32(data)
-        bug = _DAEMON_FORMAT_BUG.fullmatch(data.strip()) if len(data) < 64 else None
-        lenient = _lenient_decimal(data)
-        if strict is not None:
+        if (strict := go_parse_uint32(data)) is not None:
             state, value, source, reported = "valid", strict, "exitStatus", strict
-        elif bug and int(bug.group(1)) <= UINT32_MAX:
+        elif (bug := _DAEMON_FORMAT_BUG.fullmatch(data.strip()) if len(data) < 64 else None) \
+                and int(bug.group(1)) <= UINT32_MAX:
             state, value, source = "invalid", int(bug.group(1)), "daemon-format-bug"
             found.append(finding(
                 "F036", f"{fact.name} holds {show_bytes(data)}: status {value} written by the daemon's "
                 "own restore (containerd 0.2.4-0.2.8), not by the process", fact.rel))
-        elif lenient is not None and lenient <= UINT32_MAX:
+        elif (lenient := _lenient_decimal(data)) is not None and lenient <= UINT32_MAX:
             state, value, source = "invalid", lenient, "exitStatus"
             found.append(finding("F037", f"{fact.name} holds {show_bytes(data)}", fact.rel))
         else:
@@ -237,14 +235,27 @@ def last_runtime_error(fact: FileFact) -> str | None:
 # Each type checks a decoded value the way encoding/json would: null decodes into anything,
 # unknown object keys are ignored, keys match case-insensitively.
 
+# Each type also says itself as a msgspec type (`typed`), so that the common case (a document
+# whose every key names a field exactly) is checked in C; the Python `error` stays the reference,
+# says what is wrong, and decides every other case (tests/test_layout.py proves both agree).
+
 class _Str:
     def error(self, value: Any, where: str) -> str | None:
         return None if value is None or isinstance(value, str) else f"{where}: want a string"
+
+    def typed(self) -> Any:
+        return str
 
 
 class _Bool:
     def error(self, value: Any, where: str) -> str | None:
         return None if value is None or isinstance(value, bool) else f"{where}: want true or false"
+
+    def typed(self) -> Any:
+        return bool
+
+
+_INT64_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,10 +268,20 @@ class _Int:
             return None
         return f"{where}: want an integer in [{self.low}, {self.high}]"
 
+    def typed(self) -> Any:
+        # msgspec bounds only fit int64: the uint64 ceiling holds for what orjson decodes (it
+        # turns a larger integer into a float), which is all the typed check is given
+        if self.high > _INT64_MAX:
+            return Annotated[int, msgspec.Meta(ge=self.low)]
+        return Annotated[int, msgspec.Meta(ge=self.low, le=self.high)]
+
 
 @dataclass(frozen=True, slots=True)
 class _List:
     item: Any
+
+    def typed(self) -> Any:
+        return list[Optional[self.item.typed()]]  # null decodes into any element
 
     def error(self, value: Any, where: str) -> str | None:
         if value is None:
@@ -279,6 +300,15 @@ class _Struct:
     def __init__(self, fields: dict[str, Any]):
         self.fields = fields
         self._by_lower = {k.lower(): (k, t) for k, t in fields.items()}
+        self._typed: Any = None
+
+    def typed(self) -> Any:
+        """As a msgspec Struct that refuses any key not named exactly: a document it accepts has
+        no key Go's case-insensitive matching could map to a field a typed decoder missed."""
+        if self._typed is None:
+            self._typed = msgspec.defstruct("GoStruct", [(k, Optional[t.typed()], None) for k, t in self.fields.items()],
+                                            forbid_unknown_fields=True)
+        return self._typed
 
     def error(self, value: Any, where: str) -> str | None:
         if value is None:
@@ -345,7 +375,7 @@ def decode_first_value(data: bytes) -> tuple[Any, int, str]:
     return value, end, text
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class JsonDoc:
     value: dict[str, Any] | None  # the decoded object (all fields kept), when recover could decode it
     containerd_decodes: bool  # json.NewDecoder(f).Decode(&s) succeeds in containerd 0.2.9
@@ -378,7 +408,7 @@ def parse_json_doc(fact: FileFact, schema: _Struct, shape_code: str) -> JsonDoc:
     if value is not None and not isinstance(value, dict):
         found.append(finding(shape_code, f"{fact.name} holds a JSON {type(value).__name__}, not an object", fact.rel))
         return JsonDoc(None, False, read, tuple(found))
-    error = schema.error(value, "")
+    error = type_error(schema, value, decoded_by_orjson=not text)
     if error:
         caps = value.get("capabilities") if value else None
         if schema is PROCESS_SCHEMA and isinstance(caps, list):
@@ -387,6 +417,20 @@ def parse_json_doc(fact: FileFact, schema: _Struct, shape_code: str) -> JsonDoc:
         else:
             found.append(finding(shape_code, f"{fact.name}: {error}", fact.rel))
     return JsonDoc(value or {}, error is None and read == "ok", read, tuple(found))
+
+
+def type_error(schema: _Struct, value: Any, *, decoded_by_orjson: bool) -> str | None:
+    """`schema.error(value, "")`: what makes Go's decoder fail, or None.  A document orjson
+    decoded is first checked by msgspec, in C: accepted (every key exact, every value of its
+    type), it is valid; refused (a bad value, or a key that is unknown or in another case), and
+    for the fallback decoder's documents, the Python check decides and says why."""
+    if decoded_by_orjson and type(value) is dict:
+        try:
+            msgspec.convert(value, schema.typed())
+            return None
+        except msgspec.ValidationError:
+            pass
+    return schema.error(value, "")
 
 
 def _short(e: Exception) -> str:

@@ -22,7 +22,7 @@ from .files import JsonDoc
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ProcessFiles:
     """Everything the files of one process dir say, parsed as recover and as containerd 0.2.9 read them."""
 
@@ -38,7 +38,7 @@ class ProcessFiles:
         return self.pid.containerd
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class ContainerFiles:
     state: JsonDoc
 
@@ -81,7 +81,6 @@ class Reader:
         except OSError as e:
             raise RootError(f"{self.path}: cannot list: {e.strerror}") from None
         for entry in entries:
-            rel = printable(entry.name)
             try:
                 if entry.is_dir(follow_symlinks=False):
                     names.append(entry.name)
@@ -91,7 +90,7 @@ class Reader:
                 what = "symbolic link (not followed)" if entry.is_symlink() else "file"
             except OSError:
                 continue  # vanished while listed
-            self.findings.append(finding("F040", f"a {what} in the root; containerd ignores it", rel))
+            self.findings.append(finding("F040", f"a {what} in the root; containerd ignores it", printable(entry.name)))
         self._names = sorted(names)
         return self._names
 
@@ -197,17 +196,17 @@ class Reader:
         if entry is None or dir_fd < 0:
             return FileFact(rel, "missing")
         try:
+            if entry.is_file(follow_symlinks=False):  # the common case first: a regular file
+                return read_regular(dir_fd, entry.name, rel)
             if entry.is_symlink():
                 return self._symlink_fact(dir_fd, entry.name, rel)
             if entry.is_dir(follow_symlinks=False):
                 return FileFact(rel, "dir")
-            if not entry.is_file(follow_symlinks=False):
-                return FileFact(rel, kind_of(entry.stat(follow_symlinks=False).st_mode))
+            return FileFact(rel, kind_of(entry.stat(follow_symlinks=False).st_mode))
         except FileNotFoundError:
             return FileFact(rel, "file", problem="vanished")
         except OSError as e:
             return unreadable(rel, e)
-        return read_regular(dir_fd, entry.name, rel)
 
     def _symlink_fact(self, dir_fd: int, name: str, rel: str) -> FileFact:
         try:
@@ -224,12 +223,10 @@ def process_record(name: str, rel: str, parsed: ProcessFiles, found: list[Findin
                    runtime_error: str | None = None) -> ProcessRecord:
     """The shared record of a 0.2 process, from its parsed files."""
     exec_ = (parsed.spec.value or {}).get("exec")
-    return ProcessRecord(
-        id=name, rel=rel, exec=exec_ if isinstance(exec_, bool) else None,
-        pid=parsed.pid.value, pid_mtime_ns=parsed.pid.mtime_ns,
-        start=parsed.starttime.value, start_source="starttime" if parsed.starttime.value is not None else None,
-        exit_status=parsed.exit_status.value, exit_source=parsed.exit_status.source, findings=tuple(found),
-        files=parsed, temp_files=temps, runtime_error=runtime_error)
+    return ProcessRecord(  # by position, in field order: keyword arguments cost 40 ns each
+        name, rel, exec_ if isinstance(exec_, bool) else None, parsed.pid.value, parsed.pid.mtime_ns,
+        parsed.starttime.value, "starttime" if parsed.starttime.value is not None else None,
+        parsed.exit_status.value, parsed.exit_status.source, tuple(found), parsed, temps, False, runtime_error)
 
 
 def container_record(cid: str, rel: str, state: JsonDoc, processes: list[ProcessRecord],

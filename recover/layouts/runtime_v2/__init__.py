@@ -5,11 +5,13 @@ Predicted daemon: containerd 1.6-2.x and its CRI plugin (recover/predict/contain
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 from ...fsread import OpenRoot, printable
 from ...host import ProcessFacts, ShimProcess, find_shim, flag_value, shim_state
 from ...judge import ContainerJudgement, ContainerPrediction, Predictor, ProcessPrediction
+from ...predict import containerd_v2 as predict_v2  # the module: the two import each other
 from ...records import ContainerRecord
 from ...rules import Finding, finding
 from .. import Context, ShimClaim, gather_with
@@ -85,8 +87,6 @@ class RuntimeV2:
         runc_init = None
         if task.runc is not None and task.runc.pid is not None and ctx.host is not None and ctx.facts.proc_read:
             runc_init = ctx.host.stat(task.runc.pid)
-        from ...predict.containerd_v2 import TaskHost
-
         listened = None  # whether a live socket listens on the socket file: only asked of a live shim
         if shim is not None and task.socket == "present" and ctx.host is not None \
                 and ctx.host.in_our_network_namespace(shim.pid) \
@@ -96,7 +96,7 @@ class RuntimeV2:
                 listened = (st.st_dev, st.st_ino) in listeners
             except OSError:
                 listened = None
-        return facts, TaskHost(
+        return facts, predict_v2.TaskHost(
             socket_listened=listened,
             proc_read=ctx.facts.proc_read, shim_pid=shim_pid,
             # a bundle that cannot be listed hides a pod container's sandbox id: which shim is its own
@@ -110,13 +110,9 @@ class RuntimeV2:
             and runc_init.starttime == task.runc.start and not runc_init.exited else None)
 
     def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], evidence: Any) -> Predictor:
-        from dataclasses import replace
-
-        from ...predict.containerd_v2 import predict_task_container
-
         def predict(record: ContainerRecord, decisions: dict) -> ContainerPrediction:
             host = replace(evidence, verdicts={k: d.verdict for k, d in decisions.items()})
-            return predict_task_container(record, decisions, host)
+            return predict_v2.predict_task_container(record, decisions, host)
 
         return predict
 

@@ -62,7 +62,7 @@ def address_for(grpc_address: str, namespace: str, shim_id: str) -> str:
     return f"unix://{SHIM_SOCKET_DIR}/{socket_name(grpc_address, namespace, shim_id)}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class RuncState:
     path: str  # where it was looked for
     pid: int | None = None  # init_process_pid
@@ -71,7 +71,7 @@ class RuncState:
     problem: str | None = None  # why it could not be used ("missing", ...)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class CriStatus:
     """CRI's checkpoint of a container (`.../containers/<id>/status`)."""
 
@@ -94,7 +94,7 @@ class CriStatus:
         return "created" if self.created_at else "unknown"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class TaskFiles:
     """What the files of one task bundle say (the layout's own parse, beside the shared records)."""
 
@@ -141,7 +141,7 @@ class TaskFiles:
                 "unknown": "not checked (not a unix socket on this host)"}[self.socket]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
 class PidFile:
     value: int | None
     mtime_ns: int | None
@@ -227,9 +227,8 @@ class StateDir:
             if name in _SMALL_FILES and kind != "file":
                 found.extend(file_findings(FileFact(f"{rel}/{name}", kind), required=False))
         hidden_ns = ns.startswith(".")
-        files_by_name = {n: f for n, f in facts.items()}
-        options = _json_object(files_by_name.get("options.json"), found)
-        config = _json_object(files_by_name.get("config.json"), found)
+        options = _json_object(facts.get("options.json"), found)
+        config = _json_object(facts.get("config.json"), found)
         annotations = config.get("annotations") if isinstance(config, dict) else None
         annotations = annotations if isinstance(annotations, dict) else {}
         sandbox = annotations.get(CRI_SANDBOX) if isinstance(annotations.get(CRI_SANDBOX), str) else None
@@ -237,7 +236,7 @@ class StateDir:
         if listing_problem is not None:
             address, source, address_problem = None, None, f"the task dir cannot be listed ({listing_problem})"
         else:
-            address, source, address_problem = _address(files_by_name, entries, found, rel)
+            address, source, address_problem = _address(facts, entries, found, rel)
         socket_path, socket = self._socket(address)
         namespace, task_id = unhidden(ns), unhidden(tid)  # as the shim, runc and the work dir know them
         containerd_root = self.paths.containerd_root or _root_from_work_link(work_link, namespace, task_id)
@@ -252,12 +251,12 @@ class StateDir:
             dir=bundle, hidden=tid.startswith(".") or hidden_ns, hidden_namespace=hidden_ns,
             entries=None if listing_problem else len(entries), listing_problem=listing_problem,
             address=address, address_source=source, address_problem=address_problem,
-            socket_path=socket_path, socket=socket, shim_binary=_text(files_by_name.get("shim-binary-path")),
+            socket_path=socket_path, socket=socket, shim_binary=_text(facts.get("shim-binary-path")),
             sandbox=sandbox if sandbox != tid else None, container_type=ctype, runc=runc, cri=cri,
             work_link=work_link, work_dir_exists=work_exists, containerd_root=containerd_root,
-            runtime_binary=_text(files_by_name.get("runtime")), options=options,
-            log_error=_last_error(files_by_name.get("log.json")))
-        processes = self._processes(rel, files_by_name, entries, task_files, found)
+            runtime_binary=_text(facts.get("runtime")), options=options,
+            log_error=_last_error(facts.get("log.json")))
+        processes = self._processes(rel, facts, entries, task_files, found)
         return ContainerRecord(tid, rel, tuple(processes), tuple(found), namespace=ns, bundle=bundle,
                                runtime=task_files.shim_binary, files=task_files)
 
@@ -283,10 +282,9 @@ class StateDir:
             exit_status = exit_source = None
             if pid_id == INIT and task.cri is not None and task.cri.state == "exited":
                 exit_status, exit_source = task.cri.exit_code, "cri-checkpoint"
-            out.append(ProcessRecord(
-                id=pid_id, rel=prel, exec=pid_id != INIT, pid=value, pid_mtime_ns=pid.mtime_ns, start=start,
-                start_source=start_source, exit_status=exit_status, exit_source=exit_source,
-                findings=tuple(pfound), files=pid, exit_held_by_shim=True))
+            out.append(ProcessRecord(  # by position, in field order: keyword arguments cost 40 ns each
+                pid_id, prel, pid_id != INIT, value, pid.mtime_ns, start, start_source, exit_status,
+                exit_source, tuple(pfound), pid, (), True))
         return out
 
     def _socket(self, address: str | None) -> tuple[str | None, SocketState]:
@@ -367,12 +365,12 @@ _SMALL_FILES = ("address", "bootstrap.json", "config.json", "options.json", "run
 
 def _kind(entry: os.DirEntry) -> str:
     try:
+        if entry.is_file(follow_symlinks=False):  # most of a bundle, asked first
+            return "file"
         if entry.is_symlink():
             return "symlink"
         if entry.is_dir(follow_symlinks=False):
             return "dir"
-        if entry.is_file(follow_symlinks=False):
-            return "file"
         return kind_of(entry.stat(follow_symlinks=False).st_mode)
     except OSError:
         return "missing"
