@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -199,6 +201,18 @@ def kill_leftovers(tag: str) -> None:
             pass
 
 
+@contextlib.contextmanager
+def reaped(p: subprocess.Popen, tag: str) -> Iterator[None]:
+    """Whatever the test asserts, a demo still running at the end is killed with all it started."""
+    try:
+        yield
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+            kill_leftovers(tag)
+
+
 def start_demo(tag: str, stdout=subprocess.PIPE, stderr=subprocess.PIPE) -> subprocess.Popen:
     """The demo, paused after the build until its stdin is closed (RECOVER_DEMO_PAUSE)."""
     return subprocess.Popen([sys.executable, "-m", "recover", "demo"], cwd=REPO,
@@ -218,7 +232,7 @@ def test_a_signal_mid_demo_removes_everything(sig, when):
     tag = uuid.uuid4().hex
     p = start_demo(tag)
     stderr = LineReader(p.stderr)
-    try:
+    with reaped(p, tag):
         tmp = Path(stderr.wait_for(r"building demo root in (\S+) \.\.\.").group(1))
         if when != "while it builds":
             stderr.wait_for(r"^built ")  # the demo now waits for its stdin to close
@@ -229,11 +243,6 @@ def test_a_signal_mid_demo_removes_everything(sig, when):
         p.send_signal(sig)
         p.wait(timeout=30)
         stdout = p.stdout.read()
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-            kill_leftovers(tag)
     text = stderr.text()
     assert p.returncode == 128 + sig, text
     assert stdout == ""  # stopped before the scan: no partial table
@@ -250,13 +259,8 @@ def test_a_closed_stdout_ends_the_demo_cleanly():
                              stdout=write_end, stderr=subprocess.PIPE, text=True)
     finally:
         os.close(write_end)
-    try:
+    with reaped(p, tag):
         _, stderr = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-            kill_leftovers(tag)
     assert p.returncode == 0, stderr  # a reader that went away is no error of the demo
     assert "Traceback" not in stderr and "Exception ignored" not in stderr and "Broken pipe" not in stderr
     assert "stopped the demo's processes and removed" in stderr
@@ -267,17 +271,12 @@ def test_a_closed_stderr_does_not_stop_the_demo():
     tag = uuid.uuid4().hex
     p = start_demo(tag)
     stdout = LineReader(p.stdout)
-    try:
+    with reaped(p, tag):
         first = p.stderr.readline()
         tmp = announced_dir(first)
         p.stderr.close()  # the next progress line meets a closed pipe
         p.stdin.close()  # and the demo goes on
         p.wait(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-            kill_leftovers(tag)
     assert p.returncode == 0
     out = stdout.text()
     assert len(table(out)) == 8 and "What each row means:" in out  # the whole report
@@ -292,16 +291,11 @@ def test_stdout_and_stderr_on_one_closed_pipe_like_head():
         p = start_demo(tag, stdout=write_end, stderr=write_end)
     finally:
         os.close(write_end)
-    try:
+    with reaped(p, tag):
         with os.fdopen(read_end, "r") as head:
             lines = [head.readline(), head.readline()]
         p.stdin.close()  # the demo goes on, to a pipe nobody reads
         p.wait(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-            kill_leftovers(tag)
     assert lines[1].startswith("built "), lines
     assert p.returncode == 0
     assert_nothing_left(tag, announced_dir(lines[0]))
