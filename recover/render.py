@@ -19,7 +19,6 @@ import orjson
 
 from .judge import ContainerJudgement, ProcessJudgement
 from .fsread import json_safe, json_text, printable
-from .layouts.runtime_v2.reader import TASKS_DIR
 from .rules import Finding, Rule
 from .scan import Scan
 from .verdicts import VERDICTS
@@ -125,6 +124,8 @@ def short_id(key: str) -> str:
 def short_path(path: str) -> str:
     """A path relative to the root as the table shows it: the container's id cut to 12 characters
     (a runtime-v2 path: namespace/id, without the task dir every one of them starts with)."""
+    from .layouts.runtime_v2.reader import TASKS_DIR  # here: a 0.2 scan never loads runtime-v2
+
     if path.startswith(TASKS_DIR + "/"):
         namespace, _, rest = path[len(TASKS_DIR) + 1:].partition("/")
         cid, slash, rest = rest.partition("/")
