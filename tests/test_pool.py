@@ -3,12 +3,15 @@ process writes, byte for byte, whatever the layout, the selection or the proc ro
 
 from __future__ import annotations
 
+import shutil
+
 import orjson
 import psutil
 import pytest
 from typer.testing import CliRunner
 
 import recover.scan
+from recover.builder import RootBuilder, become_subreaper
 from recover.cli import app
 from recover.pool import WorkerFailed
 from recover.render import render_json
@@ -103,3 +106,32 @@ def test_output_closed_early_ends_the_workers(reference, pooled):
     with Scan(str(reference / "root"), proc_root=str(reference / "proc")) as s, pytest.raises(BrokenPipeError):
         render_json(s, Closed())
     assert {p.pid for p in psutil.Process().children()} == before
+
+
+def test_workers_write_what_one_process_writes_on_a_live_root(tmp_path, pooled):
+    """Live processes under the stand-in shim, judged against this host's /proc: each worker has
+    its own view of the host, and an orphan shim (its container dir gone) is told once, by the
+    parent, from what every worker saw."""
+    become_subreaper()  # a killed shim's child comes back here, as to systemd
+    ids = [f"{n:02x}" + "0" * 62 for n in range(6)]
+    with RootBuilder(tmp_path / "root") as b:
+        b.start_process(ids[0], "init")
+        b.start_process(ids[0], "debug", exec_=True)
+        exited = b.start_process(ids[1], "init", ["sh", "-c", "exit 3"])
+        assert exited.wait_exit_status() == b"3"
+        exited.shim.wait(5)
+        b.start_process(ids[2], "init").kill_shim()  # orphaned
+        zombie = b.start_process(ids[3], "init")
+        zombie.stop_shim()
+        zombie.kill_child()
+        zombie.wait_state("Z")
+        b.start_process(ids[4], "init")
+        gone = b.start_process(ids[5], "init")
+        shutil.rmtree(b.root / ids[5])  # its shim is now an orphan of the root
+        args = [str(b.root), "-f", "json"]
+        alone = invoke(args)
+        verdicts = [p["verdict"] for c in orjson.loads(alone)["containers"] for p in c["processes"]]
+        assert verdicts == ["running", "running", "exited", "orphaned", "zombie", "running"]
+        assert [o["pid"] for o in orjson.loads(alone)["orphan_shims"]] == [gone.shim.pid]
+        pooled()
+        assert without_ages(invoke(args)) == without_ages(alone)
