@@ -12,12 +12,12 @@ import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Literal
 
 import orjson
 
 from .rules import Finding, finding
+from .value import Value
 
 MAX_FILE_BYTES = 1 << 20
 _READ_CHUNK = 1 << 16  # what a read asks for when a file changed size while it was read
@@ -73,8 +73,7 @@ class OpenRoot:
 Kind = Literal["file", "missing", "fifo", "socket", "device", "dir", "symlink", "other"]
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class FileFact:
+class FileFact(Value):
     """What reading one name in the root found.  `data` is set only for a regular file read whole."""
 
     rel: str

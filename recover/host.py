@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from .fsread import filesystem_type
+from .value import Value
 
 ShimStateName = Literal["alive", "stopped", "zombie", "gone"]
 PF_EXITING = 0x4
@@ -444,8 +445,7 @@ def _hidepid(proc_real: str) -> bool:
 
 
 # made by position on the hot path: a new field goes last
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class ProcessFacts:
+class ProcessFacts(Value):
     """What the host says about one recorded process: the judge's only input from /proc."""
 
     pid: int | None = None  # the pid judged: the pid file's, or the shim's only child

@@ -8,29 +8,29 @@ every layout shares (the shim's state, a copy of a live root, an assumed identit
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from .fsread import printable
 from .host import ProcessFacts, ShimStateName
 from .records import ContainerRecord, ProcessRecord
 from .rules import Finding, finding
+from .value import Value
 from .verdicts import Decision, HostFacts, Identity, Verdict, decide_verdict
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class ProcessPrediction:
+class ProcessPrediction(Value):
     would: str | None  # None: cannot be told
     why: str
     findings: tuple[Finding, ...] = ()
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class ContainerPrediction:
+class ContainerPrediction(Value):
     would: str | None
     processes: Mapping[str, ProcessPrediction]
     findings: tuple[Finding, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)  # the layout's own output fields
+    extra: Mapping[str, Any] = msgspec.field(default_factory=dict)  # the layout's own output fields
 
 
 Predictor = Callable[[ContainerRecord, dict[str, Decision]], ContainerPrediction]
@@ -38,8 +38,7 @@ _NOT_REACHED = ProcessPrediction(None, "the daemon never reaches this process")
 
 
 # made by position on the hot path: a new field goes last
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class ProcessJudgement:
+class ProcessJudgement(Value):
     id: str
     rel: str
     exec: bool | None
@@ -63,8 +62,7 @@ class ProcessJudgement:
 
 
 # made by position on the hot path: a new field goes last
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class ContainerJudgement:
+class ContainerJudgement(Value):
     id: str
     rel: str
     bundle: str
@@ -75,7 +73,7 @@ class ContainerJudgement:
     processes: tuple[ProcessJudgement, ...]
     findings: tuple[Finding, ...]
     namespace: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)  # the layout's own output fields
+    extra: Mapping[str, Any] = msgspec.field(default_factory=dict)  # the layout's own output fields
 
     @property
     def key(self) -> str:

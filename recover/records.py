@@ -7,25 +7,22 @@ runc state) stays in `files`, for that layout's own predictor and for explain.
 
 Records, the parsed files in them, the judgements and findings made of them are values: nothing
 changes one once it is made, and they hash as values.  The types a scan makes for every file and
-process are slotted dataclasses with unsafe_hash, not frozen ones: a frozen dataclass's __init__
-sets each field through object.__setattr__, five times the cost of a plain one, and that was a
-third of the instructions of a containerd 0.2 scan.
+process are `Value`s (recover/value.py: msgspec Structs, frozen, built in C).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from .rules import Finding
+from .value import Value
 
 StartSource = Literal["starttime", "runc-state"]
 ExitSource = Literal["exitStatus", "daemon-format-bug", "cri-checkpoint", "shim-memory", "zombie-stat"]
 
 
 # made by position on the hot path: a new field goes last
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see the docstring
-class ProcessRecord:
+class ProcessRecord(Value):
     id: str
     rel: str  # where its files are, relative to the root (findings name it)
     exec: bool | None
@@ -42,8 +39,7 @@ class ProcessRecord:
     runtime_error: str | None = None  # runc's last logged error, when no usable pid says the start worked
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see the docstring
-class ContainerRecord:
+class ContainerRecord(Value):
     id: str
     rel: str
     processes: tuple[ProcessRecord, ...]  # sorted as the daemon visits them

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .value import Value
+
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 
@@ -26,8 +28,7 @@ class Rule:
     action: str
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class Finding:
+class Finding(Value):
     code: str
     severity: Severity
     message: str

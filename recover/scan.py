@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
+import msgspec
 
 from .around import Surroundings, daemon_findings
 from .classify import DEFAULT_ROOTS, Classification, classify_fd
@@ -204,7 +206,7 @@ class Scan:
         judged = judge_container(record, facts, self.host_facts, self.layout.predictor(self.ctx, facts, evidence))
         extra = self.layout.around_findings(self.ctx, record, judged)
         if extra:
-            judged = replace(judged, findings=judged.findings + tuple(extra))
+            judged = msgspec.structs.replace(judged, findings=judged.findings + tuple(extra))
         for p in judged.processes:
             if p.shim_pid is not None and self.layout.accounts_for(p.verdict):
                 self._accounted_shims.add(p.shim_pid)

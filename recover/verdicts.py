@@ -16,6 +16,7 @@ from .fsread import printable
 from .host import ProcessFacts, wait_status_to_exit
 from .records import ProcessRecord
 from .rules import Finding, finding
+from .value import Value
 
 Verdict = Literal["running", "exited", "orphaned", "zombie", "pid-reused", "vanished", "not-started", "unknown"]
 VERDICTS: tuple[Verdict, ...] = ("running", "exited", "orphaned", "zombie", "pid-reused", "vanished",
@@ -41,8 +42,7 @@ class HostFacts:
         return None if self.btime is None else self.btime + ticks / self.clock_ticks
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class Decision:
+class Decision(Value):
     verdict: Verdict
     identity: Identity | None = None
     exit_status: int | None = None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -69,7 +69,7 @@ def test_orphan_of_pid_1_is_killed_by_containerd_and_hangs_it_when_frozen():
     s = stat(ppid=1)
     facts = ProcessFacts(pid=100, pid_source="pid-file", stat=s, tgid=100, parent=stat(1, ppid=0), containerd_stat=s)
     assert judge(record(), facts).processes[0].containerd_would == "kill-record-137"
-    j = judge(record(), replace(facts, frozen=True))
+    j = judge(record(), msgspec.structs.replace(facts, frozen=True))
     assert (j.processes[0].containerd_would, j.containerd_would) == ("hang-daemon", "hang-daemon")
 
 

@@ -11,7 +11,6 @@ as the daemon does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from ..fsread import printable
@@ -20,6 +19,7 @@ from ..judge import ContainerPrediction, ProcessPrediction
 from ..layouts.containerd_0_2.files import INIT_PROCESS, JsonDoc
 from ..records import ContainerRecord, ProcessRecord
 from ..rules import finding
+from ..value import Value
 from ..verdicts import Decision, HostFacts, recorded_process_lives
 
 ContainerdWould = Literal["keep-running", "use-exit-status", "record-255", "kill-record-137",
@@ -47,8 +47,7 @@ def go_read_proc_stat_field(stat: bytes, field: int) -> bytes:
     return pieces[field - 3]
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class Prediction:
+class Prediction(Value):
     would: ContainerdWould | None  # None: cannot be told (offline)
     why: str
 

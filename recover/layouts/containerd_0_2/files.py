@@ -20,6 +20,7 @@ import orjson
 
 from ...fsread import FileFact, content_findings, file_findings, show_bytes
 from ...rules import Finding, finding
+from ...value import Value
 
 STATE_FILE = "state.json"
 PROCESS_FILE = "process.json"
@@ -71,8 +72,7 @@ def go_read(fact: FileFact) -> GoReadKind:
 
 # --- small decimal files -------------------------------------------------------------------
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class PidFile:
+class PidFile(Value):
     value: int | None  # what recover reads (surrounding white space tolerated, with a finding)
     containerd: int | None  # strconv.Atoi, or None when containerd cannot load the process
     containerd_read: GoReadKind
@@ -128,8 +128,7 @@ def parse_pid(fact: FileFact) -> PidFile:
     return PidFile(value, containerd, read, fact.mtime_ns, tuple(found))
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class StartTimeFile:
+class StartTimeFile(Value):
     value: int | None  # recorded start ticks as recover reads them
     containerd_raw: bytes  # what containerd compares byte for byte ("" = not recorded: assumed same)
     containerd_read: GoReadKind
@@ -157,8 +156,7 @@ def parse_starttime(fact: FileFact) -> StartTimeFile:
 ExitSource = Literal["exitStatus", "daemon-format-bug"]
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class ExitStatusFile:
+class ExitStatusFile(Value):
     value: int | None  # the exit status as recover reads it: only one a process can have (0-255)
     source: ExitSource | None
     # containerd's view: "valid" (ParseUint succeeds), "not-exited" (no file or empty),
@@ -375,8 +373,7 @@ def decode_first_value(data: bytes) -> tuple[Any, int, str]:
     return value, end, text
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class JsonDoc:
+class JsonDoc(Value):
     value: dict[str, Any] | None  # the decoded object (all fields kept), when recover could decode it
     containerd_decodes: bool  # json.NewDecoder(f).Decode(&s) succeeds in containerd 0.2.9
     containerd_read: GoReadKind

@@ -11,19 +11,18 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
 
 from ...fsread import FileFact, OpenRoot, RootError, kind_of, printable, read_regular, unreadable
 from ...records import ContainerRecord, ProcessRecord
 from ...rules import Finding, finding
+from ...value import Value
 from . import files
 from .files import JsonDoc
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class ProcessFiles:
+class ProcessFiles(Value):
     """Everything the files of one process dir say, parsed as recover and as containerd 0.2.9 read them."""
 
     spec: JsonDoc
@@ -38,8 +37,7 @@ class ProcessFiles:
         return self.pid.containerd
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class ContainerFiles:
+class ContainerFiles(Value):
     state: JsonDoc
 
     @property
