@@ -143,6 +143,8 @@ def _json_escaped(value):
 
 def file_findings(fact: FileFact, *, required: bool) -> list[Finding]:
     """Findings about the file itself (type, size, readability), before its content is parsed."""
+    if fact.problem is None and fact.kind == "file":  # a regular file, read whole: most of them
+        return []
     rel = fact.rel
     if fact.kind == "missing":
         return [finding("F001", f"{fact.name} is missing", rel)] if required else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import msgspec
 import orjson
@@ -159,6 +160,20 @@ def test_bad_documents(data, codes):
 def test_state_json():
     parsed = doc(json.dumps(state_json("/b")).encode(), layout.STATE_SCHEMA, "F020")
     assert parsed.containerd_decodes and parsed.value["bundle"] == "/b"
+
+
+_DECIMALS = st.from_regex(rb"\A[ +-]?[0-9]{1,27}\Z") | st.binary(max_size=8)
+
+
+@given(_DECIMALS)
+def test_decimal_reads_are_the_regular_expressions_go_accepts(data):
+    """The parsers tell decimal bytes with bytes.isdigit(); strconv's grammar written as regular
+    expressions ([+-]?[0-9]+ for Atoi, [0-9]+ for ParseUint) gives the same values."""
+    atoi = re.fullmatch(rb"[+-]?[0-9]+", data)
+    assert layout.go_atoi(data) == (int(data) if atoi and len(data) <= 25 and -(1 << 63) <= int(data) < (1 << 63)
+                                    else None)
+    uint = re.fullmatch(rb"[0-9]+", data)
+    assert layout.go_parse_uint32(data) == (int(data) if uint and len(data) <= 25 and int(data) < (1 << 32) else None)
 
 
 @given(st.binary(max_size=64))

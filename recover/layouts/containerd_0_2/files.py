@@ -43,9 +43,8 @@ MAX_EXIT_STATUS = 255  # what a process can exit with (code, or 128+signal): any
 PID_MAX_LIMIT = 1 << 22  # the kernel's ceiling for /proc/sys/kernel/pid_max
 # What 0.2.4-0.2.8 wrote on restore: fmt.Sprintf("%u", uint32(255)) is not a Go verb.
 _DAEMON_FORMAT_BUG = re.compile(rb"%!u\(uint32=(\d+)\)")
-_DECIMAL = re.compile(rb"[0-9]+")
-_GO_ATOI = re.compile(rb"[+-]?[0-9]+")
-_PLUS_DECIMAL = re.compile(rb"\+[0-9]+")
+# Decimal bytes are told by bytes.isdigit(): ASCII digits only, at least one ([0-9]+), in C
+_SIGNS = (b"+", b"-")
 
 GoReadKind = Literal["ok", "missing", "error", "blocks", "follows-link", "denied"]
 
@@ -60,7 +59,7 @@ def go_read(fact: FileFact) -> GoReadKind:
     if fact.problem == "denied":
         return "denied"
     if fact.kind == "file":
-        return "ok" if fact.readable else ("missing" if fact.problem == "vanished" else "error")
+        return "ok" if fact.data is not None else ("missing" if fact.problem == "vanished" else "error")
     if fact.kind == "missing":
         return "missing"
     if fact.kind == "fifo":
@@ -85,7 +84,7 @@ _MAX_DIGITS = 25  # longer than any int64 or uint64: rejected before int() (whic
 
 def go_atoi(data: bytes) -> int | None:
     """strconv.Atoi: optional sign, ASCII digits, nothing else (no white space), int64 range."""
-    if len(data) > _MAX_DIGITS or not _GO_ATOI.fullmatch(data):
+    if len(data) > _MAX_DIGITS or not (data[1:] if data[:1] in _SIGNS else data).isdigit():
         return None
     n = int(data)
     return n if -(1 << 63) <= n < (1 << 63) else None
@@ -93,7 +92,7 @@ def go_atoi(data: bytes) -> int | None:
 
 def go_parse_uint32(data: bytes) -> int | None:
     """strconv.ParseUint(s, 10, 32): ASCII digits only, no sign, at most 2^32-1."""
-    if len(data) > _MAX_DIGITS or not _DECIMAL.fullmatch(data):
+    if len(data) > _MAX_DIGITS or not data.isdigit():
         return None
     n = int(data)
     return n if n <= UINT32_MAX else None
@@ -101,7 +100,7 @@ def go_parse_uint32(data: bytes) -> int | None:
 
 def _lenient_decimal(data: bytes) -> int | None:
     stripped = data.strip(b" \t\r\n")
-    return int(stripped) if len(stripped) <= _MAX_DIGITS and _DECIMAL.fullmatch(stripped) else None
+    return int(stripped) if len(stripped) <= _MAX_DIGITS and stripped.isdigit() else None
 
 
 def parse_pid(fact: FileFact) -> PidFile:
@@ -110,12 +109,12 @@ def parse_pid(fact: FileFact) -> PidFile:
     if fact.kind == "missing":
         found.append(finding("F030", f"{fact.name} is missing", fact.rel))
     value = containerd = None
-    if fact.readable:
-        data = fact.data or b""
+    data = fact.data
+    if data is not None:
         containerd = go_atoi(data)
         if containerd is not None and 0 < containerd <= PID_MAX_LIMIT and data.isdigit():
             value = containerd
-        elif containerd is not None and 0 < containerd <= PID_MAX_LIMIT and _PLUS_DECIMAL.fullmatch(data):
+        elif containerd is not None and 0 < containerd <= PID_MAX_LIMIT and data[:1] == b"+":
             value = containerd  # Go's Atoi takes the sign: containerd loads this pid too
             found.append(finding("F044", f"{fact.name} holds {show_bytes(data)}: read as pid {value}, as containerd "
                                  "reads it (runc writes bare digits)", fact.rel))
@@ -142,9 +141,9 @@ def parse_starttime(fact: FileFact) -> StartTimeFile:
         found.append(finding("F033", f"{fact.name} is missing", fact.rel))
     value = None
     raw = fact.data or b""
-    if fact.readable and raw:
-        if len(raw) <= _MAX_DIGITS and _DECIMAL.fullmatch(raw) and int(raw) <= UINT64_MAX:
-            value = int(raw)
+    if raw:
+        if len(raw) <= _MAX_DIGITS and raw.isdigit() and (ticks := int(raw)) <= UINT64_MAX:
+            value = ticks
         else:
             lenient = _lenient_decimal(raw)
             value = lenient if lenient is not None and lenient <= UINT64_MAX else None
@@ -178,7 +177,7 @@ def parse_exit_status(fact: FileFact) -> ExitStatusFile:
         state = "not-exited"
     elif read in ("blocks", "denied"):
         state = read
-    elif not fact.readable:
+    elif fact.data is None:
         state = "invalid"
     elif not fact.data:
         state = "not-exited"
@@ -389,9 +388,9 @@ def parse_json_doc(fact: FileFact, schema: _Struct, shape_code: str) -> JsonDoc:
     """
     read = go_read(fact)
     found = file_findings(fact, required=True)
-    if not fact.readable:
+    data = fact.data
+    if data is None:
         return JsonDoc(None, False, read, tuple(found))
-    data = fact.data or b""
     found.extend(content_findings(fact))
     try:
         value, end, text = decode_first_value(data)
