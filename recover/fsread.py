@@ -113,6 +113,8 @@ def printable(name: str) -> str:
 
 def json_text(name: str) -> str:
     """A name for JSON: exact, except bytes that are not UTF-8, which JSON cannot hold (\\xNN)."""
+    if name.isascii():  # most names: told without encoding a copy
+        return name
     try:
         name.encode("utf-8")
         return name

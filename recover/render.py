@@ -176,7 +176,8 @@ def container_json(c: ContainerJudgement) -> dict:
     }
     if c.namespace is not None:
         out["namespace"] = json_text(c.namespace)
-    out.update(json_safe(dict(c.extra)))
+    if c.extra:  # a runtime-v2 task's own fields (a 0.2 container has none)
+        out.update(json_safe(dict(c.extra)))
     return out
 
 

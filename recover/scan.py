@@ -224,13 +224,19 @@ class Scan:
                 if (claim := self.layout.claim(s)) is not None and claim.root is not None}
 
     def _count(self, judged: ContainerJudgement) -> None:
+        # one increment at a time: Counter.update() asks whether its argument is a Mapping (an
+        # ABC check) and makes a generator, which for two processes costs more than the counting
         s = self.summary
         s.containers += 1
         s.processes += len(judged.processes)
-        s.verdicts.update(p.verdict for p in judged.processes)
-        s.containerd_would.update(p.containerd_would or "unknown" for p in judged.processes)
-        s.severities.update(f.severity for f in judged.findings)
-        s.severities.update(f.severity for p in judged.processes for f in p.findings)
+        verdicts, would, severities = s.verdicts, s.containerd_would, s.severities
+        for f in judged.findings:
+            severities[f.severity] += 1
+        for p in judged.processes:
+            verdicts[p.verdict] += 1
+            would[p.containerd_would or "unknown"] += 1
+            for f in p.findings:
+                severities[f.severity] += 1
 
     def _find_orphan_shims(self) -> list[OrphanShim]:
         """Live shims the daemon will never look for: their dir is gone, or their process has exited.

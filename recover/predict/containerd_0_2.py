@@ -107,6 +107,7 @@ def predict_process(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) ->
     return Prediction("keep-running", "the pid lives, is the same process, and its parent is not pid 1")
 
 
+_NOT_REACHED = Prediction(None, "containerd stops before it reaches this process")
 _PREDICTION_CODES = {"skip-process": "R004", "record-255": "R005", "kill-record-137": "R006",
                      "crash-daemon": "R007", "hang-daemon": "R008"}
 
@@ -132,8 +133,7 @@ def _disagreement(rec: ProcessRecord, d: Decision, p: Prediction, facts: Process
 
 def _takes_exit_of_live(rec: ProcessRecord, d: Decision, p: Prediction, facts: ProcessFacts) -> str | None:
     """containerd would read exitStatus as the exit of a process that is still alive (R010)."""
-    alive = d.verdict in ("running", "orphaned") or recorded_process_lives(rec, facts)
-    if p.would != "use-exit-status" or not alive:
+    if p.would != "use-exit-status" or not (d.verdict in ("running", "orphaned") or recorded_process_lives(rec, facts)):
         return None
     what = "the container" if rec.id == INIT_PROCESS else "this process"
     return (f"exitStatus says {rec.files.exit_status.containerd_status}, but pid {facts.pid} is alive and is the recorded "
@@ -198,7 +198,7 @@ def predict_container(record: ContainerRecord, decisions: dict[str, Decision], f
     processes = {}
     for p in record.processes:
         d, f = decisions[p.id], facts[p.id]
-        pred = predictions.get(p.id, Prediction(None, "containerd stops before it reaches this process"))
+        pred = predictions.get(p.id, _NOT_REACHED)
         pfound = []
         if pred.would in _PREDICTION_CODES:
             pfound.append(finding(_PREDICTION_CODES[pred.would], pred.why, p.rel))
