@@ -4,7 +4,8 @@ decides nothing, checks nothing, prints nothing.  `recover scan` is measured aga
     python bench/floor.py ROOT                                   (a containerd 0.2 root)
     python bench/floor.py STATE RUNC_ROOT CONTAINERD_ROOT        (a runtime-v2 state dir)
 
-What it does: list every dir a scan lists (a scan must know what is there); open each file a
+What it does: list every dir a scan lists (a scan must know what is there: for containerd 0.2
+that includes each container's bundle dir, named by its state.json); open each file a
 scan reads relative to its dir's fd, one fstat and one read of exactly the size fstat gives (none
 for an empty file); decode its JSON files with orjson; read each recorded pid's /proc/<pid>/stat
 once (opened relative to /proc's fd).  No checks, no try/except beyond what a vanished pid needs,
@@ -57,7 +58,12 @@ def floor_0_2(root: str) -> int:
                 data = read(fd, fstat(fd).st_size)
                 close(fd)
                 total += len(data)
-                loads(data)
+                bundle = loads(data).get("bundle")
+                if bundle:  # the scan looks at what the container's bundle holds (H010)
+                    try:
+                        total += len(listdir(bundle))
+                    except OSError:
+                        pass
         close(cfd)
     close(root_fd)
     return total + read_stats(pids)

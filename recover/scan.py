@@ -204,7 +204,7 @@ class Scan:
         record = self.reader.read(key)
         facts, evidence = self.layout.gather(self.ctx, record)
         judged = judge_container(record, facts, self.host_facts, self.layout.predictor(self.ctx, facts, evidence))
-        extra = self.layout.around_findings(self.ctx, record, judged)
+        extra = self.layout.around_findings(self.ctx, record, judged, evidence)
         if extra:
             judged = msgspec.structs.replace(judged, findings=judged.findings + tuple(extra))
         for p in judged.processes:

@@ -102,6 +102,22 @@ def test_bundle_without_config_or_with_a_file_for_a_fifo(image):
     assert "H010" in codes(doc, WEB) and "H010" not in codes(doc, WORKER)
 
 
+def test_bundle_exists_as_os_stat_says_from_one_listing(image):
+    """containerd 0.2.9 drops a container whose bundle os.Stat cannot find; a bundle that is a
+    file still stats (kept, nothing to list), a dangling link does not (dropped)."""
+    tree, _ = image
+    bundles = tree / "run/docker/libcontainerd"
+    shutil.rmtree(bundles / WEB)
+    (bundles / WEB).write_text("not a dir")
+    shutil.rmtree(bundles / WORKER)
+    os.symlink("nowhere", bundles / WORKER)
+    doc = scan("--image-root", str(tree))
+    would = {c["id"]: c["containerd_would"] for c in doc["containers"]}
+    assert "R003" not in codes(doc, WEB) and "H010" not in codes(doc, WEB)
+    assert would[WORKER] == "drop-container" and "R003" in codes(doc, WORKER)
+    assert "R003" not in codes(doc, CRON) and would[CRON] != "drop-container"
+
+
 def _runc_state(runc_root, cid, pid, start):
     (runc_root / cid).mkdir(parents=True)
     (runc_root / cid / "state.json").write_text(json.dumps({"id": cid, "init_process_pid": pid,

@@ -71,8 +71,10 @@ class Layout(Protocol):
         """The pure prediction of the daemon's restore, from what `gather` returned."""
         ...
 
-    def around_findings(self, ctx: Context, record: ContainerRecord, judged: ContainerJudgement) -> list[Finding]:
-        """Findings about what lies around a container (bundles, runc's state...)."""
+    def around_findings(self, ctx: Context, record: ContainerRecord, judged: ContainerJudgement,
+                        evidence: Any) -> list[Finding]:
+        """Findings about what lies around a container (bundles, runc's state...), with what
+        `gather` returned."""
         ...
 
     def claim(self, shim: ShimProcess) -> ShimClaim | None:

@@ -14,7 +14,7 @@ from ...predict import containerd_0_2 as predict_0_2  # the module: the two impo
 from ...records import ContainerRecord
 from ...rules import Finding
 from .. import Context, ShimClaim, gather_with
-from .around import bundle_findings, runc_dir, runc_findings
+from .around import Bundle, bundle_findings, look_at_bundle, runc_dir, runc_findings
 from .reader import Reader
 
 
@@ -65,17 +65,19 @@ class Containerd02:
         shim = record.files.shim
         facts = gather_with(ctx, record, [(p.id, Shim(shim, record.id, p.id), p.files.pid.containerd)
                                           for p in record.processes])
-        bundle_exists = None
-        if record.bundle and (ctx.facts.live or ctx.around.image_root is not None):
-            # os.Stat, as containerd does: follows links (inside the image, when analysing one)
-            bundle_exists = os.path.exists(ctx.around.path(record.bundle))
-        return facts, bundle_exists
+        # one listing of the bundle serves the prediction (does it exist?) and H010 (what it holds)
+        return facts, look_at_bundle(record.bundle, ctx.around) if record.bundle else None
 
-    def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], bundle_exists: Any) -> Predictor:
+    def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], bundle: Bundle | None) -> Predictor:
+        # whether the bundle exists is told only where it is the daemon's bundle: on the live host,
+        # or inside the image of one
+        bundle_exists = bundle.exists if bundle is not None and (
+            ctx.facts.live or ctx.around.image_root is not None) else None
         return lambda record, decisions: predict_0_2.predict_container(record, decisions, facts, ctx.facts, bundle_exists)
 
-    def around_findings(self, ctx: Context, record: ContainerRecord, judged: ContainerJudgement) -> list[Finding]:
-        return bundle_findings(judged, ctx.around) + runc_findings(judged, ctx.reader.runc_dir)
+    def around_findings(self, ctx: Context, record: ContainerRecord, judged: ContainerJudgement,
+                        bundle: Bundle | None) -> list[Finding]:
+        return bundle_findings(judged, bundle) + runc_findings(judged, ctx.reader.runc_dir)
 
     def claim(self, shim: ShimProcess) -> ShimClaim | None:
         argv = shim.argv

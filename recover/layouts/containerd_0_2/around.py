@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import NamedTuple
 
 import orjson
 
@@ -14,16 +15,31 @@ from ...judge import ContainerJudgement
 from ...rules import Finding, finding
 
 
-def bundle_findings(c: ContainerJudgement, where: Surroundings) -> list[Finding]:
-    """A Docker bundle's config.json and stdio FIFOs (only where the bundle can be seen).
-    One listing of the bundle dir: types come from it, nothing in it is opened."""
-    if not c.bundle:
-        return []
+class Bundle(NamedTuple):
+    """What one listing of a container's bundle dir says."""
+
+    exists: bool  # os.Stat(bundle) succeeds, as containerd 0.2.9 asks before it restores a container
+    kinds: dict[str, str] | None  # its entries' types ("file", "fifo", "other"); None: it cannot be listed
+
+
+def look_at_bundle(bundle: str, where: Surroundings) -> Bundle:
+    """List a bundle dir once: whether it exists (following links, as os.Stat does) and what it
+    holds.  Nothing in it is opened."""
+    path = where.path(bundle)
     try:
-        with os.scandir(where.path(c.bundle)) as it:
-            kinds = {e.name: _kind(e) for e in it}
-    except (OSError, ValueError):
+        with os.scandir(path) as it:
+            return Bundle(True, {e.name: _kind(e) for e in it})
+    except FileNotFoundError:
+        return Bundle(False, None)
+    except (OSError, ValueError):  # not a dir, or not listable: os.Stat may still succeed
+        return Bundle(os.path.exists(path), None)
+
+
+def bundle_findings(c: ContainerJudgement, bundle: Bundle | None) -> list[Finding]:
+    """A Docker bundle's config.json and stdio FIFOs (only where the bundle can be listed)."""
+    if bundle is None or bundle.kinds is None:
         return []  # gone (judged as R003 where it matters) or not readable
+    kinds = bundle.kinds
     out = []
     if kinds.get("config.json") != "file":
         out.append(finding("H010", f"bundle {printable(c.bundle)} has no config.json: runc cannot act on "

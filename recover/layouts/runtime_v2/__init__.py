@@ -116,7 +116,8 @@ class RuntimeV2:
 
         return predict
 
-    def around_findings(self, ctx: Context, record: ContainerRecord, judged: ContainerJudgement) -> list[Finding]:
+    def around_findings(self, ctx: Context, record: ContainerRecord, judged: ContainerJudgement,
+                        evidence: Any) -> list[Finding]:
         init = next((p for p in judged.processes if p.id == "init"), None)
         return runc_findings(record, init.verdict if init else None, init.pid if init else None)
 
