@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import pathlib
 import platform
@@ -34,13 +35,16 @@ from make_root import make_root  # noqa: E402
 from make_state_v2 import make_state  # noqa: E402
 
 RECOVER = [sys.executable, "-m", "recover"]
+# every command runs from here: `python -m recover` in a checkout would import the checkout, not
+# the recover that is installed (the one measured)
+OUTSIDE = "/"
 
 
 def timed(argv: list[str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of one run, stdout to /dev/null."""
     with open(os.devnull, "wb") as null:
         start = time.perf_counter()
-        child = subprocess.Popen(argv, stdout=null)
+        child = subprocess.Popen(argv, stdout=null, cwd=OUTSIDE)
         _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
@@ -78,6 +82,13 @@ def scan_args(layout: str, size: int) -> tuple[list[str], list[str], int]:
     return [paths[0], "--runc-root", paths[1], "--containerd-root", paths[2]], paths, size + execs
 
 
+def how_installed() -> str:
+    """An editable install (pip install -e) adds its import finder to every start: say which."""
+    direct = importlib.metadata.distribution("recover").read_text("direct_url.json")
+    editable = bool(direct) and json.loads(direct).get("dir_info", {}).get("editable", False)
+    return "editable install" if editable else "installed"
+
+
 def measure(layout: str, size: int, runs: int) -> dict:
     args, floor_args, processes = scan_args(layout, size)
     commands = {
@@ -110,13 +121,12 @@ def main() -> None:
     sizes = [int(x) for x in args.sizes.split(",")]
     # as installed: pip compiles the bytecode (here it may be an editable tree, or
     # PYTHONDONTWRITEBYTECODE may be set, and every run would compile every module)
-    import recover
-
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(pathlib.Path(recover.__file__).parent)],
-                   check=True)
+    subprocess.run([sys.executable, "-c", "import compileall, os, recover; "
+                    "compileall.compile_dir(os.path.dirname(recover.__file__), quiet=1)"], check=True, cwd=OUTSIDE)
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("typer", "orjson", "msgspec"))
     print(f"# recover bench, {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()} ({versions}, bytecode compiled), {args.runs} alternating runs "
+          f"Python {platform.python_version()} ({versions}; recover {how_installed()}, bytecode compiled), "
+          f"{args.runs} alternating runs "
           f"each, medians; load average at start {os.getloadavg()[0]:.2f}")
     for paragraph in floor.__doc__.split("\n\n")[2:4]:
         print("# floor: " + " ".join(paragraph.split()))
