@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 from ..fsread import printable
@@ -26,6 +25,7 @@ from ..judge import ContainerPrediction, ProcessPrediction
 from ..layouts.runtime_v2.reader import DEFAULT_GRPC_ADDRESS, TaskFiles, address_for
 from ..records import ContainerRecord
 from ..rules import finding
+from ..value import Value
 from ..verdicts import Decision
 
 TaskWould = Literal["reconnect", "kill-live-processes", "clean-up", "clean-up-and-leak",
@@ -38,8 +38,7 @@ CRI_WOULD: tuple[CriWould, ...] = ("keep-running", "record-exit", "record-255-un
 LIVE = ("running", "orphaned")  # verdicts of a process that runs (a zombie has exited)
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class TaskHost:
+class TaskHost(Value):
     """What the host says about a task, gathered before predicting."""
 
     proc_read: bool
@@ -53,8 +52,7 @@ class TaskHost:
     socket_listened: bool | None = None  # a live socket listens on the socket file (None: not told)
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class TaskPrediction:
+class TaskPrediction(Value):
     would: TaskWould | None  # None: cannot be told
     why: str
     cause: str | None = None  # for a clean-up: why the shim cannot be reached

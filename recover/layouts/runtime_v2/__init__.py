@@ -5,8 +5,9 @@ Predicted daemon: containerd 1.6-2.x and its CRI plugin (recover/predict/contain
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Any
+
+import msgspec
 
 from ...fsread import OpenRoot, printable
 from ...host import ProcessFacts, ShimProcess, find_shim, flag_value, shim_state
@@ -111,7 +112,7 @@ class RuntimeV2:
 
     def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], evidence: Any) -> Predictor:
         def predict(record: ContainerRecord, decisions: dict) -> ContainerPrediction:
-            host = replace(evidence, verdicts={k: d.verdict for k, d in decisions.items()})
+            host = msgspec.structs.replace(evidence, verdicts={k: d.verdict for k, d in decisions.items()})
             return predict_v2.predict_task_container(record, decisions, host)
 
         return predict

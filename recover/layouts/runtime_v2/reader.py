@@ -25,6 +25,7 @@ import orjson
 from ...fsread import FileFact, OpenRoot, dir_below, read_at, file_findings, kind_of, printable, read_regular
 from ...records import ContainerRecord, ProcessRecord
 from ...rules import Finding, finding
+from ...value import Value
 from ..containerd_0_2.files import go_atoi
 
 TASKS_DIR = "io.containerd.runtime.v2.task"
@@ -62,8 +63,7 @@ def address_for(grpc_address: str, namespace: str, shim_id: str) -> str:
     return f"unix://{SHIM_SOCKET_DIR}/{socket_name(grpc_address, namespace, shim_id)}"
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class RuncState:
+class RuncState(Value):
     path: str  # where it was looked for
     pid: int | None = None  # init_process_pid
     start: int | None = None  # init_process_start (stat field 22 of the init)
@@ -71,8 +71,7 @@ class RuncState:
     problem: str | None = None  # why it could not be used ("missing", ...)
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class CriStatus:
+class CriStatus(Value):
     """CRI's checkpoint of a container (`.../containers/<id>/status`)."""
 
     path: str
@@ -94,8 +93,7 @@ class CriStatus:
         return "created" if self.created_at else "unknown"
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class TaskFiles:
+class TaskFiles(Value):
     """What the files of one task bundle say (the layout's own parse, beside the shared records)."""
 
     dir: str  # the bundle dir as containerd names it: <state>/io.containerd.runtime.v2.task/<ns>/<id>
@@ -141,8 +139,7 @@ class TaskFiles:
                 "unknown": "not checked (not a unix socket on this host)"}[self.socket]
 
 
-@dataclass(slots=True, unsafe_hash=True)  # a value, hashable, not frozen: see records.py
-class PidFile:
+class PidFile(Value):
     value: int | None
     mtime_ns: int | None
     daemon_pid: int | None  # strconv.Atoi, as the shim reads it
