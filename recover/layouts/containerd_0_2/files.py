@@ -167,7 +167,12 @@ class ExitStatusFile(Value):
     containerd_status: int | None = None  # what containerd reports when "valid" (256 included)
 
 
+_NO_EXIT_STATUS = ExitStatusFile(None, None, "not-exited", None, ())  # no file: not exited, nothing to say
+
+
 def parse_exit_status(fact: FileFact) -> ExitStatusFile:
+    if fact.kind == "missing":  # a process that has not exited (most of them)
+        return _NO_EXIT_STATUS
     read = go_read(fact)
     found = file_findings(fact, required=False)
     value: int | None = None

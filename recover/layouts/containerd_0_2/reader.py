@@ -178,7 +178,8 @@ class Reader:
         if files.PID_TEMP_FILE in entries:
             found.append(finding("F038", ".pid is left over: the runtime died while writing the pid",
                                  f"{rel}/.pid"))
-        temps = tuple(sorted(n for n in entries if n.startswith(files.RECOVER_TEMP_PREFIX)))
+        temps = [n for n in entries if n.startswith(files.RECOVER_TEMP_PREFIX)]
+        temps = tuple(sorted(temps)) if temps else ()
         for temp in temps:
             found.append(finding("F043", f"{printable(temp)} is left over by an interrupted "
                                  "`recover repair`", f"{rel}/{printable(temp)}"))
