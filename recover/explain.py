@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from .fsread import MAX_FILE_BYTES, dir_below, json_safe, json_text, kind_of, printable, read_regular
+from .fsread import MAX_FILE_BYTES, OPEN_DIR, dir_below, json_safe, json_text, kind_of, printable, read_regular
 from .host import HostView, ProcessFacts, read_stat
 from .judge import ContainerJudgement, ProcessJudgement
 from .layouts.containerd_0_2 import files as layout
@@ -37,7 +37,6 @@ from .verdicts import (PID_FILE_MTIME_SLACK_S, PREVIOUS_BOOT_MARGIN_S, VERDICT_C
                        lives_under_its_shim, previous_boot_evidence)
 
 SCHEMA = "recover.explain/1"
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 EVENTS_TAIL = MAX_FILE_BYTES  # events.log can grow: read its last MiB
 LOG_FILES = ("log.json", "shim-log.json")
@@ -796,10 +795,10 @@ def _files_02(s: Scan, record: ContainerRecord, processes: list[ProcessRecord], 
     cdir = _dir_of(record)
     files: list[dict] = []
     logs: dict[str, dict[str, dict]] = {}
-    root_fd = os.open(s.root.real, _DIR_FLAGS)
+    root_fd = os.open(s.root.real, OPEN_DIR)
     try:
         try:
-            cfd = os.open(cid, _DIR_FLAGS, dir_fd=root_fd)
+            cfd = os.open(cid, OPEN_DIR, dir_fd=root_fd)
         except OSError as e:
             raise ExplainError(f"container {printable(cid)} cannot be opened: {e.strerror}") from None
         try:
@@ -816,7 +815,7 @@ def _files_02(s: Scan, record: ContainerRecord, processes: list[ProcessRecord], 
             for p in processes:
                 pdir = _dir_of(record, p)
                 try:
-                    pfd = os.open(p.id, _DIR_FLAGS, dir_fd=cfd)
+                    pfd = os.open(p.id, OPEN_DIR, dir_fd=cfd)
                 except OSError as e:
                     files.append({"dir": pdir, "entries": [], "error": e.strerror})
                     logs[p.id] = {}

@@ -24,7 +24,8 @@ _READ_CHUNK = 1 << 16  # what a read asks for when a file changed size while it 
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# a dir below the root: never through a link
+OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @contextmanager
@@ -35,7 +36,7 @@ def dir_below(dir_fd: int, *parts: str) -> Iterator[int]:
     try:
         fd = dir_fd
         for part in parts:
-            fd = os.open(part, _OPEN_DIR, dir_fd=fd)
+            fd = os.open(part, OPEN_DIR, dir_fd=fd)
             fds.append(fd)
         yield fd
     finally:
@@ -54,11 +55,24 @@ class OpenRoot:
         self.path = path
         self.real = os.path.realpath(path)
         try:
-            self.fd = os.open(self.real, _OPEN_DIR)
+            self.fd = os.open(self.real, OPEN_DIR)
         except OSError as e:
             raise RootError(f"{path}: {e.strerror}") from None
+        self._dirs: dict[tuple[str, ...], int] = {}
+
+    def dir_fd(self, *parts: str) -> int:
+        """An fd of the dir root/parts..., opened as dir_below opens it (no link followed) and kept
+        until the root is closed: dirs that hold many containers are opened once, not once each."""
+        fd = self._dirs.get(parts)
+        if fd is None:
+            parent = self.fd if len(parts) == 1 else self.dir_fd(*parts[:-1])
+            fd = self._dirs[parts] = os.open(parts[-1], OPEN_DIR, dir_fd=parent)
+        return fd
 
     def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -27,14 +27,13 @@ import orjson
 from .classify import is_default_root
 from .host import read_stat, wait_status_to_exit
 from .judge import ContainerJudgement, ProcessJudgement
-from .fsread import dir_below, json_text, printable
+from .fsread import OPEN_DIR, dir_below, json_text, printable
 from .layouts.containerd_0_2 import files as layout
 
 ActionKind = Literal["write-exit-status", "rewrite-exit-status", "kill-orphan", "rewrite-pid",
                      "quarantine", "none"]
 Result = Literal["planned", "applied", "skipped", "failed", "info"]
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 KILL_TIMEOUT_S = 5.0
 FAULT_ENV = "RECOVER_FAULT"  # test hook: "<step>" makes apply SIGKILL itself at that step
 
@@ -228,7 +227,7 @@ class Applier:
         self.root_real = root_real
         self.proc_root = proc_root
         self.journal = journal
-        self._root_fd = os.open(root_real, _DIR_FLAGS)
+        self._root_fd = os.open(root_real, OPEN_DIR)
 
     def close(self) -> None:
         os.close(self._root_fd)
@@ -461,7 +460,7 @@ def _free_name(directory: str, name: str) -> str:
 
 
 def _fsync_dir(path: str) -> None:
-    fd = os.open(path, _DIR_FLAGS)
+    fd = os.open(path, OPEN_DIR)
     try:
         os.fsync(fd)
     finally:
@@ -630,7 +629,7 @@ def _undo_one(e: dict, journal: Journal) -> Reverted:
         _fsync_dir(os.path.dirname(path))
     else:
         directory = os.path.dirname(path)
-        fd = os.open(directory, _DIR_FLAGS)
+        fd = os.open(directory, OPEN_DIR)
         try:
             tmp = _write_temp(fd, before)
             os.rename(tmp, os.path.basename(path), src_dir_fd=fd, dst_dir_fd=fd)

@@ -12,14 +12,13 @@ import errno
 import os
 import stat
 
-from ...fsread import FileFact, OpenRoot, RootError, kind_of, printable, read_regular, unreadable
+from ...fsread import OPEN_DIR, FileFact, OpenRoot, RootError, kind_of, printable, read_regular, unreadable
 from ...records import ContainerRecord, ProcessRecord
 from ...rules import Finding, finding
 from ...value import Value
 from . import files
 from .files import JsonDoc
 
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class ProcessFiles(Value):
@@ -95,7 +94,7 @@ class Reader:
     def has_dir(self, cid: str, process: str) -> bool:
         """Whether <cid>/<process> is a directory (not a link) in the root right now."""
         try:
-            cfd = os.open(cid, _OPEN_DIR, dir_fd=self._fd)
+            cfd = os.open(cid, OPEN_DIR, dir_fd=self._fd)
         except (OSError, ValueError):
             return False
         try:
@@ -111,7 +110,7 @@ class Reader:
         found = _name_findings(cid, rel)
         state_rel = f"{rel}/{files.STATE_FILE}"
         try:
-            cfd = os.open(cid, _OPEN_DIR, dir_fd=self._fd)
+            cfd = os.open(cid, OPEN_DIR, dir_fd=self._fd)
         except OSError as e:
             found.append(_dir_problem(e, rel))
             return container_record(cid, rel, files.parse_json_doc(_unlisted(state_rel, e), files.STATE_SCHEMA, "F020"),
@@ -148,7 +147,7 @@ class Reader:
         entries: dict[str, os.DirEntry] = {}
         listing_error: OSError | None = None
         try:
-            pfd = os.open(name, _OPEN_DIR, dir_fd=cfd)
+            pfd = os.open(name, OPEN_DIR, dir_fd=cfd)
         except OSError as e:
             pfd, listing_error = -1, e
         try:

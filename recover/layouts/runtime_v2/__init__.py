@@ -26,7 +26,7 @@ def _socket_of(address: str | None) -> str | None:
     if address is None or not address.startswith("unix://"):
         return None
     name = os.path.basename(address)
-    return name if len(name) == 64 and all(c in "0123456789abcdef" for c in name) else None
+    return name if len(name) == 64 and not name.strip("0123456789abcdef") else None
 
 
 def task_root(cwd: str | None) -> str | None:

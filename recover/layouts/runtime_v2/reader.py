@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
-from ...fsread import FileFact, OpenRoot, dir_below, read_at, file_findings, kind_of, printable, read_regular
+from ...fsread import OPEN_DIR, FileFact, OpenRoot, dir_below, read_at, file_findings, kind_of, printable, read_regular
 from ...records import ContainerRecord, ProcessRecord
 from ...rules import Finding, finding
 from ...value import Value
@@ -162,6 +162,7 @@ class StateDir:
     """An open runtime-v2 state dir: `containers()` lists tasks as `ns/id`, `read()` reads one."""
 
     def __init__(self, root: OpenRoot, paths: Paths = Paths()):
+        self._root = root
         self._fd = root.fd
         self.path = root.path
         self.real = root.real
@@ -198,14 +199,15 @@ class StateDir:
     def read(self, key: str) -> ContainerRecord:
         ns, _, tid = key.partition("/")
         rel = f"{TASKS_DIR}/{printable(ns)}/{printable(tid)}"
-        bundle = os.path.join(self.real, TASKS_DIR, ns, tid)
+        bundle = _below(self.real, TASKS_DIR, ns, tid)
         found: list[Finding] = []
         entries: dict[str, str] = {}  # name -> kind
         listing_problem = None
         facts: dict[str, FileFact] = {}
         work_link = None
         try:
-            with dir_below(self._fd, TASKS_DIR, ns, tid) as fd:
+            fd = os.open(tid, OPEN_DIR, dir_fd=self._root.dir_fd(TASKS_DIR, ns))
+            try:
                 with os.scandir(fd) as it:
                     for e in it:
                         entries[e.name] = _kind(e)
@@ -217,7 +219,9 @@ class StateDir:
                         work_link = os.readlink("work", dir_fd=fd)
                     except OSError:
                         work_link = None
-        except OSError as e:
+            finally:
+                os.close(fd)
+        except (OSError, ValueError) as e:
             listing_problem = e.strerror or str(e)
             found.append(finding("F042", f"the task dir cannot be listed: {listing_problem}", rel))
         for name, kind in sorted(entries.items()):
@@ -239,8 +243,7 @@ class StateDir:
         containerd_root = self.paths.containerd_root or _root_from_work_link(work_link, namespace, task_id)
         work_exists = None
         if containerd_root is not None:
-            work_exists = os.path.isdir(self.paths.host(os.path.join(containerd_root, TASKS_DIR, namespace,
-                                                                     task_id)))
+            work_exists = os.path.isdir(self.paths.host(_below(containerd_root, TASKS_DIR, namespace, task_id)))
         # an empty bundle names no process, but runc's state may still name its live init
         runc = self._runc(options, namespace, task_id) if listing_problem is None and self.paths.read_runc else None
         cri = self._cri(containerd_root or DEFAULT_CONTAINERD_ROOT, task_id) if ctype == "container" else None
@@ -316,7 +319,7 @@ class StateDir:
             except (OSError, ValueError) as e:
                 fact = FileFact(path, "file", problem="unreadable", detail=str(e))
         else:
-            path = os.path.join(root or DEFAULT_RUNC_ROOT, ns, tid, "state.json")
+            path = _below(root or DEFAULT_RUNC_ROOT, ns, tid, "state.json")
             fact = read_path(self.paths.host(path))
         if fact.kind == "missing":
             return RuncState(path, problem="missing")
@@ -341,7 +344,7 @@ class StateDir:
     def _cri(self, containerd_root: str | None, tid: str) -> CriStatus | None:
         if containerd_root is None:
             return None
-        path = os.path.join(containerd_root, *CRI_CONTAINERS, tid, "status")
+        path = _below(containerd_root, *CRI_CONTAINERS, tid, "status")
         fact = read_path(self.paths.host(path))
         if fact.kind == "missing":
             return None
@@ -358,6 +361,12 @@ class StateDir:
 
 _SMALL_FILES = ("address", "bootstrap.json", "config.json", "options.json", "runtime", "shim-binary-path",
                 "log.json")
+
+
+def _below(base: str, *names: str) -> str:
+    """os.path.join(base, *names) for names that hold no slash (read from a listing, or ours),
+    at a fraction of its cost: it is asked four times a task."""
+    return f"{base.rstrip('/')}/{'/'.join(names)}" if base else "/".join(names)
 
 
 def _kind(entry: os.DirEntry) -> str:
