@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -55,11 +56,23 @@ def timed(argv: list[str]) -> tuple[float, int]:
 
 def root_of(size: int) -> pathlib.Path:
     path = CACHE / f"root-{size}"
+    if path.exists() and not _bundle_found(path):  # a cache moved from elsewhere names a bundle gone
+        print(f"{path}: its bundle is gone, generating it again", file=sys.stderr, flush=True)
+        shutil.rmtree(path)
     if not path.exists():
         print(f"generating {size} containers in {path} ...", file=sys.stderr, flush=True)
         CACHE.mkdir(exist_ok=True)
         make_root(path, size)
     return path
+
+
+def _bundle_found(root: pathlib.Path) -> bool:
+    """Whether the bundle the root's containers name exists (make_root gives them all one)."""
+    for entry in os.scandir(root):
+        if entry.is_dir(follow_symlinks=False):
+            state = json.loads((root / entry.name / "state.json").read_bytes())
+            return os.path.isdir(state.get("bundle", ""))
+    return True
 
 
 def state_of(size: int) -> pathlib.Path:
