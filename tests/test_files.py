@@ -181,6 +181,23 @@ def test_file_vanishing_between_listing_and_reading(one):
     assert layout.parse_pid(fact).containerd is None
 
 
+def test_a_dir_below_the_root_is_opened_once_never_through_a_link_and_closed_with_the_root(tmp_path):
+    (tmp_path / "tasks" / "k8s.io").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "tasks" / "moby")
+    opened = OpenRoot(str(tmp_path))
+    fd = opened.dir_fd("tasks", "k8s.io")
+    assert opened.dir_fd("tasks", "k8s.io") == fd  # kept: a namespace of many tasks is opened once
+    assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "tasks" / "k8s.io"))
+    with pytest.raises(OSError):  # a link is not followed (ELOOP), and nothing is kept of it
+        opened.dir_fd("tasks", "moby")
+    kept = [opened.dir_fd("tasks"), fd]
+    opened.close()
+    for each in kept:
+        with pytest.raises(OSError):  # closed with the root
+            os.fstat(each)
+
+
 def test_root_that_is_not_a_directory_is_a_usage_error(tmp_path):
     (tmp_path / "file").write_text("x")
     for path in (tmp_path / "file", tmp_path / "missing"):
