@@ -68,11 +68,15 @@ def root_of(size: int) -> pathlib.Path:
 
 def _bundle_found(root: pathlib.Path) -> bool:
     """Whether the bundle the root's containers name exists (make_root gives them all one)."""
-    for entry in os.scandir(root):
-        if entry.is_dir(follow_symlinks=False):
-            state = json.loads((root / entry.name / "state.json").read_bytes())
-            return os.path.isdir(state.get("bundle", ""))
-    return True
+    with os.scandir(root) as entries:
+        first = next((e.name for e in entries if e.is_dir(follow_symlinks=False)), None)
+    if first is None:
+        return True
+    try:
+        state = json.loads((root / first / "state.json").read_bytes())
+    except (OSError, ValueError):
+        return False  # not a root make_root wrote: generate it again
+    return os.path.isdir(state.get("bundle", ""))
 
 
 def state_of(size: int) -> pathlib.Path:

@@ -62,9 +62,13 @@ class OpenRoot:
 
     def dir_fd(self, *parts: str) -> int:
         """An fd of the dir root/parts..., opened as dir_below opens it (no link followed) and kept
-        until the root is closed: dirs that hold many containers are opened once, not once each."""
+        until another path is asked for or the root closes: the containers of one dir, read one
+        after another, open it once, and at most one path's dirs are open at a time (a root of
+        thousands of namespaces must not run out of fds)."""
         fd = self._dirs.get(parts)
         if fd is None:
+            for elsewhere in [kept for kept in self._dirs if parts[:len(kept)] != kept]:
+                os.close(self._dirs.pop(elsewhere))
             parent = self.fd if len(parts) == 1 else self.dir_fd(*parts[:-1])
             fd = self._dirs[parts] = os.open(parts[-1], OPEN_DIR, dir_fd=parent)
         return fd

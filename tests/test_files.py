@@ -181,7 +181,7 @@ def test_file_vanishing_between_listing_and_reading(one):
     assert layout.parse_pid(fact).containerd is None
 
 
-def test_a_dir_below_the_root_is_opened_once_never_through_a_link_and_closed_with_the_root(tmp_path):
+def test_a_dir_below_the_root_is_opened_once_never_through_a_link_one_path_at_a_time(tmp_path):
     (tmp_path / "tasks" / "k8s.io").mkdir(parents=True)
     (tmp_path / "elsewhere").mkdir()
     os.symlink(tmp_path / "elsewhere", tmp_path / "tasks" / "moby")
@@ -191,7 +191,11 @@ def test_a_dir_below_the_root_is_opened_once_never_through_a_link_and_closed_wit
     assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "tasks" / "k8s.io"))
     with pytest.raises(OSError):  # a link is not followed (ELOOP), and nothing is kept of it
         opened.dir_fd("tasks", "moby")
-    kept = [opened.dir_fd("tasks"), fd]
+    (tmp_path / "tasks" / "default").mkdir()
+    other = opened.dir_fd("tasks", "default")  # another namespace: the last one is closed
+    assert os.path.samestat(os.fstat(other), os.stat(tmp_path / "tasks" / "default"))
+    assert sorted(opened._dirs) == [("tasks",), ("tasks", "default")]
+    kept = [opened.dir_fd("tasks"), other]
     opened.close()
     for each in kept:
         with pytest.raises(OSError):  # closed with the root

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -210,3 +213,20 @@ def test_a_task_name_that_is_not_utf8_is_escaped_in_every_field(state):
     assert bad["runc_state"]["path"].endswith("/default/t-\\xff/state.json")
     assert bad["work_dir"] == f"/var/lib/containerd/{TASKS}/default/t-\\xff"
     assert got["default/plain"]["runc_state"]["path"].endswith("/default/plain/state.json")
+
+
+def test_thousands_of_namespaces_do_not_exhaust_file_descriptors(state):
+    """The reader keeps a namespace's dir open for its tasks, one namespace at a time: under a
+    low fd limit, more namespaces than fds are read like any other (no F042 "cannot be listed")."""
+    for i in range(300):
+        task(state, f"ns{i:03d}", f"t{i:03d}")
+
+    def few_fds():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    ran = subprocess.run([sys.executable, "-m", "recover", "scan", str(state), "--offline", "-f", "json"],
+                         capture_output=True, preexec_fn=few_fds, check=False)
+    assert ran.returncode == 0, ran.stderr
+    doc = orjson.loads(ran.stdout)
+    assert len(doc["containers"]) == 300
+    assert not [f for c in doc["containers"] for f in c["findings"] if f["code"] == "F042"]

@@ -221,7 +221,7 @@ class StateDir:
                         work_link = None
             finally:
                 os.close(fd)
-        except (OSError, ValueError) as e:
+        except OSError as e:
             listing_problem = e.strerror or str(e)
             found.append(finding("F042", f"the task dir cannot be listed: {listing_problem}", rel))
         for name, kind in sorted(entries.items()):
