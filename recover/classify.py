@@ -8,11 +8,12 @@ container dir that shows a 0.2 file), and every command acts only on what it rec
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass
 from typing import Literal
 
-from .fsread import dir_below
+from .fsread import OpenRoot, dir_below
 
 Kind = Literal["containerd-0.2", "empty", "containerd-runtime-v2", "containerd-root-dir", "docker-data-root",
                "other"]
@@ -55,38 +56,46 @@ class Classification:
         return f"{path} is {what} ({self.evidence})"
 
 
-def classify_fd(dir_fd: int) -> Classification:
-    """Classify an open directory.  Reads its listing and, until one shows a 0.2 file, its
-    subdirectories' listings; opens no file."""
+def classify(root: OpenRoot) -> Classification:
+    """Classify an open directory.  Reads its listing (the one its reader then reads) and, until
+    one shows a 0.2 file, its subdirectories' listings; opens no file."""
     try:
-        entries = list(os.scandir(dir_fd))
+        entries = root.listing()
     except OSError as e:
         return Classification("other", f"cannot be listed: {e.strerror}")
     if not entries:
         return Classification("empty", "no entries")
-    names = {e.name for e in entries}
-    if found := sorted(names.intersection(ROOT_DIR_MARKERS)):
+    names = [e.name for e in entries]  # sorted: the names of a prefix are found by bisection
+    present = set(names)
+    if found := sorted(present.intersection(ROOT_DIR_MARKERS)):
         return Classification("containerd-root-dir", f"holds {found[0]}")
-    if found := sorted(n for n in names if n in RUNTIME_V2_MARKERS or n.startswith("io.containerd.")):
+    if found := sorted(present.intersection(RUNTIME_V2_MARKERS).union(_starting_with(names, "io.containerd."))):
         return Classification("containerd-runtime-v2", f"holds {found[0]}")
-    if len(system := sorted(names & FILESYSTEM_ROOT_DIRS)) >= 3:
+    if len(system := sorted(present & FILESYSTEM_ROOT_DIRS)) >= 3:
         return Classification("other", f"a filesystem root ({', '.join(system[:4])}...); --image-root reads one")
-    dirs = [e.name for e in entries if _is_dir(e)]
-    if any(e.name == "events.log" and e.is_file(follow_symlinks=False) for e in entries):
+    if "events.log" in present and entries[bisect.bisect_left(names, "events.log")].is_file(follow_symlinks=False):
         return Classification("containerd-0.2", "holds events.log")
+    dirs = [e.name for e in entries if _is_dir(e)]
     for name in dirs:
-        if "state.json" in _listing(dir_fd, name):
+        if "state.json" in _listing(root.fd, name):
             return Classification("containerd-0.2", f"{name}/state.json")
     for name in dirs:
-        for child in _listing(dir_fd, name):
-            if _looks_like_process_dir(_listing(dir_fd, name, child)):
+        for child in _listing(root.fd, name):
+            if _looks_like_process_dir(_listing(root.fd, name, child)):
                 return Classification("containerd-0.2", f"{name}/{child} holds a process's files")
-    if all(n in names for n in DOCKER_DATA_MARKERS):
+    if all(n in present for n in DOCKER_DATA_MARKERS):
         return Classification("docker-data-root", "holds containers/ and image/")
     if dirs:
         return Classification("other", f"{len(dirs)} dir(s), none with a state.json or a process's files")
     return Classification("other", f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, no directory")
 
+
+def _starting_with(sorted_names: list[str], prefix: str) -> list[str]:
+    """The names that start with prefix: a run of a sorted list, found without a look at the rest."""
+    start = end = bisect.bisect_left(sorted_names, prefix)
+    while end < len(sorted_names) and sorted_names[end].startswith(prefix):
+        end += 1
+    return sorted_names[start:end]
 
 
 def _looks_like_process_dir(names: list[str]) -> bool:

@@ -7,6 +7,7 @@ than 1 MiB of a file.  A file's problems become a `FileFact` and findings, never
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import re
 import stat
@@ -59,6 +60,16 @@ class OpenRoot:
         except OSError as e:
             raise RootError(f"{path}: {e.strerror}") from None
         self._dirs: dict[tuple[str, ...], int] = {}
+        self._listing: list[os.DirEntry] | None = None
+
+    def listing(self) -> list[os.DirEntry]:
+        """The root's entries, sorted by name, listed once: what classifies the root is what its
+        reader then reads (and a root of 50,000 containers is listed and sorted once, not twice).
+        Raises OSError when the root cannot be listed."""
+        if self._listing is None:
+            with os.scandir(self.fd) as entries:
+                self._listing = sorted(entries, key=_BY_NAME)
+        return self._listing
 
     def dir_fd(self, *parts: str) -> int:
         """An fd of the dir root/parts..., opened as dir_below opens it (no link followed) and kept
@@ -87,6 +98,8 @@ class OpenRoot:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+_BY_NAME = operator.attrgetter("name")
 
 Kind = Literal["file", "missing", "fifo", "socket", "device", "dir", "symlink", "other"]
 

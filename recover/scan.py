@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from .around import Surroundings, daemon_findings
-from .classify import DEFAULT_ROOTS, Classification, classify_fd
+from .classify import DEFAULT_ROOTS, Classification, classify
 from .fsread import OpenRoot, filesystem_type, printable
 from .host import HostView, ProcessFacts
 from .judge import ContainerJudgement, judge_container
@@ -81,7 +81,7 @@ class Scan:
         self.root = OpenRoot(root_path)
         self.findings: list[Finding] = []
         try:
-            self.classification = classify_fd(self.root.fd)
+            self.classification = classify(self.root)
             name = layout or self.classification.layout
             if name is None:
                 raise NotAStateRoot(root_path, self.classification)

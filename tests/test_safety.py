@@ -187,6 +187,32 @@ def test_an_empty_dir_and_a_damaged_02_root_are_still_read(tmp_path):
     assert result.exit_code == 2 and "filesystem root" in result.stderr
 
 
+
+def test_a_name_of_containerd_1x_is_seen_wherever_it_sorts_among_thousands(tmp_path):
+    from recover.classify import classify
+    from recover.fsread import OpenRoot
+
+    for stray in ("io.containerd.runtime.v3.task", "io.containerd.zz", "io.containerd.a"):
+        root = tmp_path / stray
+        for i in range(2000):
+            (root / f"{i:064x}" / "init").mkdir(parents=True)
+        (root / "events.log").write_bytes(b"")
+        (root / "io.containerd").mkdir()  # not the prefix: no dot
+        (root / "io.b").mkdir()
+        (root / stray).mkdir()
+        with OpenRoot(str(root)) as opened:
+            found = classify(opened)
+        assert (found.kind, found.evidence) == ("containerd-runtime-v2", f"holds {stray}")
+    plain = tmp_path / "plain"
+    (plain / "io.containerd").mkdir(parents=True)
+    (plain / "events.log").mkdir()  # a dir of that name is not containerd's events log
+    (plain / "zz").mkdir()
+    with OpenRoot(str(plain)) as opened:
+        assert classify(opened).kind == "other"
+        (plain / "zz" / "state.json").write_bytes(b"{}")
+    with OpenRoot(str(plain)) as opened:
+        assert (classify(opened).kind, classify(opened).evidence) == ("containerd-0.2", "zz/state.json")
+
 # --- 3. the gate never passes what it could not judge --------------------------------------
 
 def test_unprivileged_check_of_an_empty_root_does_not_fail_on_other_roots_shims(tmp_path):

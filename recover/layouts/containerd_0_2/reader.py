@@ -64,6 +64,7 @@ class Reader:
         self.runc_dir = runc_dir  # runc's state dir beside the root, when it is read
         self.path = root.path
         self.real = root.real
+        self._root = root
         self._fd = root.fd
         self.findings: list[Finding] = []
         self._names: list[str] | None = None
@@ -72,11 +73,11 @@ class Reader:
         """Container ids (directories, as containerd lists them), sorted; other entries become findings."""
         if self._names is not None:
             return self._names
-        names = []
         try:
-            entries = list(os.scandir(self._fd))
+            entries = self._root.listing()  # sorted by name, as containerd reads them
         except OSError as e:
             raise RootError(f"{self.path}: cannot list: {e.strerror}") from None
+        names = []
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
@@ -88,8 +89,8 @@ class Reader:
             except OSError:
                 continue  # vanished while listed
             self.findings.append(finding("F040", f"a {what} in the root; containerd ignores it", printable(entry.name)))
-        self._names = sorted(names)
-        return self._names
+        self._names = names
+        return names
 
     def has_dir(self, cid: str, process: str) -> bool:
         """Whether <cid>/<process> is a directory (not a link) in the root right now."""
