@@ -277,3 +277,32 @@ def test_numbers_past_pythons_digit_limit_are_just_bad_numbers():
     assert layout.parse_pid(fact(long)).value is None
     assert layout.parse_exit_status(fact(long)).containerd == "invalid"
     assert layout.parse_starttime(fact(long)).value is None
+
+
+# --- the common case first: each parser's shortcut against its full reading --------------------
+
+_SMALL_FILES = (st.from_regex(rb"\A[ +-]?0*[0-9]{0,25}[\n ]?\Z") | st.sampled_from([b"0", b"255", b"256", b"4194304",
+                                                                                    b"4194305", b"00000001"])
+                | st.binary(max_size=12))
+_FACTS = st.builds(fact, _SMALL_FILES) | st.sampled_from(
+    [FileFact("c/init/x", "missing"), FileFact("c/init/x", "fifo"), FileFact("c/init/x", "symlink", detail="/etc"),
+     FileFact("c/init/x", "file", problem="too-big", size=2 << 20), FileFact("c/init/x", "file", problem="vanished"),
+     FileFact("c/init/x", "file", problem="denied", detail="Permission denied")])
+
+
+@given(_FACTS)
+def test_small_file_shortcuts_read_every_file_as_the_full_readings_do(f):
+    assert layout.parse_pid(f) == layout.read_pid_in_full(f)
+    assert layout.parse_starttime(f) == layout.read_starttime_in_full(f)
+    assert layout.parse_exit_status(f) == layout.read_exit_status_in_full(f)
+
+
+@given(st.sampled_from(SCHEMAS).flatmap(lambda s: st.tuples(st.just(s), _shaped(s, variants=True))),
+       st.sampled_from([b"", b"\0\0", b" \n", b"}", b"\xff"]), st.booleans())
+def test_json_shortcut_reads_every_document_as_the_full_reading_does(generated, tail, pretty):
+    """Documents of every shape, with bytes after them or not: the same value, the same findings."""
+    schema, value = generated
+    data = (json.dumps(value, indent=1) if pretty else json.dumps(value, separators=(",", ":"))).encode() + tail
+    code = "F021" if schema is layout.PROCESS_SCHEMA else "F020"
+    f = fact(data, "c/init/process.json")
+    assert layout.parse_json_doc(f, schema, code) == layout.read_json_doc_in_full(f, schema, code)
