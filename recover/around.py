@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tomllib
 from dataclasses import dataclass
 
 from .fsread import printable, read_regular
@@ -132,6 +131,8 @@ def _state_dir(host: HostView, pid: int, args: list[str]) -> str:
             return DEFAULT_STATE_DIR
         config = os.path.join(cwd, config)
     data = read_small(os.path.join(host.proc_root, str(pid), "root", config.lstrip("/")))
+    import tomllib  # here: only a running containerd 1.x/2.x is asked (3 ms of every start otherwise)
+
     try:
         state = tomllib.loads(data.decode("utf-8")).get("state") if data else None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError):

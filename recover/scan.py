@@ -64,12 +64,18 @@ class Summary:
     containerd_would: Counter = field(default_factory=Counter)
     severities: Counter = field(default_factory=Counter)
 
-    def merge(self, other: Summary) -> None:
-        self.containers += other.containers
-        self.processes += other.processes
-        self.verdicts.update(other.verdicts)
-        self.containerd_would.update(other.containerd_would)
-        self.severities.update(other.severities)
+    def counts(self) -> tuple[int, int, dict[str, int], dict[str, int], dict[str, int]]:
+        """The counts as plain values, as a worker sends them (recover/pool.py)."""
+        return (self.containers, self.processes, dict(self.verdicts), dict(self.containerd_would),
+                dict(self.severities))
+
+    def add(self, counts: tuple[int, int, dict[str, int], dict[str, int], dict[str, int]]) -> None:
+        containers, processes, verdicts, would, severities = counts
+        self.containers += containers
+        self.processes += processes
+        self.verdicts.update(verdicts)
+        self.containerd_would.update(would)
+        self.severities.update(severities)
 
 
 class Scan:
@@ -178,11 +184,11 @@ class Scan:
                 out.append(encode(judged))
             return out
 
-        def finish() -> tuple[Summary, set[int], set[str]]:
-            return self.summary, self._accounted_shims, self._own_shim_roots
+        def finish() -> tuple[tuple, set[int], set[str]]:
+            return self.summary.counts(), self._accounted_shims, self._own_shim_roots
 
-        for summary, accounted, roots in (yield from ordered_map(shards, work, finish, workers)):
-            self.summary.merge(summary)
+        for counts, accounted, roots in (yield from ordered_map(shards, work, finish, workers)):
+            self.summary.add(counts)
             self._accounted_shims |= accounted
             self._own_shim_roots |= roots
         self._finish()

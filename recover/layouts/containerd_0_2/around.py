@@ -44,12 +44,13 @@ def bundle_findings(c: ContainerJudgement, bundle: Bundle | None) -> list[Findin
     if kinds.get("config.json") != "file":
         out.append(finding("H010", f"bundle {printable(c.bundle)} has no config.json: runc cannot act on "
                            "this container", c.rel))
+    # what a healthy bundle holds besides its spec is FIFOs: only other names are looked up
+    if not (odd := {name for name, kind in kinds.items() if kind != "fifo" and name != "config.json"}):
+        return out
     for p in c.processes:
-        prefix = "init" if p.id == "init" else p.id
         for stream in ("stdin", "stdout", "stderr"):
-            kind = kinds.get(f"{prefix}-{stream}")
-            if kind is not None and kind != "fifo":  # absent: not a Docker bundle, nothing to say
-                out.append(finding("H010", f"{printable(prefix)}-{stream} in the bundle is not a FIFO: Docker "
+            if f"{p.id}-{stream}" in odd:  # absent: not a Docker bundle, nothing to say
+                out.append(finding("H010", f"{printable(p.id)}-{stream} in the bundle is not a FIFO: Docker "
                                    "cannot reattach the container's stdio", c.rel))
     return out
 

@@ -9,6 +9,7 @@ are opened O_NOFOLLOW | O_NONBLOCK and checked again with fstat before a single 
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import stat
 
@@ -48,6 +49,9 @@ class ContainerFiles(Value):
     def labels(self) -> tuple[str, ...]:
         value = (self.state.value or {}).get("labels")
         return tuple(x for x in value if isinstance(x, str)) if isinstance(value, list) else ()
+
+
+_is_recover_temp = operator.methodcaller("startswith", files.RECOVER_TEMP_PREFIX)
 
 
 def _name_findings(name: str, rel: str) -> list[Finding]:
@@ -159,10 +163,11 @@ class Reader:
                     listing_error = e
             if listing_error is not None:
                 found.append(_dir_problem(listing_error, rel))
-                facts = {n: _unlisted(f"{rel}/{n}", listing_error) for n in files.PROCESS_FILES}
+                facts = [_unlisted(f"{rel}/{n}", listing_error) for n in files.PROCESS_FILES]
             else:
-                facts = {n: self._read_entry(pfd, entries.get(n), f"{rel}/{n}") for n in files.PROCESS_FILES}
-            pid = files.parse_pid(facts[files.PID_FILE])
+                facts = [self._read_entry(pfd, entries.get(n), f"{rel}/{n}") for n in files.PROCESS_FILES]
+            spec_fact, pid_fact, starttime_fact, exit_status_fact = facts  # in PROCESS_FILES' order
+            pid = files.parse_pid(pid_fact)
             runtime_error = None
             if pid.value is None:  # why the start failed, when runc logged it
                 log = entries.get(files.RUNTIME_LOG)
@@ -170,16 +175,14 @@ class Reader:
         finally:
             if pfd >= 0:
                 os.close(pfd)
-        spec = files.parse_json_doc(facts[files.PROCESS_FILE], files.PROCESS_SCHEMA, "F021")
-        starttime = files.parse_starttime(facts[files.STARTTIME_FILE])
-        exit_status = files.parse_exit_status(facts[files.EXIT_STATUS_FILE])
-        for parsed in (spec, pid, starttime, exit_status):
-            found.extend(parsed.findings)
+        spec = files.parse_json_doc(spec_fact, files.PROCESS_SCHEMA, "F021")
+        starttime = files.parse_starttime(starttime_fact)
+        exit_status = files.parse_exit_status(exit_status_fact)
+        found += spec.findings + pid.findings + starttime.findings + exit_status.findings
         if files.PID_TEMP_FILE in entries:
             found.append(finding("F038", ".pid is left over: the runtime died while writing the pid",
                                  f"{rel}/.pid"))
-        temps = [n for n in entries if n.startswith(files.RECOVER_TEMP_PREFIX)]
-        temps = tuple(sorted(temps)) if temps else ()
+        temps = tuple(sorted(filter(_is_recover_temp, entries)))  # filter in C: most dirs have none
         for temp in temps:
             found.append(finding("F043", f"{printable(temp)} is left over by an interrupted "
                                  "`recover repair`", f"{rel}/{printable(temp)}"))
