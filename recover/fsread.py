@@ -256,31 +256,41 @@ def read_regular(dir_fd: int, name: str, rel: str, limit: int = MAX_FILE_BYTES) 
         return unreadable(rel, e)
     try:
         st = os.fstat(fd)
+        size = st.st_size
+        # The common case: still a regular file, under the limit, and one read sized from fstat
+        # (one byte over, to see growth) returns it whole.  Asking for the whole limit would
+        # allocate a MiB per file.
+        if st.st_mode & _FORMAT_BITS == stat.S_IFREG and size <= limit:
+            first = os.read(fd, size + 1)
+            if len(first) == size:
+                return FileFact(rel, "file", first, size, st.st_mtime_ns)
+            return _read_changed(fd, first, st, rel, limit)
         if not stat.S_ISREG(st.st_mode):  # swapped since it was listed: read nothing
             return FileFact(rel, kind_of(st.st_mode), mtime_ns=st.st_mtime_ns)
-        if st.st_size > limit:
-            return FileFact(rel, "file", size=st.st_size, mtime_ns=st.st_mtime_ns, problem="too-big")
-        # One read sized from fstat (one byte over, to see growth) returns the whole file; asking
-        # for the whole limit would allocate a MiB per file.  A short or long read (the file
-        # changed since fstat) goes on in chunks until EOF or past the limit.
-        first = os.read(fd, st.st_size + 1)
-        if len(first) == st.st_size:
-            return FileFact(rel, "file", first, st.st_size, st.st_mtime_ns)
-        chunks, total = [first], len(first)
-        while total <= limit:
-            chunk = os.read(fd, min(limit + 1 - total, _READ_CHUNK))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > limit:  # grew while being read
-            return FileFact(rel, "file", size=total, mtime_ns=st.st_mtime_ns, problem="too-big")
-        data = b"".join(chunks)
-        return FileFact(rel, "file", data=data, size=len(data), mtime_ns=st.st_mtime_ns)
+        return FileFact(rel, "file", size=size, mtime_ns=st.st_mtime_ns, problem="too-big")
     except OSError as e:
         return unreadable(rel, e)
     finally:
         os.close(fd)
+
+
+_FORMAT_BITS = 0o170000  # st_mode's file type bits (stat.S_IFMT masks with them)
+
+
+def _read_changed(fd: int, first: bytes, st: os.stat_result, rel: str, limit: int) -> FileFact:
+    """A file whose first read was short or long (it changed since fstat): read on in chunks
+    until EOF or past the limit."""
+    chunks, total = [first], len(first)
+    while total <= limit:
+        chunk = os.read(fd, min(limit + 1 - total, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > limit:  # grew while being read
+        return FileFact(rel, "file", size=total, mtime_ns=st.st_mtime_ns, problem="too-big")
+    data = b"".join(chunks)
+    return FileFact(rel, "file", data=data, size=len(data), mtime_ns=st.st_mtime_ns)
 
 
 def kind_of(mode: int) -> Kind:

@@ -333,7 +333,10 @@ class HostView:
 
     def shims_named(self, key: str) -> list[ShimProcess]:
         """Processes whose argv names `key` where a shim's argv would."""
-        found = (self._shim_process(pid) for pid in self._shim_index().get(key, []))
+        pids = self._shim_index().get(key)
+        if pids is None:  # most keys: no process names them
+            return []
+        found = (self._shim_process(pid) for pid in pids)
         return [s for s in found if s is not None]
 
     def all_shims(self) -> list[ShimProcess]:

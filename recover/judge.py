@@ -90,13 +90,15 @@ def judge_container(record: ContainerRecord, facts: dict[str, ProcessFacts], hos
     for p in record.processes:
         d, f = decisions[p.id], facts[p.id]
         pred = prediction.processes.get(p.id, _NOT_REACHED)
-        found = [*p.findings, *d.findings, *pred.findings, *shared_findings(p, d, f)]
+        found = p.findings + d.findings + pred.findings
+        if shared := shared_findings(p, d, f):
+            found += tuple(shared)
         processes.append(_process_judgement(p, d, f, pred, host, found))
     files = record.files
     return ContainerJudgement(  # by position, in field order (see _process_judgement)
         record.id, record.rel, record.bundle, record.runtime, getattr(files, "shim", ""),
         getattr(files, "labels", ()), prediction.would, tuple(processes),
-        tuple(record.findings) + prediction.findings, record.namespace, prediction.extra)
+        record.findings + prediction.findings, record.namespace, prediction.extra)
 
 
 def shared_findings(p: ProcessRecord, d: Decision, f: ProcessFacts) -> list[Finding]:
@@ -118,10 +120,10 @@ def shared_findings(p: ProcessRecord, d: Decision, f: ProcessFacts) -> list[Find
 
 
 def _process_judgement(rec: ProcessRecord, d: Decision, f: ProcessFacts, pred: ProcessPrediction,
-                       host: HostFacts, found: list[Finding]) -> ProcessJudgement:
+                       host: HostFacts, found: tuple[Finding, ...]) -> ProcessJudgement:
     return ProcessJudgement(  # by position, in field order: keyword arguments cost 40 ns each
         rec.id, rec.rel, rec.exec, d.verdict, f.pid if f.pid is not None else rec.pid,
         f.pid_source == "shim-child", rec.start, f.stat.starttime if f.stat else None,
         d.identity, f.stat.ppid if f.stat else None, f.shim_pid, f.shim_state if host.proc_read else None,
-        d.exit_status, d.exit_status_source, pred.would, tuple(found), rec.temp_files, pred.why,
+        d.exit_status, d.exit_status_source, pred.would, found, rec.temp_files, pred.why,
         f.shim_root, f.other_root)

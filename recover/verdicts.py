@@ -192,8 +192,11 @@ VERDICT_CHECKS: tuple[tuple[str, Check], ...] = (
 )
 
 
+_CHECKS = tuple(check for _, check in VERDICT_CHECKS)
+
+
 def decide_verdict(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decision:
-    for _, check in VERDICT_CHECKS:
+    for check in _CHECKS:
         decision = check(rec, facts, host)
         if decision is not None:
             return decision

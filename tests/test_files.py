@@ -320,3 +320,20 @@ def test_containerd_reads_starttime_then_pid_then_exit_status(one):
     os.unlink(one / "c/init/starttime")
     os.mkdir(one / "c/init/starttime")  # exists but cannot be read: the process fails to load
     assert scan(one)["c"]["containerd_would"] == "drop-container"
+
+
+def test_a_file_larger_than_fstat_says_is_read_to_its_end_within_the_limit():
+    """procfs says 0 bytes for /proc/version and gives more: the first read, sized from fstat,
+    comes back long, and the rest is read in chunks; past the limit it is too big."""
+    from recover.fsread import read_regular
+
+    proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert os.stat("/proc/version").st_size == 0
+        whole = read_regular(proc, "version", "version")
+        with open("/proc/version", "rb") as f:
+            assert whole.data == f.read() and whole.size == len(whole.data) > 1
+        cut = read_regular(proc, "version", "version", limit=5)
+        assert (cut.data, cut.problem) == (None, "too-big")
+    finally:
+        os.close(proc)

@@ -62,6 +62,19 @@ def test_containerd_stat_parser_panics_on_a_comm_with_paren_space():
     assert go_read_proc_stat_field(stat_line(1, b"x) y z"), 4) == b"z"  # no panic, wrong value
 
 
+@given(st.lists(st.sampled_from([b") ", b" ", b")", b"(", b"a", b"7"]), max_size=60).map(b"".join),
+       st.sampled_from([4, 22]))
+def test_containerd_stat_parser_is_readprocstatfield_written_out(line, field):
+    """Go's code, as written: strings.Split at every ") ", the second piece split at every " "."""
+    parts = line.split(b") ")
+    pieces = parts[1].split(b" ") if len(parts) >= 2 else []
+    if len(parts) < 2 or field - 3 >= len(pieces):
+        with pytest.raises(_Panic):
+            go_read_proc_stat_field(line, field)
+    else:
+        assert go_read_proc_stat_field(line, field) == pieces[field - 3]
+
+
 def test_shim_rule():
     cid = "c" * 64
     real = ["docker-containerd-shim", cid, "/bundle", "docker-runc"]

@@ -38,10 +38,10 @@ def go_read_proc_stat_field(stat: bytes, field: int) -> bytes:
 
     A comm holding ") " leaves a short piece, and the index panics the daemon.
     """
-    parts = stat.split(b") ")
+    parts = stat.split(b") ", 2)  # the second piece is the same however many follow it
     if len(parts) < 2:
         raise _Panic
-    pieces = parts[1].split(b" ")
+    pieces = parts[1].split(b" ", field - 2)  # exact up to index field - 3; the rest in one
     if field - 3 >= len(pieces):
         raise _Panic
     return pieces[field - 3]
@@ -55,23 +55,24 @@ class Prediction(Value):
 def predict_process(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Prediction:
     """SPEC §2 rules 2-5 for one process whose process.json containerd could decode."""
     files = rec.files
+    starttime, exit_status = files.starttime, files.exit_status
+    start_read, exit_read = starttime.containerd_read, exit_status.containerd
     # loadProcess reads starttime, then pid, then (only if pid parsed) exitStatus
-    if "denied" in (files.starttime.containerd_read, files.pid.containerd_read, files.exit_status.containerd):
+    if "denied" in (start_read, files.pid.containerd_read, exit_read):
         return Prediction(None, "recover may not read this process's files; containerd, as root, can")
-    if files.starttime.containerd_read == "blocks" or files.pid.containerd_read == "blocks":
+    if start_read == "blocks" or files.pid.containerd_read == "blocks":
         return Prediction("hang-daemon", "a FIFO stands where containerd reads a file: its read never returns")
-    if files.starttime.containerd_read == "follows-link":
+    if start_read == "follows-link":
         return Prediction(None, "starttime is a symbolic link: what containerd reads through it cannot be told")
-    if files.starttime.containerd_read == "error" and files.starttime.findings and not any(
-            f.code == "F006" for f in files.starttime.findings):
+    if start_read == "error" and starttime.findings and not any(f.code == "F006" for f in starttime.findings):
         return Prediction("skip-process", "starttime exists but cannot be read: the process fails to load")
     pid = files.pid.containerd
     if pid is None:
         return Prediction("skip-process", "the pid file is missing or not exactly an integer")
-    if files.exit_status.containerd == "blocks":
+    if exit_read == "blocks":
         return Prediction("hang-daemon", "exitStatus is a FIFO: containerd's read never returns")
-    if files.exit_status.containerd == "valid":
-        return Prediction("use-exit-status", f"exitStatus holds {files.exit_status.containerd_status}: containerd "
+    if exit_read == "valid":
+        return Prediction("use-exit-status", f"exitStatus holds {exit_status.containerd_status}: containerd "
                           "reports that exit")
     if not host.proc_read:
         return Prediction(None, "whether the pid lives cannot be told without /proc")
@@ -80,7 +81,7 @@ def predict_process(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) ->
         return Prediction(None, "containerd (root) sees processes that hidepid hides from recover")
     if stat is None and pid > 0:
         return Prediction("record-255", f"kill({pid}, 0) fails: \"does not exist\"")
-    started = files.starttime.containerd_raw if files.starttime.containerd_read == "ok" else b""
+    started = starttime.containerd_raw if start_read == "ok" else b""
     try:
         if started:
             if stat is None:
@@ -98,16 +99,20 @@ def predict_process(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) ->
             return Prediction("hang-daemon", "ppid is 1 and the process is frozen: the SIGKILL never lands "
                               "and the daemon waits forever")
         return Prediction("kill-record-137", "ppid is 1: \"shim died, killing associated process\"")
-    if files.exit_status.containerd == "invalid":
+    if exit_read == "invalid":
         return Prediction("skip-process", "exitStatus cannot be parsed and the process looks alive")
     if files.exit_is_file:
         return Prediction("crash-daemon", f"containerd would watch this process, but {rec.rel}/exit is a regular "
                           "file, not a FIFO: epoll refuses it (\"operation not permitted\") and the daemon exits "
                           "(level=fatal) at every start: make that file a FIFO again")
-    return Prediction("keep-running", "the pid lives, is the same process, and its parent is not pid 1")
+    return _KEEPS_RUNNING
+
+
+_KEEPS_RUNNING = Prediction("keep-running", "the pid lives, is the same process, and its parent is not pid 1")
 
 
 _NOT_REACHED = Prediction(None, "containerd stops before it reaches this process")
+_STOPS_THE_DAEMON = ("crash-daemon", "hang-daemon")
 _PREDICTION_CODES = {"skip-process": "R004", "record-255": "R005", "kill-record-137": "R006",
                      "crash-daemon": "R007", "hang-daemon": "R008"}
 
@@ -163,33 +168,33 @@ def predict_container(record: ContainerRecord, decisions: dict[str, Decision], f
     else:
         for p in record.processes:
             spec = p.files.spec
-            if spec.containerd_read == "blocks":
-                predictions[p.id] = Prediction("hang-daemon", "process.json is a FIFO")
-                would = "hang-daemon"
-                break
-            if spec.containerd_read == "denied":
-                predictions[p.id] = Prediction(None, "recover may not read process.json; containerd, as root, can")
-                continue
             if not spec.containerd_decodes:
+                if spec.containerd_read == "blocks":
+                    predictions[p.id] = Prediction("hang-daemon", "process.json is a FIFO")
+                    would = "hang-daemon"
+                    break
+                if spec.containerd_read == "denied":
+                    predictions[p.id] = Prediction(None, "recover may not read process.json; containerd, as root, can")
+                    continue
                 would = "drop-container"
                 found.append(finding("R001", f"{printable(p.id)}/process.json {_not_loaded(spec)}: "
                                      "containerd would delete the whole container dir", record.rel))
                 break
-            predictions[p.id] = predict_process(p, facts[p.id], host)
-            if predictions[p.id].would in ("crash-daemon", "hang-daemon"):
-                would = predictions[p.id].would
+            prediction = predictions[p.id] = predict_process(p, facts[p.id], host)
+            if prediction.would in _STOPS_THE_DAEMON:
+                would = prediction.would
                 break
         else:
-            loaded = [w for w in predictions.values() if w.would != "skip-process"]
+            outcomes = [w.would for w in predictions.values()]
             if bundle_exists is False:
                 would = "drop-container"
                 found.append(finding("R003", f"bundle {record.bundle!r} is missing: containerd "
                                      "would run `delete -f` (killing the container) and delete the dir", record.rel))
-            elif not loaded:
+            elif outcomes.count("skip-process") == len(outcomes):  # no process would load
                 would = "drop-container"
                 found.append(finding("R002", "no process would load: containerd would delete "
                                      "the container dir", record.rel))
-            elif any(w.would is None for w in predictions.values()):
+            elif None in outcomes:
                 would = None
             else:
                 would = "keep"

@@ -23,11 +23,11 @@ def is_shim_of(argv: list[str], cwd: str | None, shim_name: str, cid: str, proce
     argv[0] (the real shim) or argv[1] (a script shim under an interpreter); and when cwd is
     readable, its last two components are <container>/<process>, so a copied root still matches.
     Which root the shim works in is a separate question (`shim_root`)."""
-    want = os.path.basename(shim_name)
+    want = shim_name.rpartition("/")[2]  # os.path.basename, without its Python frame
     for i in (0, 1):
         if i + 1 >= len(argv):
             break
-        base = os.path.basename(argv[i])
+        base = argv[i].rpartition("/")[2]
         named = base == want if want else base.endswith("containerd-shim")
         if named and argv[i + 1] == cid:
             return cwd is None or cwd.rstrip("/").split("/")[-2:] == [cid, process_id]

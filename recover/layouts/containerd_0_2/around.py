@@ -77,8 +77,10 @@ def runc_dir(where: Surroundings) -> str | None:
 def runc_findings(c: ContainerJudgement, runc_root: str | None) -> list[Finding]:
     """runc's own state of the container (`<runc-root>/<id>/state.json`) against the init's files,
     and its absence while the init runs."""
+    if runc_root is None:
+        return []
     init = next((p for p in c.processes if p.id == "init"), None)
-    if runc_root is None or init is None:
+    if init is None:
         return []
     data = read_small(os.path.join(runc_root, c.id, "state.json"))
     if data is None:

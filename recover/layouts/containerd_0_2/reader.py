@@ -39,16 +39,8 @@ class ProcessFiles(Value):
 
 class ContainerFiles(Value):
     state: JsonDoc
-
-    @property
-    def shim(self) -> str:
-        value = (self.state.value or {}).get("shim")
-        return value if isinstance(value, str) else ""
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        value = (self.state.value or {}).get("labels")
-        return tuple(x for x in value if isinstance(x, str)) if isinstance(value, list) else ()
+    shim: str  # the shim's path state.json names ("": none)
+    labels: tuple[str, ...]
 
 
 _is_recover_temp = operator.methodcaller("startswith", files.RECOVER_TEMP_PREFIX)
@@ -235,10 +227,12 @@ def container_record(cid: str, rel: str, state: JsonDoc, processes: list[Process
                      found: list[Finding]) -> ContainerRecord:
     """The shared record of a 0.2 container, from its parsed state.json and its processes."""
     doc = state.value or {}
-    bundle, runtime = doc.get("bundle"), doc.get("runtime")
-    return ContainerRecord(cid, rel, tuple(processes), tuple(found),
-                           bundle=bundle if isinstance(bundle, str) else "",
-                           runtime=runtime if isinstance(runtime, str) else "", files=ContainerFiles(state))
+    bundle, runtime, shim, labels = doc.get("bundle"), doc.get("runtime"), doc.get("shim"), doc.get("labels")
+    labels = tuple(x for x in labels if isinstance(x, str)) if isinstance(labels, list) and labels else ()
+    return ContainerRecord(  # by position, in field order (namespace: none in 0.2)
+        cid, rel, tuple(processes), tuple(found), None, bundle if isinstance(bundle, str) else "",
+        runtime if isinstance(runtime, str) else "",
+        ContainerFiles(state, shim if isinstance(shim, str) else "", labels))
 
 
 def _unlisted(rel: str, e: OSError) -> FileFact:
