@@ -170,9 +170,9 @@ def test_file_vanishing_between_listing_and_reading(one):
     root = Reader(opened)
     cfd = os.open(str(one / "c" / "init"), os.O_RDONLY | os.O_DIRECTORY)
     try:
-        entry = next(e for e in os.scandir(cfd) if e.name == "pid")
+        entries = {e.name: e for e in os.scandir(cfd)}
         os.unlink(one / "c/init/pid")
-        fact = root._read_entry(cfd, entry, "c/init/pid")
+        (fact,) = root._read_listed(cfd, entries, ("pid",), "c/init")
     finally:
         os.close(cfd)
         opened.close()

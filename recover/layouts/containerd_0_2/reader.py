@@ -44,6 +44,8 @@ class ContainerFiles(Value):
 
 
 _is_recover_temp = operator.methodcaller("startswith", files.RECOVER_TEMP_PREFIX)
+_STATE_FILES = (files.STATE_FILE,)
+_RUNTIME_LOGS = (files.RUNTIME_LOG,)
 
 
 def _name_findings(name: str, rel: str) -> list[Finding]:
@@ -105,22 +107,21 @@ class Reader:
         """Read one container dir.  Never raises for anything inside it."""
         rel = printable(cid)
         found = _name_findings(cid, rel)
-        state_rel = f"{rel}/{files.STATE_FILE}"
         try:
             cfd = os.open(cid, OPEN_DIR, dir_fd=self._fd)
         except OSError as e:
             found.append(_dir_problem(e, rel))
-            return container_record(cid, rel, files.parse_json_doc(_unlisted(state_rel, e), files.STATE_SCHEMA, "F020"),
-                              [], found)
+            state = files.parse_json_doc(_unlisted(f"{rel}/{files.STATE_FILE}", e), files.STATE_SCHEMA, "F020")
+            return container_record(cid, rel, state, [], found)
         try:
             try:
                 entries = {e.name: e for e in os.scandir(cfd)}
             except OSError as e:
                 found.append(_dir_problem(e, rel))
-                state = files.parse_json_doc(_unlisted(state_rel, e), files.STATE_SCHEMA, "F020")
+                state = files.parse_json_doc(_unlisted(f"{rel}/{files.STATE_FILE}", e), files.STATE_SCHEMA, "F020")
                 return container_record(cid, rel, state, [], found)
-            state = files.parse_json_doc(self._read_entry(cfd, entries.get(files.STATE_FILE), state_rel),
-                                          files.STATE_SCHEMA, "F020")
+            (state_fact,) = self._read_listed(cfd, entries, _STATE_FILES, rel)
+            state = files.parse_json_doc(state_fact, files.STATE_SCHEMA, "F020")
             processes = []
             for name in sorted(entries):
                 entry = entries[name]
@@ -157,13 +158,13 @@ class Reader:
                 found.append(_dir_problem(listing_error, rel))
                 facts = [_unlisted(f"{rel}/{n}", listing_error) for n in files.PROCESS_FILES]
             else:
-                facts = [self._read_entry(pfd, entries.get(n), f"{rel}/{n}") for n in files.PROCESS_FILES]
+                facts = self._read_listed(pfd, entries, files.PROCESS_FILES, rel)
             spec_fact, pid_fact, starttime_fact, exit_status_fact = facts  # in PROCESS_FILES' order
             pid = files.parse_pid(pid_fact)
             runtime_error = None
             if pid.value is None:  # why the start failed, when runc logged it
-                log = entries.get(files.RUNTIME_LOG)
-                runtime_error = files.last_runtime_error(self._read_entry(pfd, log, f"{rel}/{files.RUNTIME_LOG}"))
+                (log,) = self._read_listed(pfd, entries, _RUNTIME_LOGS, rel)
+                runtime_error = files.last_runtime_error(log)
         finally:
             if pfd >= 0:
                 os.close(pfd)
@@ -186,21 +187,30 @@ class Reader:
         return process_record(name, rel, ProcessFiles(spec, pid, starttime, exit_status, exit_is_file), found,
                               temps, runtime_error)
 
-    def _read_entry(self, dir_fd: int, entry: os.DirEntry | None, rel: str) -> FileFact:
-        if entry is None or dir_fd < 0:
-            return FileFact(rel, "missing")
-        try:
-            if entry.is_file(follow_symlinks=False):  # the common case first: a regular file
-                return read_regular(dir_fd, entry.name, rel)
-            if entry.is_symlink():
-                return self._symlink_fact(dir_fd, entry.name, rel)
-            if entry.is_dir(follow_symlinks=False):
-                return FileFact(rel, "dir")
-            return FileFact(rel, kind_of(entry.stat(follow_symlinks=False).st_mode))
-        except FileNotFoundError:
-            return FileFact(rel, "file", problem="vanished")
-        except OSError as e:
-            return unreadable(rel, e)
+    def _read_listed(self, dir_fd: int, entries: dict[str, os.DirEntry], names: tuple[str, ...],
+                     rel: str) -> list[FileFact]:
+        """The named files of a listed dir (`rel` names it), in order: a regular file read whole,
+        anything else said from its listing and never opened; a name not listed is missing."""
+        facts = []
+        for name in names:
+            entry = entries.get(name)
+            name_rel = f"{rel}/{name}"
+            try:
+                if entry is None:
+                    facts.append(FileFact(name_rel, "missing"))
+                elif entry.is_file(follow_symlinks=False):  # the common case first: a regular file
+                    facts.append(read_regular(dir_fd, name, name_rel))
+                elif entry.is_symlink():
+                    facts.append(self._symlink_fact(dir_fd, name, name_rel))
+                elif entry.is_dir(follow_symlinks=False):
+                    facts.append(FileFact(name_rel, "dir"))
+                else:
+                    facts.append(FileFact(name_rel, kind_of(entry.stat(follow_symlinks=False).st_mode)))
+            except FileNotFoundError:
+                facts.append(FileFact(name_rel, "file", problem="vanished"))
+            except OSError as e:
+                facts.append(unreadable(name_rel, e))
+        return facts
 
     def _symlink_fact(self, dir_fd: int, name: str, rel: str) -> FileFact:
         try:
