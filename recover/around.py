@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 
 from .fsread import printable, read_regular
 from .host import HostView, flag_value
 from .rules import Finding, finding
+from .value import Value
 
 RUNC_ROOT = "/run/runc"
 MAX_LINKS = 40
@@ -54,8 +54,7 @@ def in_image(image_root: str, path: str) -> str:
     return os.path.join(image_root, *resolved)
 
 
-@dataclass(frozen=True, slots=True)
-class Surroundings:
+class Surroundings(Value):
     """Where to look: the host's own paths, or the same paths inside an image."""
 
     image_root: str | None = None

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import bisect
 import os
-from dataclasses import dataclass
 from typing import Literal
 
 from .fsread import OpenRoot, dir_below
+from .value import Value
 
 Kind = Literal["containerd-0.2", "empty", "containerd-runtime-v2", "containerd-root-dir", "docker-data-root",
                "other"]
@@ -33,8 +33,7 @@ FILESYSTEM_ROOT_DIRS = frozenset(("bin", "boot", "dev", "etc", "home", "lib", "p
                                   "tmp", "usr", "var"))
 V02_PROCESS_FILES = frozenset(("process.json", "pid", "starttime", "exitStatus"))
 
-@dataclass(frozen=True, slots=True)
-class Classification:
+class Classification(Value):
     kind: Kind
     evidence: str  # what was seen, for the message
 

@@ -20,8 +20,7 @@ PF_EXITING = 0x4
 _PROC_PAGE = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class ProcStat:
+class ProcStat(Value):
     """The fields of /proc/<pid>/stat that recover uses, plus the raw line for containerd's parser."""
 
     pid: int
@@ -217,8 +216,7 @@ def flag_value(argv: list[str] | tuple[str, ...], flag: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class ShimProcess:
+class ShimProcess(Value):
     pid: int
     argv: tuple[str, ...]
     cwd: str | None

@@ -12,15 +12,15 @@ import enum
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 
-from .judge import ContainerJudgement, ProcessJudgement
 from .fsread import json_safe, json_text, printable
+from .judge import ContainerJudgement, ProcessJudgement
 from .rules import Finding, Rule
 from .scan import Scan
+from .value import Value
 from .verdicts import VERDICTS
 
 if TYPE_CHECKING:  # a scan needs neither: they load with the commands that use them
@@ -30,8 +30,7 @@ if TYPE_CHECKING:  # a scan needs neither: they load with the commands that use 
 SCHEMA = "recover.scan/1"
 
 
-@dataclass(frozen=True, slots=True)
-class Display:
+class Display(Value):
     """Where text output goes: a width to fit tables to (None: never wrap) and whether to colour."""
 
     width: int | None = None

@@ -11,7 +11,6 @@ catalog entry (and tests check that every entry is documented in the README).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 from .value import Value
@@ -20,8 +19,7 @@ Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(Value):
     code: str
     severity: Severity
     title: str

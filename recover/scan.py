@@ -26,6 +26,7 @@ from .layouts import Context, Layout, layout_named
 from .pool import ordered_map, usable_cpus
 from .records import ContainerRecord
 from .rules import Finding, finding
+from .value import Value
 from .verdicts import HostFacts
 
 
@@ -45,8 +46,7 @@ class NotAStateRoot(Exception):
         self.classification = classification
 
 
-@dataclass(frozen=True, slots=True)
-class OrphanShim:
+class OrphanShim(Value):
     pid: int
     container: str
     process: str | None

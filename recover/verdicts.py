@@ -9,7 +9,6 @@ recover/predict/.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 from .fsread import printable
@@ -27,8 +26,7 @@ PREVIOUS_BOOT_MARGIN_S = 60  # btime moves when the clock is stepped after boot
 PID_FILE_MTIME_SLACK_S = 2  # btime is a whole second; copies may keep whole-second mtimes
 
 
-@dataclass(frozen=True, slots=True)
-class HostFacts:
+class HostFacts(Value):
     """Run-wide facts about the host view."""
 
     proc_read: bool  # false: offline, or the proc root is not readable

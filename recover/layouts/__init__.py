@@ -9,12 +9,12 @@ gate) is shared.  `LAYOUTS` is the registry; `recover/classify.py` decides which
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..host import ProcessFacts, ShimProcess, ShimRule, gather
 from ..records import ContainerRecord
 from ..rules import Finding
+from ..value import Value
 
 if TYPE_CHECKING:
     from ..around import Surroundings
@@ -24,8 +24,7 @@ if TYPE_CHECKING:
     from ..verdicts import HostFacts
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(Value):
     """What a layout may consult while it gathers: the host view and where things are."""
 
     host: HostView | None  # None: /proc is not read
@@ -47,8 +46,7 @@ class Reader(Protocol):
     def read(self, key: str) -> ContainerRecord: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ShimClaim:
+class ShimClaim(Value):
     """What a live shim's argv and cwd say it watches, in a layout's terms."""
 
     key: str  # the container key it names

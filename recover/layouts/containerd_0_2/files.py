@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Optional
 
 import msgspec
@@ -292,8 +291,7 @@ class _Bool:
 _INT64_MAX = (1 << 63) - 1
 
 
-@dataclass(frozen=True, slots=True)
-class _Int:
+class _Int(Value):
     low: int
     high: int
 
@@ -310,8 +308,7 @@ class _Int:
         return Annotated[int, msgspec.Meta(ge=self.low, le=self.high)]
 
 
-@dataclass(frozen=True, slots=True)
-class _List:
+class _List(Value):
     item: Any
 
     def typed(self) -> Any:
