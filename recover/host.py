@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from .fsread import filesystem_type
@@ -223,19 +222,12 @@ class ShimProcess(Value):
     stat: ProcStat | None
 
 
-@dataclass
 class HostView:
     """Reads one proc root.  `live` is true when it is a real procfs (then pids can be signalled)."""
 
-    proc_root: str = "/proc"
-    live: bool = field(init=False)
-    btime: int | None = field(init=False)
-    boot_id: str | None = field(init=False)
-    clock_ticks: int = field(init=False)
-    hidepid: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        real = os.path.realpath(self.proc_root)
+    def __init__(self, proc_root: str = "/proc"):
+        self.proc_root = proc_root
+        real = os.path.realpath(proc_root)
         self.live = is_procfs(real)
         self.btime = _btime(self._read(("stat",)))
         boot_id = self._read(("sys", "kernel", "random", "boot_id"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
 
 import msgspec
 
@@ -56,13 +55,13 @@ class OrphanShim(Value):
     started: float | None  # epoch: btime + start ticks / CLK_TCK
 
 
-@dataclass
 class Summary:
-    containers: int = 0
-    processes: int = 0
-    verdicts: Counter = field(default_factory=Counter)
-    containerd_would: Counter = field(default_factory=Counter)
-    severities: Counter = field(default_factory=Counter)
+    def __init__(self) -> None:
+        self.containers = 0
+        self.processes = 0
+        self.verdicts: Counter[str] = Counter()
+        self.containerd_would: Counter[str] = Counter()
+        self.severities: Counter[str] = Counter()
 
     def counts(self) -> tuple[int, int, dict[str, int], dict[str, int], dict[str, int]]:
         """The counts as plain values, as a worker sends them (recover/pool.py)."""
