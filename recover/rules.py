@@ -26,7 +26,7 @@ class Rule(Value):
     action: str
 
 
-class Finding(Value):
+class Finding(Value, omit_defaults=True):  # encoded without a path it has not (render.py)
     code: str
     severity: Severity
     message: str

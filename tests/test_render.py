@@ -120,3 +120,47 @@ def test_fit_columns():
     assert fit_columns(rows, headers, 10, [1, 2]) == [None, len("longer-"), len("several")]
     # a cap wraps a column whatever the width
     assert fit_columns(rows, headers, None, [2], caps=[None, None, 10]) == [None, None, 10]
+
+
+def test_containers_are_written_as_orjson_writes_the_same_objects(reference, tmp_path):
+    """A scan's containers go through msgspec (findings as they are); orjson, given the same
+    container with each finding as finding_json's object, writes the same bytes: a 0.2 root of
+    every problem, a runtime-v2 capture, and names that are not UTF-8."""
+    import msgspec
+
+    from reference_v2 import extract, scan_args
+    from recover.render import _container_bytes, _container_line, container_json, finding_json
+    from recover.rules import Finding
+    from recover.scan import Scan
+
+    def as_orjson_sees_it(value):
+        if isinstance(value, Finding):
+            return finding_json(value)
+        if isinstance(value, dict):
+            return {k: as_orjson_sees_it(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [as_orjson_sees_it(v) for v in value]
+        return value
+
+    (reference / "root" / "c-\udcff\n").mkdir()  # a name that is not UTF-8, with a control character
+    v2 = extract("a", tmp_path / "v2")
+    args = scan_args(v2)
+    roots = [(str(reference / "root"), {}), (args[0], {"around": _surroundings(args)})]
+    seen = 0
+    for path, kwargs in roots:
+        with Scan(path, **kwargs) as scan:
+            for c in scan.containers():
+                expected = orjson.dumps(as_orjson_sees_it(container_json(c)))
+                assert _container_bytes(c) == expected and _container_line(c) == expected + b"\n"
+                assert isinstance(msgspec.json.decode(expected), dict)
+                seen += 1
+    assert seen > 5
+    pathless = Finding("H004", "info", "offline")  # scan-level findings have no path: none is written
+    assert msgspec.json.encode(pathless) == orjson.dumps(finding_json(pathless)) == (
+        b'{"code":"H004","severity":"info","message":"offline"}')
+
+
+def _surroundings(args):
+    from recover.around import Surroundings
+
+    return Surroundings(image_root=args[args.index("--image-root") + 1])
