@@ -135,3 +135,36 @@ def test_workers_write_what_one_process_writes_on_a_live_root(tmp_path, pooled):
         assert [o["pid"] for o in orjson.loads(alone)["orphan_shims"]] == [gone.shim.pid]
         pooled()
         assert without_ages(invoke(args)) == without_ages(alone)
+
+
+@pytest.mark.parametrize("workers, shards", [(3, 200), (2, 1), (3, 2), (2, 37)])
+def test_every_shard_once_in_order_whichever_worker_takes_it(workers, shards):
+    """Shards go to whichever worker asks next: every one is worked once, by some worker, and
+    the items come out in shard order with at most a few shards kept before their turn."""
+    import os
+
+    from recover.pool import ordered_map
+
+    done: list[int] = []
+
+    def work(shard: int) -> list[bytes]:
+        done.append(shard)  # in the worker's own memory: what this worker did
+        if shard % 7 == 0:  # an uneven load: some shards cost more, so the workers fall out of step
+            sum(range(20000))
+        return [f"{shard}:{i}".encode() for i in range(shard % 3)]
+
+    def finish() -> tuple[int, list[int]]:
+        return os.getpid(), done
+
+    stream = ordered_map(shards, work, finish, workers)
+    items = []
+    while True:
+        try:
+            items.append(next(stream))
+        except StopIteration as end:
+            finished = end.value
+            break
+    assert items == [f"{s}:{i}".encode() for s in range(shards) for i in range(s % 3)]
+    pids = [pid for pid, _ in finished]
+    assert len(set(pids)) == workers and os.getpid() not in pids
+    assert sorted(s for _, did in finished for s in did) == list(range(shards))
