@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import NamedTuple
-
 import orjson
 
 from ...around import RUNC_ROOT, Surroundings, read_small
 from ...fsread import printable
 from ...judge import ContainerJudgement
 from ...rules import Finding, finding
+from ...value import Value
 
 
-class Bundle(NamedTuple):
+class Bundle(Value):
     """What one listing of a container's bundle dir says."""
 
     exists: bool  # os.Stat(bundle) succeeds, as containerd 0.2.9 asks before it restores a container
@@ -27,8 +26,8 @@ def look_at_bundle(bundle: str, where: Surroundings) -> Bundle:
     holds.  Nothing in it is opened."""
     path = where.path(bundle)
     try:
-        with os.scandir(path) as it:
-            return Bundle(True, {e.name: _kind(e) for e in it})
+        with os.scandir(path) as it:  # a bundle holds files and FIFOs: files told without a call
+            return Bundle(True, {e.name: "file" if e.is_file(follow_symlinks=False) else _kind(e) for e in it})
     except FileNotFoundError:
         return Bundle(False, None)
     except (OSError, ValueError):  # not a dir, or not listable: os.Stat may still succeed

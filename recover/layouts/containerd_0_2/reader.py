@@ -106,7 +106,7 @@ class Reader:
     def read(self, cid: str) -> ContainerRecord:
         """Read one container dir.  Never raises for anything inside it."""
         rel = printable(cid)
-        found = _name_findings(cid, rel)
+        found = [] if rel is cid else _name_findings(cid, rel)  # printable() gives a printable name back
         try:
             cfd = os.open(cid, OPEN_DIR, dir_fd=self._fd)
         except OSError as e:
