@@ -25,7 +25,7 @@ import signal
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 _ITEMS, _DONE, _FAILED = b"I", b"D", b"F"  # a header: one of these, then the payload's length
 _LENGTH_BYTES = 8
@@ -70,7 +70,10 @@ def ordered_map(shards: int, work: Callable[[int], list[Any]], finish: Callable[
             for w in started:
                 queue = handed[w.results]
                 while next_shard < shards and len(queue) < _HANDED and len(early) < _EARLY:
-                    os.write(w.shards, next_shard.to_bytes(_SHARD_BYTES, "little"))
+                    try:
+                        os.write(w.shards, next_shard.to_bytes(_SHARD_BYTES, "little"))
+                    except BrokenPipeError:  # never taken for a closed output: the worker has ended
+                        _last_words(w)
                     queue.append(next_shard)
                     next_shard += 1
 
@@ -107,6 +110,13 @@ def ordered_map(shards: int, work: Callable[[int], list[Any]], finish: Callable[
             os.waitpid(w.pid, 0)
 
 
+def _last_words(w: _Worker) -> NoReturn:
+    """A worker that can no longer be handed a shard has ended: raise what it said last (its
+    traceback), or that it said nothing; what it sent before is of no use any more."""
+    while True:
+        _receive(w.results, _ITEMS)
+
+
 def _fork(work: Callable[[int], list[Any]], finish: Callable[[], Any], others: list[_Worker]) -> _Worker:
     results_read, results_write = os.pipe()
     shards_read, shards_write = os.pipe()
@@ -114,7 +124,12 @@ def _fork(work: Callable[[int], list[Any]], finish: Callable[[], Any], others: l
         fcntl.fcntl(results_write, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
     except OSError:
         pass  # a smaller pipe only makes the worker wait sooner
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (results_read, results_write, shards_read, shards_write):
+            os.close(fd)
+        raise
     if pid == 0:  # the worker: never returns
         os.close(results_read)
         os.close(shards_write)

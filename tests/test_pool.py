@@ -168,3 +168,41 @@ def test_every_shard_once_in_order_whichever_worker_takes_it(workers, shards):
     pids = [pid for pid, _ in finished]
     assert len(set(pids)) == workers and os.getpid() not in pids
     assert sorted(s for _, did in finished for s in did) == list(range(shards))
+
+
+def test_a_worker_gone_while_shards_are_handed_out_is_an_internal_error_not_a_closed_output(tmp_path):
+    """The parent hands the next shard to a worker that was killed (SIGKILL, as the OOM killer
+    does) after it sent its second shard: the scan fails as a worker failure, never as a reader
+    that went away (which would end the output quietly with exit 0)."""
+    import os
+    import signal
+    import time
+
+    from recover.pool import WorkerFailed, ordered_map
+
+    given: list[int] = []  # in each worker's own memory: the shards it was given
+
+    def work(shard: int) -> list[bytes]:
+        given.append(shard)
+        if len(given) == 3:  # its first two shards are sent: say so, and wait to be killed
+            (tmp_path / str(os.getpid())).touch()
+            time.sleep(600)
+        return [str(os.getpid()).encode()]
+
+    stream = ordered_map(40, work, lambda: None, 2)
+    first = int(next(stream))  # shard 0's item: the pid of the worker given shards 0 and 1
+    while not (tmp_path / str(first)).exists():
+        pass
+    os.kill(first, signal.SIGKILL)
+    while _state(first) != "Z":  # dead, not reaped: nothing reads its shard numbers any more
+        pass
+    with pytest.raises(WorkerFailed):
+        for _ in stream:  # shard 1 comes from its pipe; then the parent hands it another shard
+            pass
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (R, S, Z...) from its stat line."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return data[data.rindex(b")") + 2:].split()[0].decode()
