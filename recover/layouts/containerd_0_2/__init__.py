@@ -13,6 +13,7 @@ from ...judge import ContainerJudgement, Predictor
 from ...predict import containerd_0_2 as predict_0_2  # the module: the two import each other
 from ...records import ContainerRecord
 from ...rules import Finding
+from ...value import Value
 from .. import Context, ShimClaim, gather_with
 from .around import Bundle, bundle_findings, look_at_bundle, runc_dir, runc_findings
 from .reader import Reader
@@ -39,15 +40,15 @@ def shim_root(cwd: str | None) -> str | None:
     return None if cwd is None else os.path.dirname(os.path.dirname(cwd.rstrip("/"))) or "/"
 
 
-class Shim:
+class Shim(Value):
     """The shim of one process: `<shim> <container-id> <bundle> <runtime>`, cwd the process dir."""
 
-    def __init__(self, shim_name: str, cid: str, process_id: str):
-        self.key = cid
-        self._name, self._process = shim_name, process_id
+    name: str  # the shim's path as state.json names it
+    key: str  # the container id
+    process: str
 
     def matches(self, argv: list[str], cwd: str | None) -> bool:
-        return is_shim_of(argv, cwd, self._name, self.key, self._process)
+        return is_shim_of(argv, cwd, self.name, self.key, self.process)
 
     def root_of(self, cwd: str | None) -> str | None:
         return shim_root(cwd)
