@@ -5,7 +5,9 @@ decides nothing, checks nothing, prints nothing.  `recover scan` is measured aga
     python bench/floor.py STATE RUNC_ROOT CONTAINERD_ROOT        (a runtime-v2 state dir)
 
 What it does: list every dir a scan lists (a scan must know what is there: for containerd 0.2
-that includes each container's bundle dir, named by its state.json); open each file a
+that includes each container's bundle dir, named by its state.json, and the type of each entry
+there that is neither a file, a dir nor a link: its stdio FIFOs, which a listing alone does not
+tell from a socket or a device); open each file a
 scan reads relative to its dir's fd, one fstat and one read of exactly the size fstat gives (none
 for an empty file); decode its JSON files with orjson; read each recorded pid's /proc/<pid>/stat
 once (opened relative to /proc's fd).  No checks, no try/except beyond what a vanished pid needs,
@@ -61,7 +63,12 @@ def floor_0_2(root: str) -> int:
                 bundle = loads(data).get("bundle")
                 if bundle:  # the scan looks at what the container's bundle holds (H010)
                     try:
-                        total += len(listdir(bundle))
+                        with os.scandir(bundle) as entries:
+                            for e in entries:
+                                total += 1
+                                if not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False)
+                                        or e.is_symlink()):
+                                    e.stat(follow_symlinks=False)  # a FIFO, or a socket or device?
                     except OSError:
                         pass
         close(cfd)

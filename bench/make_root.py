@@ -2,7 +2,9 @@
 
 A third of the processes have exited (exitStatus written), the rest point at a mix of live
 pids (processes alive when the root was made, pid 1 first) and dead ones; every process dir has
-its `exit` and `control` FIFOs, as the daemon makes them.
+its `exit` and `control` FIFOs, as the daemon makes them.  Each container has its own bundle
+beside the root (`bundles-<root name>/<id>`), as Docker's libcontainerd makes it: config.json
+and each process's stdin, stdout and stderr FIFOs (a scan lists it and asks what each entry is).
 """
 
 from __future__ import annotations
@@ -50,16 +52,19 @@ def make_root(dest: pathlib.Path, containers: int) -> pathlib.Path:
     dead = _dead_pids(200)
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.mkdir(parents=True)
-    bundle = dest.parent / "bundle"  # one bundle dir for all: containerd stats it, recover lists it
-    bundle.mkdir(exist_ok=True)
-    (bundle / "config.json").write_bytes(b"{}")  # a healthy bundle has the spec runc acts on
+    bundles = bundles_of(dest)
+    tmp_bundles = bundles.with_name(bundles.name + ".tmp")
+    tmp_bundles.mkdir()
     (tmp / "events.log").write_bytes(b"")
     n = 0
     for i in range(containers):
         cid = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
         cdir = tmp / cid
         cdir.mkdir()
-        st = dict(state, bundle=str(bundle))
+        bundle = tmp_bundles / cid
+        bundle.mkdir()
+        (bundle / "config.json").write_bytes(b"{}")  # a healthy bundle has the spec runc acts on
+        st = dict(state, bundle=str(bundles / cid))
         (cdir / "state.json").write_bytes(json.dumps(st, separators=(",", ":")).encode())
         for pid_id, spec in (("init", init), (f"exec-{i:06d}", exec_)):
             pdir = cdir / pid_id
@@ -79,9 +84,17 @@ def make_root(dest: pathlib.Path, containers: int) -> pathlib.Path:
                 os.mkfifo(pdir / fifo)
             for empty in ("log.json", "shim-log.json"):
                 (pdir / empty).write_bytes(b"")
+            for stream in ("stdin", "stdout", "stderr"):
+                os.mkfifo(bundle / f"{pid_id}-{stream}")
             n += 1
+    tmp_bundles.rename(bundles)
     tmp.rename(dest)
     return dest
+
+
+def bundles_of(root: pathlib.Path) -> pathlib.Path:
+    """Where the bundles of a generated root are: beside it."""
+    return root.with_name(f"bundles-{root.name}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ CACHE = HERE / ".cache"
 sys.path.insert(0, str(HERE))
 
 import floor  # noqa: E402
-from make_root import make_root  # noqa: E402
+from make_root import bundles_of, make_root  # noqa: E402
 from make_state_v2 import make_state  # noqa: E402
 
 RECOVER = [sys.executable, "-m", "recover"]
@@ -56,9 +56,11 @@ def timed(argv: list[str]) -> tuple[float, int]:
 
 def root_of(size: int) -> pathlib.Path:
     path = CACHE / f"root-{size}"
-    if path.exists() and not _bundle_found(path):  # a cache moved from elsewhere names a bundle gone
-        print(f"{path}: its bundle is gone, generating it again", file=sys.stderr, flush=True)
+    if path.exists() and not _bundle_found(path):  # a cache of another shape, or moved from elsewhere
+        print(f"{path}: its containers' bundles are not where they say, generating it again",
+              file=sys.stderr, flush=True)
         shutil.rmtree(path)
+        shutil.rmtree(bundles_of(path), ignore_errors=True)
     if not path.exists():
         print(f"generating {size} containers in {path} ...", file=sys.stderr, flush=True)
         CACHE.mkdir(exist_ok=True)
@@ -67,7 +69,7 @@ def root_of(size: int) -> pathlib.Path:
 
 
 def _bundle_found(root: pathlib.Path) -> bool:
-    """Whether the bundle the root's containers name exists (make_root gives them all one)."""
+    """Whether the first container's bundle is its own (make_root gives each one) and exists."""
     with os.scandir(root) as entries:
         first = next((e.name for e in entries if e.is_dir(follow_symlinks=False)), None)
     if first is None:
@@ -76,7 +78,8 @@ def _bundle_found(root: pathlib.Path) -> bool:
         state = json.loads((root / first / "state.json").read_bytes())
     except (OSError, ValueError):
         return False  # not a root make_root wrote: generate it again
-    return os.path.isdir(state.get("bundle", ""))
+    bundle = state.get("bundle", "")
+    return os.path.basename(bundle) == first and os.path.isdir(bundle)
 
 
 def state_of(size: int) -> pathlib.Path:
