@@ -55,8 +55,7 @@ def bundle_findings(c: ContainerJudgement, bundle: Bundle | None) -> list[Findin
 
 
 def _kind(entry: os.DirEntry) -> str:
-    if entry.is_file(follow_symlinks=False):
-        return "file"
+    """What an entry of a bundle that is not a regular file is: a FIFO, or something else."""
     if entry.is_dir(follow_symlinks=False) or entry.is_symlink():
         return "other"
     try:
