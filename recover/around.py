@@ -11,7 +11,7 @@ import os
 import stat
 
 from .fsread import printable, read_regular
-from .host import HostView, flag_value
+from .host import HostView, OwnRoot, flag_value
 from .rules import Finding, finding
 from .value import Value
 
@@ -87,29 +87,45 @@ def read_small(path: str) -> bytes | None:
 DAEMON_NAMES = ("containerd", "docker-containerd")
 
 
-def daemons_on_root(host: HostView, root_real: str) -> list[str]:
-    """containerd daemons running on this root, each as "pid N (argv...)": found by their state
-    dir (see _state_dir; a relative one against the daemon's own cwd), or named by
-    docker-containerd.pid beside the root."""
-    found = []
+class DaemonsOnRoot(Value):
+    """containerd daemons running on the root, each as "pid N (argv...)"."""
+
+    on: tuple[str, ...]  # working on this very root (by identity), or named by docker-containerd.pid beside it
+    untold: tuple[str, ...]  # running, but whether on this root cannot be read (another user's, gone)
+
+
+def daemons_on_root(host: HostView, root: OwnRoot) -> DaemonsOnRoot:
+    """containerd daemons on this root: a daemon is on it when its state dir (see _state_dir), as
+    the daemon itself reaches it (through /proc/<pid>/root, or /proc/<pid>/cwd for a relative one,
+    in its own mount namespace), IS this root's dir (device and inode); the same path in another
+    mount namespace is another root.  Or the live containerd that docker-containerd.pid beside the
+    root names.  Only a live host's /proc can say."""
+    if not host.live:
+        return DaemonsOnRoot((), ())
+    on, untold = [], []
     for pid, argv in host.all_argv().items():
         if os.path.basename(argv[0]) not in DAEMON_NAMES:
             continue
+        shown = f"pid {pid} ({printable(' '.join(argv[:3]))})"
         state_dir = _state_dir(host, pid, argv[1:])
-        if not os.path.isabs(state_dir):  # relative to the daemon's working directory, not ours
-            cwd = host.cwd(pid)
-            if cwd is None:  # cannot be told: assume the worst (repair's --force overrides)
-                found.append(f"pid {pid} ({printable(' '.join(argv[:3]))}; relative --state-dir, cwd unreadable)")
-                continue
-            state_dir = os.path.join(cwd, state_dir)
-        if os.path.realpath(state_dir) == root_real:
-            found.append(f"pid {pid} ({printable(' '.join(argv[:3]))})")
-    pid_file = os.path.join(os.path.dirname(root_real), "docker-containerd.pid")
+        base = os.path.join(host.proc_root, str(pid))
+        path = os.path.join(base, "cwd", state_dir) if not os.path.isabs(state_dir) \
+            else in_image(os.path.join(base, "root"), state_dir)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            untold.append(f"{shown}; its state dir {printable(state_dir)} cannot be read")
+            continue
+        if (st.st_dev, st.st_ino) == root.identity:
+            on.append(shown)
+    pid_file = os.path.join(os.path.dirname(root.real), "docker-containerd.pid")
     recorded = _pid_in(read_small(pid_file))
     if recorded and host.stat(recorded) is not None and _is_containerd(host.cmdline(recorded) or []):
-        if not any(f.startswith(f"pid {recorded} ") for f in found):
-            found.append(f"pid {recorded} (named by {pid_file})")
-    return found
+        if not any(f.startswith(f"pid {recorded} ") for f in on):
+            on.append(f"pid {recorded} (named by {pid_file})")
+    return DaemonsOnRoot(tuple(on), tuple(untold))
 
 
 DEFAULT_STATE_DIR = "/run/containerd"  # containerd 0.2's --state-dir, and 1.x/2.x's `state`
@@ -118,18 +134,16 @@ CONTAINERD_CONFIG = "/etc/containerd/config.toml"  # containerd 1.x/2.x's defaul
 
 def _state_dir(host: HostView, pid: int, args: list[str]) -> str:
     """Where a containerd daemon keeps its state: 0.2's --state-dir; 1.x/2.x's --state, else the
-    `state` of its config file (--config/-c, default /etc/containerd/config.toml), read through
-    the daemon's own root (/proc/<pid>/root), else /run/containerd.  May be relative to its cwd."""
+    `state` of its config file (--config/-c, default /etc/containerd/config.toml), read as the
+    daemon reads it (its own root and working dir), else /run/containerd.  May be relative to its
+    cwd."""
     for flag in ("-state-dir", "-state"):
         if (value := flag_value(args, flag)) is not None:
             return value
     config = flag_value(args, "-config") or flag_value(args, "-c") or CONTAINERD_CONFIG
-    if not os.path.isabs(config):
-        cwd = host.cwd(pid)
-        if cwd is None:
-            return DEFAULT_STATE_DIR
-        config = os.path.join(cwd, config)
-    data = read_small(os.path.join(host.proc_root, str(pid), "root", config.lstrip("/")))
+    base = os.path.join(host.proc_root, str(pid))
+    data = read_small(os.path.join(base, "cwd", config) if not os.path.isabs(config)
+                      else in_image(os.path.join(base, "root"), config))
     import tomllib  # here: only a running containerd 1.x/2.x is asked (3 ms of every start otherwise)
 
     try:
@@ -152,19 +166,22 @@ def _is_containerd(argv: list[str]) -> bool:
     return "containerd" in base and "shim" not in base
 
 
-def daemon_findings(root_real: str, host: HostView | None) -> list[Finding]:
-    """Is a containerd daemon running on this root (by its --state-dir, or Docker's pid file)?  And
+def daemon_findings(root: OwnRoot, host: HostView | None) -> list[Finding]:
+    """Is a containerd daemon running on this root (by its state dir, or Docker's pid file)?  And
     Docker 1.12-1.13's docker-containerd.pid beside the root (SPEC §1.5): does the daemon it
     names live, and is it really containerd?"""
-    pid_path = os.path.join(os.path.dirname(root_real.rstrip("/")), "docker-containerd.pid")
+    pid_path = os.path.join(os.path.dirname(root.real.rstrip("/")), "docker-containerd.pid")
     data = read_small(pid_path)
     if data is not None and _pid_in(data) is None:
         return [finding("H007", f"docker-containerd.pid holds {data[:20]!r}, not a pid: Docker will start a "
                         "new containerd", pid_path)]
     if host is None or not host.readable:
         return []
+    daemons = daemons_on_root(host, root)
     out = [finding("H009", f"containerd runs on this root ({daemon}): the root may change while it is read, "
-                   "and repair refuses to write") for daemon in daemons_on_root(host, root_real)]
+                   "and repair refuses to write") for daemon in daemons.on]
+    out += [finding("H016", f"containerd runs, and whether on this root cannot be told ({daemon}): repair "
+                    "refuses to write, guard judges the root") for daemon in daemons.untold]
     pid = _pid_in(data)
     if pid is None or out:
         return out

@@ -435,8 +435,9 @@ def repair(
         meta = {"root": s.root.path, "apply": apply, "journal": journal_path if apply else None}
         # judged whole before anything is done: whether kills may happen depends on every shim
         judged = list(s.containers())
-        no_kills = rp.kill_refusal(judged, s.root.real, proc_root, s.shim_roots(), force) if kill_orphans else None
-        daemons = daemons_on_root(s.host, s.root.real) if s.host is not None else []
+        no_kills = rp.kill_refusal(judged, s.root.real, proc_root, s.live_shim_works_here(), force) if kill_orphans else None
+        found = daemons_on_root(s.host, s.own) if s.host is not None else None
+        daemons = [*found.on, *found.untold] if found is not None else []
         if not apply:
             if daemons:
                 _note(f"recover: note: a containerd daemon runs on this root ({daemons[0]}); --apply will refuse")

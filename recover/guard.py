@@ -379,7 +379,7 @@ def _repair(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> list
         judged = list(scan.containers())
         proc_root = scan.host.proc_root
         kill = settings.kill_orphans
-        if kill and (refusal := rp.kill_refusal(judged, scan.root.real, proc_root, scan.shim_roots(), False)):
+        if kill and (refusal := rp.kill_refusal(judged, scan.root.real, proc_root, scan.live_shim_works_here(), False)):
             say(f"no kills: {refusal}")
             kill = False
         opts = rp.Options(kill_orphans=kill)

@@ -190,6 +190,7 @@ class ShimRule(Protocol):
     """How a layout recognises the shim of one of its processes (see recover/layouts/)."""
 
     key: str  # the argv value the shim names its container by: where the host's index looks
+    depth: int  # how many dirs above a shim's working dir its state root is
 
     def matches(self, argv: list[str], cwd: str | None) -> bool: ...
 
@@ -243,6 +244,7 @@ class HostView:
         self._own_mnt: str | None = None  # our mount namespace ("": cannot be told)
         self._listeners: frozenset[tuple[int, int]] | None | bool = False  # False: not read yet
         self._children: dict[int, list[int]] | None = None
+        self._roots: dict[tuple[int, int], tuple[int, int] | None] = {}
 
     @property
     def readable(self) -> bool:
@@ -360,6 +362,29 @@ class HostView:
         except OSError:
             return False
 
+    def root_identity(self, pid: int, depth: int) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the dir `depth` levels above pid's working dir, reached as pid
+        reaches it: through /proc/<pid>/cwd and `..`, in pid's own mount namespace, even when its
+        working dir was removed; never through a path string, which may name another dir there.
+        None where it cannot be read: a captured proc dir, another user's process (not root), a
+        process gone.  Read once per pid."""
+        if not self.live:
+            return None
+        key = (pid, depth)
+        if key not in self._roots:
+            try:
+                st = os.stat(os.path.join(self.proc_root, str(pid), "cwd", *([".."] * depth)))
+                self._roots[key] = (st.st_dev, st.st_ino)
+            except (OSError, ValueError):
+                self._roots[key] = None
+        return self._roots[key]
+
+    def works_in(self, pid: int, depth: int, root: OwnRoot) -> bool | None:
+        """Whether pid works in `root` (its working dir is `depth` dirs below it), by identity;
+        None where that cannot be read (see root_identity)."""
+        identity = self.root_identity(pid, depth)
+        return None if identity is None else identity == root.identity
+
     def in_other_mount_namespace(self, pid: int) -> bool:
         """Whether pid lives in another mount namespace than recover (only this host's own /proc
         can say; elsewhere, or when it cannot be read: False)."""
@@ -456,25 +481,46 @@ class ProcessFacts(Value):
     other_root: str | None = None  # that root, when it is another root that exists: this one is a copy
 
 
-def other_root(host: HostView, root_real: str, rule: ShimRule, cwd: str | None) -> str | None:
-    """The existing root other than ours that a shim's cwd names (only a live host's cwd says)."""
-    root = rule.root_of(cwd) if host.live else None
-    return root if root is not None and root != root_real and os.path.isdir(root) else None
+class OwnRoot(Value):
+    """The root being judged: its path, and its identity, which is what a process's working dir
+    is compared with (the same path may name another dir in another mount namespace, and a bind
+    mount gives one dir two paths)."""
+
+    real: str
+    dev: int
+    ino: int
+
+    @property
+    def identity(self) -> tuple[int, int]:
+        return self.dev, self.ino
+
+    @classmethod
+    def of(cls, real: str, fd: int) -> OwnRoot:
+        st = os.fstat(fd)
+        return cls(real, st.st_dev, st.st_ino)
 
 
-def find_shim(host: HostView, root_real: str, rule: ShimRule) -> ShimProcess | None:
+def other_root(host: HostView, root: OwnRoot, rule: ShimRule, pid: int, cwd: str | None) -> str | None:
+    """The root other than ours that a shim works in (told by identity, on a live host only): the
+    path its working dir names, and in which mount namespace when not ours."""
+    path = rule.root_of(cwd)
+    if path is None or host.works_in(pid, rule.depth, root) is not False:
+        return None
+    return f"{path} (in another mount namespace)" if host.in_other_mount_namespace(pid) else path
+
+
+def find_shim(host: HostView, root: OwnRoot, rule: ShimRule) -> ShimProcess | None:
     """The shim the rule names, found by argv and cwd: one that works in another root is that
-    root's (the same ids may live in two roots), and so is one in another mount namespace (where
-    the same path may name another daemon's root); one whose cwd cannot be read may be ours."""
+    root's (the same ids may live in two roots, and the same path may name another daemon's root
+    in another mount namespace); one whose working dir cannot be read may be ours."""
     for candidate in host.shims_named(rule.key):
         if (rule.matches(list(candidate.argv), candidate.cwd)
-                and other_root(host, root_real, rule, candidate.cwd) is None
-                and not host.in_other_mount_namespace(candidate.pid)):
+                and host.works_in(candidate.pid, rule.depth, root) is not False):
             return candidate
     return None
 
 
-def gather(host: HostView, root_real: str, rule: ShimRule, pid: int | None,
+def gather(host: HostView, root: OwnRoot, rule: ShimRule, pid: int | None,
            containerd_pid: int | None) -> ProcessFacts:
     """Collect the host facts for one process (reads /proc; decides nothing)."""
     source: Literal["pid-file", "shim-child"] | None = "pid-file" if pid else None
@@ -484,7 +530,7 @@ def gather(host: HostView, root_real: str, rule: ShimRule, pid: int | None,
     # the parent is the process's shim wherever its cwd lies: a copied root still names it
     parent_is_shim = parent is not None and rule.matches(host.cmdline(parent.pid) or [], shim_cwd)
     shim = parent if parent_is_shim else None
-    if shim is None and (found := find_shim(host, root_real, rule)) is not None:
+    if shim is None and (found := find_shim(host, root, rule)) is not None:
         shim, shim_cwd = found.stat, found.cwd  # not the parent: the shim found by argv
     children = None
     if pid is None and shim is not None and shim_state(shim) in ("alive", "stopped"):
@@ -500,4 +546,4 @@ def gather(host: HostView, root_real: str, rule: ShimRule, pid: int | None,
         pid, source, stat, host.tgid(pid) if stat and pid else None, parent, parent_is_shim,
         shim.pid if shim else None, shim_state(shim), children, containerd_stat, frozen,
         rule.root_of(shim_cwd) if shim is not None else None,
-        other_root(host, root_real, rule, shim_cwd) if shim is not None else None)
+        other_root(host, root, rule, shim.pid, shim_cwd) if shim is not None else None)

@@ -189,19 +189,19 @@ def take_lock(root_real: str) -> int:
     return fd
 
 
-def kill_refusal(judged: Iterable[ContainerJudgement], root_real: str, proc_root: str, shim_roots: set[str],
+def kill_refusal(judged: Iterable[ContainerJudgement], root_real: str, proc_root: str, shim_works_here: bool,
                  force: bool) -> str | None:
-    """Why repair must not kill from this root, or None.  Kills act on the live root only: the
-    one the shims work in (`shim_roots`: the roots every live shim's cwd names), judged on this
-    host's own /proc.  A copy is evidence, not the daemon's root: its `orphaned` processes may be
-    the live root's healthy ones."""
+    """Why repair must not kill from this root, or None.  Kills act on the live root only: one a
+    live shim works in (`shim_works_here`: told by the identity of its working dir, never by a
+    path), judged on this host's own /proc.  A copy is evidence, not the daemon's root: its
+    `orphaned` processes may be the live root's healthy ones."""
     if not own_procfs(proc_root):
         return f"{proc_root} is not this host's own live /proc: kills are never made from a captured proc dir"
     processes = [p for c in judged for p in c.processes]
     if copies := sorted({p.other_root for p in processes if p.other_root is not None}):
         return (f"{root_real} is a copy: its shims work in {printable(copies[0])}; repair that root to kill, "
                 "or drop --kill-orphans to write files here")
-    if force or is_default_root(root_real) or root_real in shim_roots:
+    if force or is_default_root(root_real) or shim_works_here:
         return None
     return (f"cannot tell that {root_real} is the live root (it is no default root and no live shim works "
             "in it): --force to kill anyway")

@@ -198,6 +198,9 @@ _RULES = [
          "(kill, exec, delete); stop the process by hand when it must go"),
     Rule("H015", "info", "tasks of the legacy v1 shim (io.containerd.runtime.v1.linux) are not judged",
          "containerd 1.6 still restores them; judge them by hand (shim.pid, init.pid)"),
+    Rule("H016", "warning", "a containerd daemon runs, and whether on this root cannot be told",
+         "its state dir cannot be read (another user's process: run as root); repair refuses to write "
+         "until it stops, and guard judges the root"),
     # --- what containerd 1.6-2.x and its CRI plugin would do --------------------------------
     Rule("R101", "error", "containerd 1.6+ would SIGKILL this task's live processes",
          "its shim cannot be reached (address or socket missing, shim dead): the restore runs `runc "

@@ -19,9 +19,9 @@ import msgspec
 from .around import Surroundings, daemon_findings
 from .classify import DEFAULT_ROOTS, Classification, classify
 from .fsread import OpenRoot, filesystem_type, printable
-from .host import HostView, ProcessFacts
+from .host import HostView, OwnRoot, ProcessFacts, ShimProcess
 from .judge import ContainerJudgement, judge_container
-from .layouts import Context, Layout, layout_named
+from .layouts import Context, Layout, ShimClaim, layout_named
 from .pool import ordered_map, usable_cpus
 from .records import ContainerRecord
 from .rules import Finding, finding
@@ -116,22 +116,23 @@ class Scan:
             clock_ticks=self.host.clock_ticks if self.host else os.sysconf("SC_CLK_TCK"),
             hidepid=bool(self.host and self.host.hidepid),
             root_on_tmpfs=None if fs is None else fs == "tmpfs")
-        self.ctx = Context(self.host if proc_read else None, self.host_facts, self.root.real, around, self.reader)
+        self.own = OwnRoot.of(self.root.real, self.root.fd)
+        self.ctx = Context(self.host if proc_read else None, self.host_facts, self.own, around, self.reader)
         try:
             self.ids = select_containers(self.reader.containers(), select)
         except BaseException:
             self.root.close()
             raise
         self.findings.extend(self.reader.findings)
-        self.findings.extend(daemon_findings(self.root.real, self.host))
+        self.findings.extend(daemon_findings(self.own, self.host))
         self.orphan_shims: list[OrphanShim] = []
         self.summary = Summary()
         # shims that watch a process of this root: bounded by the live processes on the host,
         # not by the size of the root
         self._accounted_shims: set[int] = set()
-        # where this root's shims work: the root itself on a live host; in a capture, the path
-        # the root had when it was live, as the cwd of its processes' shims names it
-        self._own_shim_roots: set[str] = {self.root.real} if self.host_facts.live else set()
+        # in a capture (no identity to compare), where this root's shims worked: the path the
+        # root had when it was live, as the cwd of its processes' shims names it
+        self._own_shim_roots: set[str] = set()
         self._stream: Generator[bytes, None, None] | None = None
 
     def close(self) -> None:
@@ -221,12 +222,14 @@ class Scan:
             self._accounted_shims.add(shim["pid"])  # a task's shim, found without a process
         return record, facts, judged
 
-    def shim_roots(self) -> set[str]:
-        """The roots that live shims of this layout work in (their cwd names them)."""
+    def live_shim_works_here(self) -> bool:
+        """Whether a live shim of this layout works in this very root (by identity): evidence
+        that it is the live root, not a copy of it."""
         if self.host is None or not self.host_facts.live:
-            return set()
-        return {claim.root for s in self.host.all_shims()
-                if (claim := self.layout.claim(s)) is not None and claim.root is not None}
+            return False
+        return any(self.layout.claim(s) is not None
+                   and self.host.works_in(s.pid, self.layout.shim_depth, self.own) is True
+                   for s in self.host.all_shims())
 
     def _count(self, judged: ContainerJudgement) -> None:
         # one increment at a time: Counter.update() asks whether its argument is a Mapping (an
@@ -243,10 +246,22 @@ class Scan:
             for f in p.findings:
                 severities[f.severity] += 1
 
+    def _works_here(self, shim: ShimProcess, claim: ShimClaim) -> bool | None:
+        """Whether a shim works in this root: on a live host by identity (its working dir, in its
+        own mount namespace, lies in this very dir); in a capture, where the shims of this root's
+        own processes worked (a path: there is no identity to compare).  None: cannot be told."""
+        if shim.cwd is None:
+            return None
+        if self.host_facts.live:
+            return self.host.works_in(shim.pid, self.layout.shim_depth, self.own) if claim.root else False
+        if claim.root is None or not self._own_shim_roots:
+            return None
+        return claim.root in self._own_shim_roots
+
     def _find_orphan_shims(self) -> list[OrphanShim]:
         """Live shims the daemon will never look for: their dir is gone, or their process has exited.
-        A shim is this root's only when its cwd says so; one whose cwd cannot be read is counted
-        apart (H013): whose it is cannot be told."""
+        A shim is this root's only when it works in it (_works_here); one of which that cannot be
+        told is counted apart (H013)."""
         if self.host is None or not self.host_facts.proc_read:
             return []
         out = []
@@ -258,11 +273,12 @@ class Scan:
             claim = self.layout.claim(shim)
             if claim is None or shim.pid in self._accounted_shims:
                 continue
-            if claim.root is None or not self._own_shim_roots:
+            here = self._works_here(shim, claim)
+            if here is None:
                 untold.append(shim.pid)
                 continue
-            if claim.root not in self._own_shim_roots:
-                continue  # the shim of another state root
+            if not here:
+                continue  # the shim of another state root, or of another mount namespace's
             if claim.key not in selected:
                 if not everything or claim.key in every:
                     continue  # a container that was not selected
@@ -279,7 +295,7 @@ class Scan:
         if untold:
             shown = ", ".join(map(str, untold[:10])) + (", ..." if len(untold) > 10 else "")
             self.findings.append(finding("H013", f"{len(untold)} shim(s) whose working dir cannot be read "
-                                         f"(pid {shown}): whether they belong to this root cannot be told"))
+                                         f"(pid {shown}): whether they work in this root cannot be told"))
         return out
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import orjson
 import pytest
@@ -172,6 +173,8 @@ def test_docker_containerd_pid(reference, tmp_path):
     ("--config {other_config}", False),  # its state is elsewhere
     ("--config {broken_config}", False),  # not TOML: the default, /run/containerd
     ("--state {other} --config {config}", False),  # the flag wins over the config
+    ("--state {link}", True),  # another path to the same dir: the dir is what counts
+    ("--state link", True),  # relative to the daemon's cwd, through a link
 ])
 def test_a_containerd_1x_daemon_is_found_by_its_state_flag_or_config(reference, tmp_path, flags, on_root):
     from procs import fake_containerd
@@ -181,8 +184,9 @@ def test_a_containerd_1x_daemon_is_found_by_its_state_flag_or_config(reference, 
     config.write_text(f'version = 2\nroot = "/var/lib/containerd"\nstate = "{root}"\n')
     other_config.write_text(f'version = 2\nstate = "{tmp_path}"\n')
     broken_config.write_text(f'state = "{root}\n')
+    (tmp_path / "link").symlink_to(root)
     args = flags.format(root=root, config=config, other_config=other_config, broken_config=broken_config,
-                        other=tmp_path).split()
+                        other=tmp_path, link=tmp_path / "link").split()
     daemon = fake_containerd(tmp_path / "bin", *args, cwd=tmp_path)
     try:
         doc = scan(str(root))
@@ -191,6 +195,34 @@ def test_a_containerd_1x_daemon_is_found_by_its_state_flag_or_config(reference, 
     finally:
         daemon.kill()
         daemon.wait()
+
+
+@pytest.mark.emits("H016")
+def test_a_daemon_whose_state_dir_cannot_be_read_is_neither_on_the_root_nor_off_it(tmp_path):
+    """Run as nobody, a root-owned daemon's root and cwd cannot be read: whether it runs on the
+    root cannot be told (H016), never assumed either way (no H009)."""
+    import tempfile
+
+    from procs import fake_containerd
+    from unprivileged import scan_as_nobody
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to start a root-owned daemon and then become an unprivileged user")
+    top = tempfile.mkdtemp(prefix="recover-unpriv-", dir="/tmp")
+    try:
+        os.chmod(top, 0o755)
+        root = Path(top) / "empty"
+        root.mkdir()
+        daemon = fake_containerd(tmp_path / "bin", "--state", str(root))
+        try:
+            doc = scan_as_nobody(str(root), "/proc")
+        finally:
+            daemon.kill()
+            daemon.wait()
+        said = {f["code"]: f["message"] for f in doc["findings"]}
+        assert "H009" not in said and f"pid {daemon.pid}" in said["H016"]
+    finally:
+        shutil.rmtree(top)
 
 
 def test_orphan_shim_has_a_start_time_and_an_age(tmp_path):

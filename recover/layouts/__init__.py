@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..host import ProcessFacts, ShimProcess, ShimRule, gather
+from ..host import OwnRoot, ProcessFacts, ShimProcess, ShimRule, gather
 from ..records import ContainerRecord
 from ..rules import Finding
 from ..value import Value
@@ -29,7 +29,7 @@ class Context(Value):
 
     host: HostView | None  # None: /proc is not read
     facts: HostFacts
-    root_real: str
+    root: OwnRoot
     around: Surroundings
     reader: Any  # the layout's own reader of this root
 
@@ -56,6 +56,7 @@ class ShimClaim(Value):
 
 class Layout(Protocol):
     name: str  # the value of --layout, and of "layout" in the JSON output
+    shim_depth: int  # how many dirs above a shim's working dir the state root is
     daemon: str  # which daemon's restore is predicted
     writable: bool  # whether `recover repair` may write in such a root
 
@@ -94,7 +95,7 @@ def gather_with(ctx: Context, record: ContainerRecord, rules: Iterable[tuple[str
         if ctx.host is None or not ctx.facts.proc_read:
             out[pid_id] = ProcessFacts(pid=p.pid, pid_source="pid-file" if p.pid else None)
         else:
-            out[pid_id] = gather(ctx.host, ctx.root_real, rule, p.pid, daemon_pid)
+            out[pid_id] = gather(ctx.host, ctx.root, rule, p.pid, daemon_pid)
     return out
 
 

@@ -33,6 +33,22 @@ def set_comm(path):
     prctl(PR_SET_NAME, ctypes.c_char_p(os.path.basename(path).encode()[:15]))
 
 
+def show_argv(argv):
+    """Make /proc/self/cmdline read `argv`: written over the original argv memory (the
+    interpreter's path, the script's, then ours), the rest NUL-padded, as setproctitle does."""
+    with open("/proc/self/stat", "rb") as f:
+        data = f.read()
+    fields = data[data.rindex(b")") + 2:].split()
+    start, end = int(fields[45]), int(fields[46])  # fields 48, 49: arg_start, arg_end
+    new = b"\0".join(a.encode() for a in argv) + b"\0"
+    if not start or len(new) > end - start:
+        raise OSError("cannot rewrite the argv memory (%d bytes for %d)" % (len(new), end - start))
+    ctypes.memmove(start, new + b"\0" * (end - start - len(new)), end - start)
+    with open("/proc/self/cmdline", "rb") as f:
+        if f.read().rstrip(b"\0") != new.rstrip(b"\0"):
+            raise OSError("/proc/self/cmdline does not show the new argv")
+
+
 def become_subreaper():
     """Orphaned descendants come back to this process (the real shims are child subreapers)."""
     return prctl(PR_SET_CHILD_SUBREAPER, 1) == 0

@@ -5,7 +5,7 @@ containerd 0.2.9 (recover/predict/containerd_0_2.py)."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from ...fsread import OpenRoot
 from ...host import ProcessFacts, ShimProcess
@@ -46,6 +46,7 @@ class Shim(Value):
     name: str  # the shim's path as state.json names it
     key: str  # the container id
     process: str
+    depth: ClassVar[int] = 2  # <root>/<container>/<process>
 
     def matches(self, argv: list[str], cwd: str | None) -> bool:
         return is_shim_of(argv, cwd, self.name, self.key, self.process)
@@ -57,6 +58,7 @@ class Shim(Value):
 class Containerd02:
     name = "containerd-0.2"
     daemon = "containerd 0.2.9"
+    shim_depth = Shim.depth
     writable = True
 
     def open(self, root: OpenRoot, around: Any) -> Reader:

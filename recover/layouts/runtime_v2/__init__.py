@@ -41,6 +41,8 @@ class Shim:
     """A task's shim: `containerd-shim-runc-v2 -namespace NS -id ID -address GRPC`, cwd the bundle.
     A Kubernetes pod has one shim, started for the sandbox: its containers name it by the sandbox id."""
 
+    depth = 3  # <state>/io.containerd.runtime.v2.task/<ns>/<id>
+
     def __init__(self, namespace: str, shim_id: str, socket: str | None = None):
         self.key = shim_id
         self._namespace = namespace
@@ -67,6 +69,7 @@ class Shim:
 class RuntimeV2:
     name = "containerd-runtime-v2"
     daemon = "containerd 1.6-2.x"
+    shim_depth = Shim.depth
     writable = False  # what repair may safely write here is not decided yet: it refuses
 
     def open(self, root: OpenRoot, around: Any) -> StateDir:
@@ -81,7 +84,7 @@ class RuntimeV2:
         shim_pid = next((f.shim_pid for f in facts.values() if f.shim_pid is not None), None)
         shim = None
         if ctx.host is not None and ctx.facts.proc_read:
-            if shim_pid is None and (found := find_shim(ctx.host, ctx.root_real, rule)) is not None:
+            if shim_pid is None and (found := find_shim(ctx.host, ctx.root, rule)) is not None:
                 shim_pid = found.pid  # no process to find it through (an empty bundle): by argv and cwd
             shim = ctx.host.stat(shim_pid) if shim_pid is not None else None
         argv = ctx.host.cmdline(shim_pid) if shim_pid is not None and ctx.host is not None else None
