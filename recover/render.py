@@ -414,9 +414,9 @@ def check_sarif(r: CheckReport, out: BinaryIO) -> None:
         result = {"ruleId": f.code, "ruleIndex": codes.index(f.code), "level": SARIF_LEVEL[f.severity],
                   "message": {"text": f.message},
                   "partialFingerprints": {"recoverFingerprint/v1": f.fingerprint}}
-        if f.path:
-            result["locations"] = [{"physicalLocation": {"artifactLocation": {
-                "uri": quote(f.path.encode("utf-8", "backslashreplace")), "uriBaseId": "ROOT"}}}]
+        # a finding of the whole root is located at the root: code scanning wants a location for each
+        uri = quote(f.path.encode("utf-8", "backslashreplace")) if f.path else "."
+        result["locations"] = [{"physicalLocation": {"artifactLocation": {"uri": uri, "uriBaseId": "ROOT"}}}]
         if f.fingerprint in r.gate.baseline:
             result["baselineState"] = "unchanged"
         results.append(result)

@@ -201,6 +201,9 @@ _RULES = [
     Rule("H016", "warning", "a containerd daemon runs, and whether on this root cannot be told",
          "its state dir cannot be read (another user's process: run as root); repair refuses to write "
          "until it stops, and guard judges the root"),
+    Rule("H017", "info", "a captured proc dir: shims are told this root's by path, not by identity",
+         "a capture holds no dir identities: a shim is taken as this root's where its recorded working "
+         "dir lies where this root's own shims worked; judge on the live host to tell by identity"),
     # --- what containerd 1.6-2.x and its CRI plugin would do --------------------------------
     Rule("R101", "error", "containerd 1.6+ would SIGKILL this task's live processes",
          "its shim cannot be reached (address or socket missing, shim dead): the restore runs `runc "

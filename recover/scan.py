@@ -266,10 +266,14 @@ class Scan:
             return []
         out = []
         untold = []
+        shims = self.host.all_shims()
+        if shims and not self.host_facts.live:
+            self.findings.append(finding("H017", f"{len(shims)} shim(s) in the captured proc dir "
+                                         f"{self.host.proc_root}: which root each worked in is told by path"))
         selected = set(self.ids)
         every = self.reader.containers()
         everything = len(self.ids) == len(every)
-        for shim in self.host.all_shims():
+        for shim in shims:
             claim = self.layout.claim(shim)
             if claim is None or shim.pid in self._accounted_shims:
                 continue

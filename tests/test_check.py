@@ -57,12 +57,12 @@ def test_baseline_round_trip(reference, tmp_path):
     baseline = tmp_path / "baseline.json"
     assert check(reference, "--write-baseline", str(baseline)).exit_code == 1
     doc = orjson.loads(baseline.read_bytes())
-    assert doc["schema"] == "recover.baseline/1" and len(doc["findings"]) == 4
+    assert doc["schema"] == "recover.baseline/1" and len(doc["findings"]) == 5
     again = check(reference, "--baseline", str(baseline), "-f", "json")
     assert again.exit_code == 0
     out = orjson.loads(again.stdout)
     assert all(f["baselined"] and not f["fails"] for f in out["findings"])
-    assert out["summary"]["baselined"] == 4 and out["summary"]["passed"] is True
+    assert out["summary"]["baselined"] == 5 and out["summary"]["passed"] is True
     # a new problem is not in the baseline: the gate fails again
     (reference / "root" / CRON / "init" / "pid").write_bytes(b"30965\n")
     assert check(reference, "--baseline", str(baseline)).exit_code == 1
@@ -147,7 +147,7 @@ def test_sarif(reference):
     driver = run["tool"]["driver"]
     assert driver["name"] == "recover" and {r["id"] for r in driver["rules"]} == set(RULES)
     results = run["results"]
-    assert {r["ruleId"] for r in results} == {"L001", "L003", "R005", "R006"}
+    assert {r["ruleId"] for r in results} == {"L001", "L003", "R005", "R006", "H017"}
     for r in results:
         assert r["level"] in ("error", "warning", "note") and r["message"]["text"]
         assert driver["rules"][r["ruleIndex"]]["id"] == r["ruleId"]
