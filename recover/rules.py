@@ -133,8 +133,8 @@ _RULES = [
     Rule("L010", "info", "pid taken from the shim's only child",
          "the pid file is missing but the shim lives: `recover repair --apply` rewrites pid"),
     Rule("L011", "info", "process exited while the daemon was down; its shim holds the status",
-         "nothing is lost while the shim lives: containerd reads the status when it reconnects (its "
-         "exit event is re-sent only about 15-21 s after the exit)"),
+         "the shim's memory is the only copy: whether the restarting daemon keeps or loses it depends "
+         "on its version (containerd_would and the R1xx findings say)"),
     # --- what containerd 0.2.9 would do ------------------------------------------------------
     Rule("R001", "error",
          "containerd would delete the container dir (state.json or a process.json missing or undecodable)",
@@ -216,8 +216,8 @@ _RULES = [
     Rule("R104", "info", "containerd 1.6+ would skip or delete this task (nothing of it runs)",
          "nothing is lost but the dir; no action needed"),
     Rule("R105", "error", "containerd 1.6+ would block on this task's stopped shim, then SIGKILL it",
-         "a stopped shim (SIGSTOP, a debugger) costs every restart 10 s and the task its processes: "
-         "resume it (kill -CONT) before restarting the daemon"),
+         "a stopped shim (SIGSTOP, a debugger) costs the restart about 5-10 s and the task its processes, "
+         "and the task is not listed afterwards: resume it (kill -CONT) before restarting the daemon"),
     Rule("R106", "warning", "CRI would record exit 255 \"Unknown\" for this container",
          "the real exit status is lost and the stale pid kept; a pod restart policy acts on 255"),
 ]

@@ -110,13 +110,15 @@ class Scan:
         if self.host is not None and self.host.hidepid:
             self.findings.append(finding("H005", f"{proc_root} is mounted with hidepid and recover is not root"))
         fs = filesystem_type(self.root.real)
+        self.own = OwnRoot.of(self.root.real, self.root.fd)
+        daemon_found = daemon_findings(self.own, self.host)
         self.host_facts = HostFacts(
             proc_read=proc_read, live=bool(self.host and self.host.live),
             btime=self.host.btime if self.host else None,
             clock_ticks=self.host.clock_ticks if self.host else os.sysconf("SC_CLK_TCK"),
             hidepid=bool(self.host and self.host.hidepid),
-            root_on_tmpfs=None if fs is None else fs == "tmpfs")
-        self.own = OwnRoot.of(self.root.real, self.root.fd)
+            root_on_tmpfs=None if fs is None else fs == "tmpfs",
+            daemon_runs=any(f.code == "H009" for f in daemon_found))
         self.ctx = Context(self.host if proc_read else None, self.host_facts, self.own, around, self.reader)
         try:
             self.ids = select_containers(self.reader.containers(), select)
@@ -124,7 +126,7 @@ class Scan:
             self.root.close()
             raise
         self.findings.extend(self.reader.findings)
-        self.findings.extend(daemon_findings(self.own, self.host))
+        self.findings.extend(daemon_found)
         self.orphan_shims: list[OrphanShim] = []
         self.summary = Summary()
         # shims that watch a process of this root: bounded by the live processes on the host,

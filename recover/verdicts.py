@@ -35,6 +35,7 @@ class HostFacts(Value):
     clock_ticks: int
     hidepid: bool = False
     root_on_tmpfs: bool | None = None  # None: unknown filesystem
+    daemon_runs: bool = False  # a containerd daemon runs on the root (H009): it has the shims' news
 
     def start_epoch(self, ticks: int) -> float | None:
         return None if self.btime is None else self.btime + ticks / self.clock_ticks
@@ -94,9 +95,12 @@ def _pid_gone(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decis
     if facts.stat is not None:
         return None
     if rec.exit_held_by_shim and facts.shim_state in ("alive", "stopped"):
-        return Decision("exited", exit_status_source="shim-memory", findings=(finding(
-            "L011", f"pid {facts.pid} has exited while its shim (pid {facts.shim_pid}) lives: the shim holds "
-            "its exit status and reports it when the daemon reconnects", rec.rel),))
+        # with no daemon on the root, the shim's memory is the only copy of the status; what the
+        # daemon that starts does with it is its predictor's to say (it depends on the version)
+        held = () if host.daemon_runs else (finding(
+            "L011", f"pid {facts.pid} has exited while its shim (pid {facts.shim_pid}) lives and no daemon runs "
+            "on this root: the shim's memory holds the only copy of its exit status", rec.rel),)
+        return Decision("exited", exit_status_source="shim-memory", findings=held)
     if host.hidepid:
         return Decision("unknown", findings=(finding(
             "L006", f"pid {facts.pid} is not visible, but /proc hides other users' "

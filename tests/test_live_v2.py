@@ -108,9 +108,28 @@ def test_an_init_exit_while_containerd_is_down_is_held_by_the_live_shim(builder)
     (init,) = c["processes"]
     assert (init["verdict"], init["exit_status"], init["exit_status_source"]) == ("exited", None, "shim-memory")
     assert "L011" in codes(c)
-    assert c["containerd_would"] == "reconnect" and "holds the exit of init" in c["containerd_would_why"]
+    assert c["containerd_would"] == "reconnect" and "re-adopts the task stopped" in c["containerd_would_why"]
     assert t.shim.popen.poll() is None and t.status() == 3  # it lives on, holding the status
     assert sorted(os.listdir(t.bundle)) == files  # and wrote nothing
+
+
+def test_a_daemon_running_on_the_root_has_the_exit_a_live_shim_holds(builder, tmp_path):
+    """Once a daemon runs on the root (it has reconnected the task), the shim's memory is not the
+    only copy of the exit: no L011."""
+    from procs import fake_containerd
+
+    t = builder.start_task(NS, T, ("sh", "-c", "exit 3"))
+    assert t.wait() == 3
+    daemon = fake_containerd(tmp_path / "bin", "--state", str(builder.state))
+    try:
+        doc = scan(builder)
+    finally:
+        daemon.kill()
+        daemon.wait()
+    assert "H009" in {f["code"] for f in doc["findings"]}
+    (init,) = task(doc)["processes"]
+    assert (init["verdict"], init["exit_status_source"]) == ("exited", "shim-memory")
+    assert "L011" not in codes(task(doc))
 
 
 def test_an_exec_exit_under_the_live_shim(builder):
@@ -141,7 +160,8 @@ def test_a_stopped_shim_blocks_the_restart_and_keeps_its_zombie(builder):
     assert p["init"]["shim"] == {"pid": t.shim.pid, "state": "stopped"}
     assert c["containerd_would"] == "block-then-kill"
     r105 = message(c, "R105")
-    assert f"kill -CONT {t.shim.pid}" in r105 and f"e1 (pid {e1})" in r105 and "10 s" in r105
+    assert f"kill -CONT {t.shim.pid}" in r105 and f"e1 (pid {e1})" in r105 and "about 5-10 s" in r105
+    assert "not listed after the restart, not even once the shim resumes" in r105
     assert {"L004", "H001"} <= codes(c)
 
 
@@ -160,6 +180,7 @@ def test_a_missing_address_gets_a_healthy_task_killed_and_recover_says_what_to_w
     # ... in the dir containerd 1.6 hard-codes (the stand-in's socket is elsewhere: see the report)
     assert f"'unix:///run/containerd/s/{name}'" in r101
     assert str(t.bundle / "address") in r101 and "before restarting" in r101
+    assert f"its shim (pid {t.shim.pid}) is left running, untracked" in r101  # leaked, whatever is killed
 
 
 def test_a_missing_socket_gets_a_healthy_task_killed(builder):
@@ -191,12 +212,17 @@ def test_an_empty_bundle_is_deleted_and_its_live_shim_and_processes_leaked(build
     t = builder.start_task(NS, T)
     e1 = t.exec("e1")
     t.empty_bundle()
-    c = task(scan(builder))
-    assert c["processes"] == [] and c["empty"] is True
+    doc = scan(builder)
+    c = task(doc)
+    # runc's state still names the init: it is listed, its identity checked by start ticks, and counted
+    assert [(p["id"], p["pid"], p["verdict"], p["identity"]) for p in c["processes"]] == [
+        ("init", t.init, "running", "start-time")]
+    assert c["empty"] is True and doc["summary"]["verdicts"] == {"running": 1}
     assert c["containerd_would"] == "delete-silently-and-leak"
     assert c["shim"]["pid"] == t.shim.pid
     r103 = message(c, "R103")
-    assert f"its shim (pid {t.shim.pid})" in r103 and f"{t.init}, {e1}" in r103 and "untracked" in r103
+    assert f"its shim (pid {t.shim.pid})" in r103 and f"init (pid {t.init})" in r103 and "untracked" in r103
+    assert f"its shim's other children (pid {e1})" in r103
 
 
 def test_an_empty_bundle_whose_shim_died_leaks_the_init_runcs_state_names(builder):

@@ -113,8 +113,9 @@ def _stopped(t: TaskFiles, h: TaskHost) -> TaskPrediction | None:
         return None
     live = _live(h)
     return TaskPrediction("block-then-kill", f"its shim (pid {h.shim_pid}) is stopped: the restart blocks about "
-                          f"10 s (pid and delete time out), then runc SIGKILLs {live or 'what runs'}, which stay "
-                          "zombies under the stopped shim; the task is not listed again until the shim resumes")
+                          f"5-10 s (the shim does not answer, and its delete times out), then runc SIGKILLs "
+                          f"{live or 'what runs'}, which stay zombies under the stopped shim; the task is not "
+                          "listed after the restart, not even once the shim resumes")
 
 
 def _unknown_transport(t: TaskFiles, h: TaskHost) -> TaskPrediction | None:
@@ -125,8 +126,9 @@ def _unknown_transport(t: TaskFiles, h: TaskHost) -> TaskPrediction | None:
 
 def _reconnect(t: TaskFiles, h: TaskHost) -> TaskPrediction | None:
     exited = [p for p, v in h.verdicts.items() if v == "exited"]
-    tail = (f"; the shim still holds the exit of {', '.join(exited)} and re-sends it after the restart"
-            if exited else "")
+    tail = (f"; {' and '.join(exited)} exited: containerd 1.6 re-adopts the task stopped, with the exit status "
+            "its shim kept (the exit event itself is re-sent only within about 15 s of the exit: a client "
+            "that missed it, such as a dockerd that stayed up, must ask)" if exited else "")
     return TaskPrediction("reconnect", f"its shim (pid {h.shim_pid}) lives and its socket is there: containerd "
                           f"re-adopts the task as the shim reports it{tail}")
 
@@ -155,11 +157,16 @@ def _live(h: TaskHost) -> str:
 
 
 def _running_on(h: TaskHost) -> tuple[str, str]:
-    """What of the task still runs, named ("" for none): its processes (else, when no pid file names
-    them, its live shim's children or the init runc's state names), and its shim."""
+    """What of the task still runs, named ("" for none): its processes, and its live shim's other
+    children where no pid file names them (an emptied bundle), else the init runc's state names;
+    and its shim."""
     live = _live(h)
-    if not live and h.shim_children:
-        live = "its shim's children (pid " + ", ".join(map(str, h.shim_children)) + ")"
+    named = {pid for p, pid in h.pids.items() if h.verdicts.get(p) in LIVE}
+    others = [pid for pid in h.shim_children if pid not in named]
+    if others:
+        listed = ", ".join(map(str, others))
+        live = f"{live} and its shim's other children (pid {listed})" if live else \
+            f"its shim's children (pid {listed})"
     elif not live and h.runc_init is not None:
         live = f"its init (pid {h.runc_init}, as runc's state names it)"
     shim = f"its shim (pid {h.shim_pid})" if h.shim_pid is not None and h.shim_state != "gone" else ""
@@ -176,14 +183,18 @@ def _leaks(h: TaskHost) -> str:
 
 def _clean_up(cause: str, h: TaskHost) -> TaskPrediction:
     live = _live(h)
+    # the clean-up runs a new shim binary's `delete`: a live shim that cannot be reached is left running
+    shim = (f"; its shim (pid {h.shim_pid}) is left running, untracked (it later reports exit 137 for a task "
+            "containerd no longer lists)" if h.shim_state in ("alive", "stopped") and h.shim_pid is not None else "")
     if live and h.runc_init is not None:
         return TaskPrediction("kill-live-processes", f"{cause}: containerd cleans the task up, and `runc delete "
-                              f"--force` SIGKILLs {live}; no exit event is published", cause)
+                              f"--force` SIGKILLs {live}; no exit event is published{shim}", cause)
     if live:
         return TaskPrediction("clean-up-and-leak", f"{cause}: containerd cleans the task up, but runc's state "
-                              f"does not name a live init, so nothing is killed: {live} live on, untracked", cause)
+                              f"does not name a live init, so nothing is killed: {live} live on, untracked{shim}",
+                              cause)
     return TaskPrediction("clean-up", f"{cause}: containerd cleans the task up; nothing runs, and the exit "
-                          "status is lost (none is published)", cause)
+                          f"status is lost (none is published){shim}", cause)
 
 
 # --- CRI --------------------------------------------------------------------------------------

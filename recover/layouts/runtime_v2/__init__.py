@@ -108,8 +108,9 @@ class RuntimeV2:
             shim_state="unknown" if shim is None and task.entries is None else shim_state(shim),
             grpc_address=flag_value(argv, "-address") if argv else None,
             verdicts={}, pids={p.id: facts[p.id].pid for p in record.processes},
+            # what the shim still watches, where no pid file names it (an emptied bundle)
             shim_children=tuple(ctx.host.children(shim_pid)) if shim is not None and ctx.host is not None
-            and not record.processes else (),
+            and (task.empty or not record.processes) else (),
             runc_init=runc_init.pid if runc_init is not None and task.runc is not None
             and runc_init.starttime == task.runc.start and not runc_init.exited else None)
 

@@ -262,8 +262,14 @@ class StateDir:
 
     def _processes(self, rel: str, facts: dict[str, FileFact], entries: dict[str, str], task: TaskFiles,
                    found: list[Finding]) -> list[ProcessRecord]:
-        """init, then each exec that has a pid file, by name.  An empty or unlisted bundle has none."""
+        """init, then each exec that has a pid file, by name.  An emptied bundle names nothing, but
+        runc's state may still name its init (whose start ticks then decide who it is); an unlisted
+        bundle has none."""
         if not entries:
+            runc = task.runc
+            if task.empty and runc is not None and runc.pid is not None and runc.start is not None:
+                return [ProcessRecord(INIT, f"{rel}/{INIT}{PID_SUFFIX}", False, runc.pid, None, runc.start,
+                                      "runc-state", None, None, (), None, (), True)]
             return []
         out = []
         execs = sorted(n for n in entries if n.endswith(PID_SUFFIX) and n != INIT + PID_SUFFIX)
