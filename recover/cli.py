@@ -39,11 +39,13 @@ Exit codes:
 
 app = typer.Typer(
     name="recover",
-    help="Judge a containerd 0.2.x state root after a crash, before the daemon restarts.\n\n"
-         "containerd 0.2 (docker-containerd in Docker 1.11-1.13) deletes evidence, leaks live "
-         "containers, kills the wrong process or crashes when it restarts over a damaged root. "
-         "recover reads the root and /proc, says what really happened to every process, and what "
-         "containerd would do.\n\n" + EXIT_CODES_HELP,
+    help="Judge a containerd state root after a crash, before the daemon restarts: containerd "
+         "1.6, 1.7 and 2.x (Docker 20+, every Kubernetes node) and containerd 0.2 (Docker 1.11-1.13).\n\n"
+         "On restart the daemon decides from that root, and destructively: containerd 1.6-2.x SIGKILLs "
+         "healthy containers whose shim it cannot reach, loses exit statuses, leaks live containers and "
+         "blocks on a stopped shim; containerd 0.2 deletes evidence, kills the wrong process or crashes. "
+         "recover reads the root and /proc, says what really happened to every process, and what the "
+         "daemon would do.\n\n" + EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -194,7 +196,7 @@ def _check_proc_root(proc_root: str | None, offline: bool) -> None:
 
 def _open_scan(root: str | None, proc_root: str | None, offline: bool, container: list[str] | None,
                image_root: str | None = None, runc_root: str | None = None, containerd_root: str | None = None,
-               layout: str | None = None, *, not_a_root_exit: int = EXIT_USAGE):
+               layout: str | None = None, *, not_a_root: Callable[[str], typer.Exit] = _fail):
     from .around import Surroundings
     from .fsread import RootError
     from .host import is_procfs
@@ -216,8 +218,8 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
     try:
         return Scan(path, proc_root=proc_root, offline=offline, select=container, around=around, layout=layout)
     except NotAStateRoot as e:
-        raise _fail(f"{e}; recover reads containerd 0.2 roots and containerd 1.x/2.x state dirs "
-                    "(--layout to read it as one anyway)", not_a_root_exit) from None
+        raise not_a_root(f"{e}; recover reads containerd 0.2 roots and containerd 1.x/2.x state dirs "
+                         "(--layout to read it as one anyway)") from None
     except RootError as e:
         hint = " (run recover as root: the daemon's state is root's)" if "ermission denied" in str(e) else ""
         raise _fail(f"{e}: not a readable directory{hint}") from None
@@ -239,7 +241,8 @@ def scan(
         "jsonl (a line per container, then a summary) or prometheus (textfile metrics).")] = "text",
     container: ContainerOpt = None,
 ) -> None:
-    """Read ROOT and /proc, and report a verdict for every process and what containerd would do.
+    """Read ROOT (a containerd 1.x/2.x state dir or a containerd 0.2 root) and /proc, and report
+    a verdict for every process and what the daemon would do when it restarts.
 
     Scan writes nothing and never opens a FIFO. Run it BEFORE restarting the daemon.
     """
@@ -399,16 +402,23 @@ def repair(
     container: ContainerOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table or json.")] = "table",
 ) -> None:
-    """Write what the daemon should have written: exit statuses for vanished, reused and zombie
-    processes, pid files from live shims; optionally kill orphans and move doomed dirs out.
+    """Write what the daemon should have written, in a containerd 0.2 root: exit statuses for
+    vanished, reused and zombie processes, pid files from live shims; optionally kill orphans and
+    move doomed dirs out.
 
     Never deletes, never overwrites a valid exitStatus, never touches a running process.
     Every change is re-verified first and journalled. Run it BEFORE restarting the daemon.
+
+    Refuses (exit 4, writing nothing) a containerd 1.x/2.x state dir (scan, check, explain and
+    guard judge it), a dir that is not a root it reads, a root a containerd daemon runs on,
+    a root another repair holds the lock of, and kills from a copy or beside a captured proc dir.
     """
+    import orjson
+
     from . import repair as rp
     from .around import daemons_on_root
-    from .render import REPAIR_RENDERERS, RepairFormat
     from .fsread import printable
+    from .render import REPAIR_RENDERERS, RepairFormat
 
     proc_root = proc_root or "/proc"
 
@@ -422,17 +432,28 @@ def repair(
         return
     if quarantine is not None and (problem := _unwritable("--quarantine", quarantine, is_dir=True)):
         raise _fail(problem)
-    with _open_scan(root, proc_root, False, container, not_a_root_exit=EXIT_REFUSED) as s:
+    meta = {"root": root, "apply": apply, "journal": None}
+
+    def refuse(message: str) -> typer.Exit:
+        """A refusal (exit 4): the message on stderr; under -f json, a recover.repair/1 document
+        that says it, with no action, so that the output stays well-formed whatever happens."""
+        if fmt is RepairFormat.json:
+            doc = {"schema": "recover.repair/1", **meta, "refused": message, "actions": [], "summary": {}}
+            _write_out(lambda out: out.write(orjson.dumps(doc) + b"\n"))
+        return _fail(message, EXIT_REFUSED)
+
+    with _open_scan(root, proc_root, False, container, not_a_root=refuse) as s:
+        meta["root"] = s.root.path
         if not s.layout.writable:
-            raise _fail(f"refusing: {s.root.path} is a {s.layout.name} root ({s.layout.daemon}); repair writes only "
-                        "in containerd 0.2 roots (`recover scan` judges it)", EXIT_REFUSED)
+            raise refuse(f"refusing: {s.root.path} is a {s.layout.name} root ({s.layout.daemon}); repair writes only "
+                         "in containerd 0.2 roots (`recover scan` judges it)")
         if quarantine is not None:
             inside = os.path.realpath(quarantine)
             if inside == s.root.real or inside.startswith(s.root.real.rstrip("/") + "/"):
                 raise _fail(f"--quarantine {quarantine} is inside the root: containerd would load what is moved there")
         opts = rp.Options(kill_orphans=kill_orphans, quarantine=quarantine, force=force)
         journal_path = journal or rp.default_journal(s.root.real)
-        meta = {"root": s.root.path, "apply": apply, "journal": journal_path if apply else None}
+        meta["journal"] = journal_path if apply else None
         # judged whole before anything is done: whether kills may happen depends on every shim
         judged = list(s.containers())
         no_kills = rp.kill_refusal(judged, s.root.real, proc_root, s.live_shim_works_here(), force) if kill_orphans else None
@@ -447,13 +468,13 @@ def repair(
             _write_out(lambda out: REPAIR_RENDERERS[fmt](actions, meta, out, display=display))
             return
         if no_kills:
-            raise _fail(f"refusing to kill: {no_kills}", EXIT_REFUSED)
+            raise refuse(f"refusing to kill: {no_kills}")
         if not s.host_facts.live and not force:
             raise _fail(f"--apply needs the live /proc to re-verify every target ({proc_root} is not one); "
                         "--force to write anyway")
         if daemons and not force:
-            raise _fail(f"refusing: a containerd daemon runs on {s.root.real}: {'; '.join(daemons)} "
-                        "(stop it, or --force)", EXIT_REFUSED)
+            raise refuse(f"refusing: a containerd daemon runs on {s.root.real}: {'; '.join(daemons)} "
+                         "(stop it, or --force)")
         if problem := _unwritable("--journal", journal_path):
             raise _fail(problem)
         def said(action: rp.Action) -> None:
@@ -464,7 +485,7 @@ def repair(
         try:
             actions = rp.apply_plan(judged, s.root.real, proc_root, opts, journal_path, said)
         except rp.Refused as e:
-            raise _fail(f"refusing: {e}", EXIT_REFUSED) from None
+            raise refuse(f"refusing: {e}") from None
         except rp.CannotWrite as e:
             raise _fail(str(e)) from None
         _write_out(lambda out: REPAIR_RENDERERS[fmt](actions, meta, out, display=display))
@@ -587,7 +608,8 @@ def guard(
         "--systemd-dir", metavar="DIR", help="Where the drop-in goes: DIR/UNIT.d/50-recover.conf.")]
         = "/etc/systemd/system",
 ) -> None:
-    """Judge ROOT before the daemon starts: made for systemd's ExecStartPre= (see --install).
+    """Judge ROOT (a containerd 1.x/2.x state dir or a containerd 0.2 root) before the daemon
+    starts: made for systemd's ExecStartPre= (see --install).
 
     Says what it found on stderr (the journal), writes a JSON report in --report-dir, and exits
     by --policy. Never fails a start under --policy report; never runs while a daemon runs on ROOT.

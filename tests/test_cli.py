@@ -29,6 +29,17 @@ def test_help_documents_exit_codes():
         assert "Exit codes" in out and "internal error" in out
 
 
+@pytest.mark.parametrize("command", [[], ["scan"], ["guard"], ["repair"]])
+def test_help_speaks_of_both_generations(command):
+    out = " ".join(run(*command, "--help").stdout.split())
+    assert "containerd 0.2" in out and ("containerd 1.x/2.x" in out or "1.6, 1.7 and 2.x" in out), out
+
+
+def test_repair_help_says_what_it_refuses():
+    out = " ".join(run("repair", "--help").stdout.split())
+    assert "Refuses (exit 4" in out and "containerd 1.x/2.x state dir" in out
+
+
 def test_no_args_shows_help():
     result = run()
     assert "scan" in result.output and "demo" in result.output

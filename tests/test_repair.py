@@ -369,6 +369,8 @@ def test_another_repair_holding_the_lock_makes_apply_refuse(world, tmp_path):
         assert result.exit_code == 4, result.output
         assert "another recover repair holds" in result.stderr
         assert tree(b.root) == before and not journal_of(b.root).exists()
+        as_json = cli("repair", b.root, "--apply", "-f", "json")
+        assert as_json.exit_code == 4 and "another recover repair holds" in orjson.loads(as_json.stdout)["refused"]
     finally:
         os.close(fd)
     assert cli("repair", b.root, "--apply").exit_code == 0  # released: the next run goes ahead

@@ -166,6 +166,13 @@ def test_repair_refuses_and_changes_nothing_outside_a_recognised_root(tmp_path):
         result = cli("repair", path, "--quarantine", quarantine, "--apply", "--force")
         assert result.exit_code == 4, result.output
         assert snapshot(path) == before and not quarantine.exists()
+        # -f json: a document that says the refusal, whatever refused
+        as_json = cli("repair", path, "--apply", "-f", "json")
+        assert as_json.exit_code == 4
+        doc = orjson.loads(as_json.stdout)
+        assert (doc["schema"], doc["actions"], doc["apply"]) == ("recover.repair/1", [], True)
+        assert doc["refused"].startswith("refusing") or "recover reads" in doc["refused"]
+        assert doc["refused"] in as_json.stderr
 
 
 def test_an_empty_dir_and_a_damaged_02_root_are_still_read(tmp_path):
