@@ -48,11 +48,19 @@ class Classification(Value):
         what = {
             "containerd-root-dir": "containerd 1.x/2.x's root dir (its state dir, default /run/containerd, "
                                    "is the one to read)",
-            "docker-data-root": "Docker's data root, not a containerd state root (Docker 1.11-1.13 keep "
-                                "containerd's state in /var/run/docker/libcontainerd/containerd)",
+            "docker-data-root": "Docker's data root, not a containerd state root (Docker 20+ keeps its "
+                                "containers' runtime state in containerd's state dir: /run/containerd, or "
+                                "/var/run/docker/containerd/daemon when dockerd runs its own containerd; Docker "
+                                "1.11-1.13 in /var/run/docker/libcontainerd/containerd" + _existing() + ")",
             "other": "not a containerd state root",
         }.get(self.kind, self.kind)
         return f"{path} is {what} ({self.evidence})"
+
+
+def _existing() -> str:
+    """Which of the default roots this host has, as a hint."""
+    here = [p for p in DEFAULT_ROOTS if os.path.isdir(p)]
+    return f"; this host has {' and '.join(here)}" if here else ""
 
 
 def classify(root: OpenRoot) -> Classification:

@@ -147,6 +147,9 @@ def test_scan_and_check_say_what_a_dir_is_instead_of_misreading_it(tmp_path, com
         result = cli(command, path)
         assert result.exit_code == 2, (path, result.output)
         assert words in result.stderr and result.stdout == ""
+    # Docker's data root: where Docker 20+ keeps what recover reads, and Docker 1.11-1.13
+    said = cli(command, docker).stderr
+    assert "/run/containerd" in said and "/var/run/docker/containerd/daemon" in said and "libcontainerd" in said
     assert cli(command, "").exit_code == 2 and "empty string" in cli(command, "").stderr
     # a containerd 1.x/2.x state dir is read as one, never as a 0.2 root
     doc = orjson.loads(cli(command, v2, "-f", "json").stdout)
