@@ -644,6 +644,8 @@ def guard(
                             ("--run-dir", run_dir and os.path.abspath(run_dir))):
             if value is not None:  # given: systemd runs the command with another cwd
                 argv += [flag, value]
+        if (mismatch := _unit_mismatch(unit, root)) is not None:
+            _note(f"recover: warning: {mismatch}")
         _guard_install(gd.dropin_path(systemd_dir, unit), gd.dropin_text(unit, argv + (
             [os.path.abspath(root)] if root is not None else [])))
         return
@@ -712,6 +714,25 @@ def _guard_judge(root: str | None, proc_root: str | None, image_root: str | None
         say(f"no state root at {path or ' or '.join(DEFAULT_ROOTS)}: nothing to judge; the start goes on")
         return None
     return gd.judge(lambda: _open_scan(path, proc_root, False, None, image_root), settings, say)
+
+
+def _unit_mismatch(unit: str, root: str | None) -> str | None:
+    """What guard.unit_mismatch says of the root the installed guard would judge (ROOT, else the
+    default root this host has); None when there is none yet."""
+    from . import guard as gd
+    from .classify import classify
+    from .fsread import OpenRoot, RootError
+    from .scan import default_root
+
+    path = root if root is not None else default_root()
+    if path is None or not os.path.isdir(path):
+        return None
+    try:
+        with OpenRoot(path) as opened:
+            kind = classify(opened).kind
+    except (OSError, RootError):
+        return None
+    return gd.unit_mismatch(unit, path, kind)
 
 
 def _guard_install(path: str, text: str) -> None:

@@ -272,6 +272,24 @@ def dropin_text(unit: str, argv: list[str]) -> str:
             f"ExecStartPre={' '.join(systemd_word(a) for a in argv)}\n")
 
 
+DOCKERS_OWN_CONTAINERD = "/var/run/docker/containerd/daemon"  # dockerd 18.09+ when no system containerd runs
+
+
+def unit_mismatch(unit: str, root_path: str, kind: str) -> str | None:
+    """Why the unit to guard is not the one whose start restores this root (a root of that kind,
+    `recover/classify.py`), and which one is; None when it is, or cannot be told."""
+    real = os.path.realpath(root_path)
+    if unit == "docker.service" and kind == "containerd-runtime-v2" and real != os.path.realpath(
+            DOCKERS_OWN_CONTAINERD):
+        return (f"{root_path} is the state dir of the system containerd, which Docker 20+ uses and "
+                "containerd.service starts: guarding docker.service judges nothing useful (containerd runs "
+                "already when dockerd starts); guard that unit: recover guard --install --unit containerd.service")
+    if unit == "containerd.service" and kind == "containerd-0.2":
+        return (f"{root_path} is a containerd 0.2 root, which dockerd 1.11-1.13 starts (docker.service), not "
+                "containerd.service: guard that unit: recover guard --install --unit docker.service")
+    return None
+
+
 class Refused(Exception):
     """A file in the drop-in's place was not written by `recover guard --install`."""
 

@@ -135,6 +135,25 @@ def test_install_writes_one_exec_start_pre_line_and_uninstall_removes_exactly_it
         assert path.read_text() == "[Service]\nExecStartPre=/bin/true\n"
 
 
+def test_install_warns_when_the_unit_does_not_start_the_daemon_of_the_root(dirs, tmp_path, reference):
+    """Docker 20+ uses the system containerd: its state dir is containerd.service's to guard; a
+    containerd 0.2 root is dockerd 1.11-1.13's (docker.service)."""
+    state = tmp_path / "state"
+    (state / "io.containerd.runtime.v2.task" / "moby").mkdir(parents=True)
+    root_02 = reference / "root"
+    for unit, root, warned in (("docker.service", state, "--unit containerd.service"),
+                               ("containerd.service", state, None),
+                               ("containerd.service", root_02, "--unit docker.service"),
+                               ("docker.service", root_02, None)):
+        result = recover("guard", "--install", "--unit", unit, "--systemd-dir", dirs.systemd, root)
+        assert result.returncode == 0, result.stderr
+        assert (dirs.systemd / f"{unit}.d" / "50-recover.conf").exists()  # installed all the same
+        if warned is None:
+            assert "warning" not in result.stderr
+        else:
+            assert "recover: warning:" in result.stderr and warned in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (("--policy", "always"), "--policy must be one of"),
     (("--kill-orphans",), "--kill-orphans goes with --policy repair"),
