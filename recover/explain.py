@@ -722,9 +722,16 @@ def explain(s: Scan, target: str) -> dict:
     key, process_id = resolve_target(s, target)
     record, facts, judged = s.examine(key)
     processes = [p for p in record.processes if not process_id or p.id == process_id]
+    if process_id and not processes:  # a unique prefix of a process id, as tables show exec ids cut
+        processes = [p for p in record.processes if p.id.startswith(process_id)]
+        if len(processes) > 1:
+            raise ExplainError(f"'{printable(process_id)}' is ambiguous in container {printable(key)}: it matches "
+                               + ", ".join(printable(p.id) for p in processes))
     if process_id and not processes:
         names = ", ".join(printable(p.id) for p in record.processes) or "none"
         raise ExplainError(f"container {printable(key)} has no process {Q(process_id)} (it has: {names})")
+    if process_id:
+        process_id = processes[0].id
     host = s.host_facts
     if record.namespace is None:
         files, logs, events, events_note = _files_02(s, record, processes, process_id)

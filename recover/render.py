@@ -121,17 +121,28 @@ def short_id(key: str) -> str:
     return namespace + slash + cid[:12]
 
 
+def short_process(process_id: str) -> str:
+    """A process id as the table shows it: cut to 12 characters like a container id (Docker's and
+    CRI's exec ids are 64 hex digits); `explain` takes the prefix."""
+    return process_id[:12]
+
+
 def short_path(path: str) -> str:
-    """A path relative to the root as the table shows it: the container's id cut to 12 characters
-    (a runtime-v2 path: namespace/id, without the task dir every one of them starts with)."""
+    """A path relative to the root as the table shows it: the container's id and the process's cut
+    to 12 characters (a runtime-v2 path: namespace/id, without the task dir every one of them
+    starts with; an exec's pid file `<exec id>.pid`)."""
     from .layouts.runtime_v2.reader import TASKS_DIR  # here: a 0.2 scan never loads runtime-v2
 
     if path.startswith(TASKS_DIR + "/"):
         namespace, _, rest = path[len(TASKS_DIR) + 1:].partition("/")
         cid, slash, rest = rest.partition("/")
+        name, dot, suffix = rest.rpartition(".")
+        if dot and "/" not in rest and suffix == "pid":
+            rest = f"{short_process(name)}.pid"
         return f"{namespace}/{cid[:12]}{slash}{rest}"
     first, slash, rest = path.partition("/")
-    return first[:12] + slash + rest
+    process, slash2, rest = rest.partition("/")
+    return first[:12] + slash + (short_process(process) if slash2 else process) + slash2 + rest
 
 
 class ScanFormat(str, enum.Enum):
@@ -255,7 +266,7 @@ def table_rows(containers: list[ContainerJudgement]) -> list[tuple[str, ...]]:
     for c in containers:
         for p in c.processes:
             shim = "-" if p.shim_state is None else (p.shim_state if p.shim_pid is None else f"{p.shim_state} {p.shim_pid}")
-            rows.append((short_key(c), printable(p.id), _dash(p.pid), p.verdict,
+            rows.append((short_key(c), printable(short_process(p.id)), _dash(p.pid), p.verdict,
                          _dash(p.exit_status), shim, p.containerd_would or "?", str(len(p.findings))))
         if not c.processes:
             rows.append((short_key(c), "-", "-", "-", "-", "-", c.containerd_would or "?",
@@ -283,7 +294,8 @@ def render_text(scan: Scan, out: BinaryIO, display: Display = PLAIN) -> None:
     lines = [table, "", summary_line(scan)]
     for o in scan.orphan_shims:
         age = _age(o.started)
-        watched = printable(short_id(o.container)) + (f"/{printable(o.process)}" if o.process is not None else "")
+        watched = printable(short_id(o.container)) + (f"/{printable(short_process(o.process))}"
+                                                      if o.process is not None else "")
         lines.append(f"orphan shim: pid {o.pid} {watched} "
                      f"({o.state}{f', {age:.0f} s old' if age is not None else ''}): {o.reason}")
     every = [f for c in containers for f in (*c.findings, *(f for p in c.processes for f in p.findings))]
@@ -330,7 +342,7 @@ def short_subject(f: Located) -> str:
     """container/process with the container id cut to 12 characters, as the scan table shows it."""
     if f.container is None:
         return f.subject
-    return printable(short_id(f.container)) + ("" if f.process is None else f"/{printable(f.process)}")
+    return printable(short_id(f.container)) + ("" if f.process is None else f"/{printable(short_process(f.process))}")
 
 
 def check_text(r: CheckReport, out: BinaryIO, display: Display = PLAIN) -> None:

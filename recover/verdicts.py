@@ -98,8 +98,8 @@ def _pid_gone(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decis
         # with no daemon on the root, the shim's memory is the only copy of the status; what the
         # daemon that starts does with it is its predictor's to say (it depends on the version)
         held = () if host.daemon_runs else (finding(
-            "L011", f"pid {facts.pid} has exited while its shim (pid {facts.shim_pid}) lives and no daemon runs "
-            "on this root: the shim's memory holds the only copy of its exit status", rec.rel),)
+            "L011", f"pid {facts.pid} has exited while its shim (pid {facts.shim_pid}) lives: the shim's memory "
+            "holds its exit status, the only copy while no daemon is connected to it", rec.rel),)
         return Decision("exited", exit_status_source="shim-memory", findings=held)
     if host.hidepid:
         return Decision("unknown", findings=(finding(

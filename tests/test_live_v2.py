@@ -456,3 +456,22 @@ def test_an_unprivileged_scan_of_a_live_tree_says_what_it_could_not_read(world_t
         assert plain["runc_state"]["problem"] == "cannot be read (denied)" and "H011" in codes(plain)
         assert (container["cri"]["problem"], container["cri"]["cri_would"]) == ("cannot be read (denied)", None)
         assert container["shim"]["pid"] == pod.shim.pid
+
+
+def test_exec_ids_are_cut_as_container_ids_in_text_and_explain_takes_their_prefix(builder):
+    """Docker's and CRI's exec ids are 64 hex digits: the table cuts them to 12 (it fits 100
+    columns), and `explain ID/PREFIX` finds the exec by that prefix."""
+    exec_id = hashlib.sha256(b"an exec").hexdigest()
+    tid = hashlib.sha256(b"a task").hexdigest()
+    t = builder.start_task(NS, tid)
+    pid = t.exec(exec_id)
+    text = runner.invoke(app, ["scan", *builder.scan_args()], env={"COLUMNS": "100"}).stdout
+    table = text.split("\n\n")[0].splitlines()
+    assert max(map(len, table)) <= 100 and exec_id not in text
+    (row,) = [line for line in table if str(pid) in line]
+    assert row.split()[:2] == [f"{NS}/{tid[:12]}", exec_id[:12]]
+    result = runner.invoke(app, ["explain", f"{tid[:4]}/{exec_id[:4]}", "--root", str(builder.state),
+                                 "--runc-root", str(builder.runc_root), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    (process,) = orjson.loads(result.stdout)["processes"]
+    assert (process["id"], process["verdict"]) == (exec_id, "running")
