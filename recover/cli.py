@@ -211,6 +211,10 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
     # runc's state is this host's, beside its live /proc, or the image's own: never a capture's
     read_runc = runc_root is not None or image_root is not None or proc_root is None or is_procfs(proc_root)
     around = Surroundings(image_root, runc_root, read_runc, containerd_root)
+    for flag, value in (("--runc-root", runc_root), ("--containerd-root", containerd_root)):
+        if value is not None and image_root is not None and not os.path.isdir(around.path(value)):
+            raise _fail(f"{flag} {value}: with --image-root it is a path inside the image, and "
+                        f"{around.path(value)} is no directory")
     path = _resolve_root(root, around)
     if proc_root is None:  # a disk image has no /proc of its own: the host's would be wrong
         offline = offline or image_root is not None

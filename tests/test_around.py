@@ -91,6 +91,18 @@ def test_image_root_with_a_captured_proc(image):
     assert verdicts[(WEB, "init")] == "running" and verdicts[(CRON, "init")] == "orphaned"
 
 
+@pytest.mark.parametrize("flag", ["--runc-root", "--containerd-root"])
+def test_with_an_image_root_a_runc_or_containerd_root_missing_in_the_image_is_a_usage_error(image, flag):
+    """Such a path is the image's: one the image lacks would make every task's state "missing" at a
+    path that looks like the host's; it is said once, naming where it was looked for."""
+    tree, _ = image
+    (tree / "run" / "present").mkdir()
+    result = runner.invoke(app, ["scan", "--image-root", str(tree), flag, "/run/absent"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert f"{flag} /run/absent" in result.stderr and str(tree / "run" / "absent") in result.stderr
+    assert runner.invoke(app, ["scan", "--image-root", str(tree), flag, "/var/run/present"]).exit_code == 0
+
+
 def test_bundle_without_config_or_with_a_file_for_a_fifo(image):
     tree, _ = image
     bundle = tree / "run/docker/libcontainerd" / WEB
