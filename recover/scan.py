@@ -19,7 +19,7 @@ import msgspec
 from .around import Surroundings, daemon_findings
 from .classify import DEFAULT_ROOTS, Classification, classify
 from .fsread import OpenRoot, filesystem_type, printable
-from .host import HostView, OwnRoot, ProcessFacts, ShimProcess
+from .host import HostView, OwnRoot, ProcessFacts, ShimProcess, read_stat
 from .judge import ContainerJudgement, judge_container
 from .layouts import Context, Layout, ShimClaim, layout_named
 from .pool import ordered_map, usable_cpus
@@ -281,7 +281,10 @@ class Scan:
                 continue
             here = self._works_here(shim, claim)
             if here is None:
-                untold.append(shim.pid)
+                # one that ended while it was read (a shim's `delete` run, say) or is a zombie has no
+                # working dir to read: it is gone, not of an unknown root
+                if shim.stat is not None and not shim.stat.exited and read_stat(self.host.proc_root, shim.pid):
+                    untold.append(shim.pid)
                 continue
             if not here:
                 continue  # the shim of another state root, or of another mount namespace's
