@@ -1,0 +1,118 @@
+"""The lab runs each containerd version (recover/lab_versions.py): a task with an exec outlives a
+crash and is re-adopted, RUNNING, with the same init; a CRI pod runs and keeps its checkpoint.
+The cycles of all versions run at once (tests/lab_fixtures.py), two labs per version: one plain,
+one with the CRI plugin."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import pytest
+
+from lab_fixtures import run_concurrently, unique
+from recover.lab import CRI_NAMESPACE, VERSIONS, Containerd, alive, proc_stat
+from recover.lab_proc import SHIM
+
+VERSION_NAMES = list(VERSIONS)
+
+
+def task_cycle(version: str) -> dict:
+    """Start, run a task with an exec, SIGKILL the daemon, restart it: what was seen."""
+    ns = unique("smoke")
+    with Containerd.create(version=version, namespace=ns) as d:
+        seen: dict = {"first_start": d.start()}
+        task = d.run("t1")
+        bundle = d.paths.bundle(ns, "t1")
+        seen["bundle"] = sorted(p.name for p in bundle.iterdir())
+        seen["bootstrap"] = (bundle / "bootstrap.json").read_text() if (bundle / "bootstrap.json").exists() else None
+        seen["socket"] = d.paths.shim_socket(ns, "t1") == d.paths.socket(ns, "t1") and d.paths.socket(ns, "t1").exists()
+        seen["shim_exe"] = os.readlink(f"/proc/{task.shim}/exe")
+        seen["before"] = d.task_list()
+        d.crash()
+        seen["restart"] = d.start()
+        seen["after"] = d.task_list()
+        seen["exec_alive"] = all(alive(pid) for pid in task.execs.values())
+        seen["shim_after"] = d.shim_pid("t1")
+        seen["task"] = task
+    return seen
+
+
+def pod_cycle(version: str) -> dict:
+    """Start with CRI, run a pod, SIGKILL the daemon, restart it: CRI's view and checkpoint."""
+    from cri import Cri  # grpcio: the test extra
+
+    with Containerd.create(version=version, cri=True) as d:
+        d.start()
+        seen: dict = {}
+        with Cri(d) as cri:
+            pod = cri.run_pod("smoke")
+            seen["status"] = cri.status(pod.container)
+        seen["checkpoint"] = d.cri_checkpoint(pod.container)
+        bundle = d.paths.bundle(CRI_NAMESPACE, pod.container)
+        seen["bundle"] = sorted(p.name for p in bundle.iterdir())
+        seen["shim_socket"] = d.paths.shim_socket(CRI_NAMESPACE, pod.container)
+        d.crash()
+        d.start()
+        with Cri(d) as cri:  # waits for CRI's recovery
+            seen["status_after"] = cri.status(pod.container)
+            seen["sandboxes_after"] = cri.sandboxes()
+        seen["checkpoint_after"] = d.cri_checkpoint(pod.container)
+        seen["init_alive"] = alive(pod.init, pod.init_start)
+        seen["pod"] = pod
+        seen["socket_is_the_sandboxes"] = seen["shim_socket"] == d.paths.socket(CRI_NAMESPACE, pod.sandbox)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def cycles():
+    work = {}
+    for v in VERSION_NAMES:
+        work[(v, "task")] = functools.partial(task_cycle, v)
+        work[(v, "pod")] = functools.partial(pod_cycle, v)
+    return run_concurrently(work)
+
+
+@pytest.mark.parametrize("version", VERSION_NAMES)
+def test_a_task_is_readopted_running_after_a_crash(cycles, version):
+    seen = cycles[(version, "task")]
+    task = seen["task"]
+    assert seen["before"] == {"t1": (task.init, "RUNNING")}
+    assert seen["after"] == {"t1": (task.init, "RUNNING")}, "re-adopted, same init"
+    assert seen["exec_alive"] and seen["shim_after"] == task.shim
+    assert seen["socket"], "the shim listens where the bundle says (sha256 of address/ns/id)"
+    # the daemon ran its own version's shim (its dir comes first on its PATH)
+    assert seen["shim_exe"] == VERSIONS[version].binary(SHIM)
+
+
+@pytest.mark.parametrize("version", VERSION_NAMES)
+def test_the_bundle_names_its_shim_as_the_version_writes_it(cycles, version):
+    seen = cycles[(version, "task")]
+    if VERSIONS[version].writes_bootstrap_json:
+        assert "address" not in seen["bundle"] and "bootstrap.json" in seen["bundle"]
+        doc = json.loads(seen["bootstrap"])
+        assert doc["version"] == 3 and doc["protocol"] == "ttrpc"
+        assert doc["address"].startswith("unix:///run/containerd/s/")
+        assert not seen["bootstrap"].endswith("\n")
+    else:
+        assert "address" in seen["bundle"] and seen["bootstrap"] is None
+
+
+@pytest.mark.parametrize("version", VERSION_NAMES)
+def test_a_cri_pod_runs_and_keeps_its_checkpoint_across_a_crash(cycles, version):
+    seen = cycles[(version, "pod")]
+    pod = seen["pod"]
+    assert seen["status"]["state"] == "CONTAINER_RUNNING"
+    checkpoint = seen["checkpoint"]
+    assert checkpoint["Pid"] == pod.init and checkpoint["StartedAt"] > 0 and checkpoint["FinishedAt"] == 0
+    assert (checkpoint["ExitCode"], checkpoint["Reason"]) == (0, "")
+    assert seen["socket_is_the_sandboxes"], "a pod's containers share its sandbox's shim"
+    if VERSIONS[version].writes_bootstrap_json:
+        assert "sandbox" in seen["bundle"] and "bootstrap.json" in seen["bundle"]
+    # after the crash and restart: re-adopted, running, the checkpoint as it was
+    assert seen["init_alive"]
+    assert seen["status_after"]["state"] == "CONTAINER_RUNNING"
+    assert seen["sandboxes_after"] == {pod.sandbox: "SANDBOX_READY"}
+    assert seen["checkpoint_after"]["Pid"] == pod.init and seen["checkpoint_after"]["FinishedAt"] == 0
+    assert proc_stat(pod.init) is None or not alive(pod.init, pod.init_start), "close() killed it"
