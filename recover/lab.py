@@ -324,6 +324,19 @@ class Containerd:
         self.daemon.kill()
         self.daemon.wait()
 
+    def upgrade(self, to: str) -> None:
+        """The next start runs containerd `to` over the same state and root dirs (and the same
+        shims and containers), as a host upgraded while its daemon was down: its config is
+        rewritten in the format `to` reads, and ctr is `to`'s."""
+        if self.daemon is not None and self.daemon.poll() is None:
+            raise HarnessError("stop the daemon (crash()) before an upgrade")
+        new = find_version(to)
+        if reason := missing(new.name):
+            raise HarnessError(f"containerd {new.name}: {reason}")
+        p = self.paths
+        self.version = new
+        p.config.write_text(new.config(root=p.root, state=p.ns_state, address=p.address, cri=self.cri, cni=p.cni))
+
     # -- driving it
 
     def ctr(self, *args: str, namespace: str | None = None, check: bool = True,

@@ -77,6 +77,8 @@ class Outcomes(Mapping):
     def __getitem__(self, key):
         if key in self._skipped:
             pytest.skip(self._skipped[key])
+        if isinstance(self._errors.get(key), pytest.skip.Exception):  # the cycle skipped itself
+            raise self._errors[key]
         if key in self._errors:
             raise AssertionError(f"the cycle {key!r} failed") from self._errors[key]
         return self._results[key]

@@ -1,18 +1,21 @@
 """The lab runs each containerd version (recover/lab_versions.py): a task with an exec outlives a
-crash and is re-adopted, RUNNING, with the same init; a CRI pod runs and keeps its checkpoint.
-The cycles of all versions run at once (tests/lab_fixtures.py), two labs per version: one plain,
-one with the CRI plugin."""
+crash and is re-adopted, RUNNING, with the same init (and a task whose init exited while the
+daemon was down is kept by 1.6 only); a CRI pod runs and keeps its checkpoint.
+And a task 1.6.20 started is reconnected by 2.3.4 after an upgrade.  The cycles of all versions
+run at once (tests/lab_fixtures.py), two labs per version (one plain, one with the CRI plugin)
+and the upgrade's."""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+import signal
 
 import pytest
 
-from lab_fixtures import run_concurrently, unique
-from recover.lab import CRI_NAMESPACE, VERSIONS, Containerd, alive, proc_stat
+from lab_fixtures import run_concurrently, skip_unless_usable, unique
+from recover.lab import CRI_NAMESPACE, VERSIONS, Containerd, HarnessError, alive, proc_stat, wait_until
 from recover.lab_proc import SHIM
 
 VERSION_NAMES = list(VERSIONS)
@@ -29,10 +32,21 @@ def task_cycle(version: str) -> dict:
         seen["bootstrap"] = (bundle / "bootstrap.json").read_text() if (bundle / "bootstrap.json").exists() else None
         seen["socket"] = d.paths.shim_socket(ns, "t1") == d.paths.socket(ns, "t1") and d.paths.socket(ns, "t1").exists()
         seen["shim_exe"] = os.readlink(f"/proc/{task.shim}/exe")
+        exits = d.run("t2-exits", exec_id=None)
         seen["before"] = d.task_list()
         d.crash()
+        os.kill(exits.init, signal.SIGTERM)  # its shell exits 42 under its live shim
+        wait_until(lambda: not alive(exits.init, exits.init_start), 10, "the init to exit")
         seen["restart"] = d.start()
         seen["after"] = d.task_list()
+        if not version.startswith("1.6"):  # 1.7 and 2.x shut the shim down: give it time to exit
+            try:
+                wait_until(lambda: not alive(exits.shim), 10, "the shim to exit")
+            except HarnessError:
+                pass
+        seen["exited_shim_after"] = alive(exits.shim)
+        seen["exited_bundle_after"] = d.paths.bundle(ns, "t2-exits").exists()
+        seen["exits"] = exits
         seen["exec_alive"] = all(alive(pid) for pid in task.execs.values())
         seen["shim_after"] = d.shim_pid("t1")
         seen["task"] = task
@@ -65,12 +79,29 @@ def pod_cycle(version: str) -> dict:
     return seen
 
 
+def upgrade_cycle() -> dict:
+    """A task started by 1.6.20, the daemon SIGKILLed, 2.3.4 started over the same dirs."""
+    skip_unless_usable("2.3.4")
+    ns = unique("upgrade")
+    with Containerd.create(version="1.6.20", namespace=ns) as d:
+        d.start()
+        task = d.run("t1")
+        d.crash()
+        d.upgrade("2.3.4")
+        d.start()
+        bundle = d.paths.bundle(ns, "t1")
+        return {"task": task, "after": d.task_list(), "shim": d.shim_pid("t1"),
+                "files": {n: (bundle / n).read_text() for n in ("address", "bootstrap.json") if (bundle / n).exists()},
+                "socket": d.paths.socket(ns, "t1")}
+
+
 @pytest.fixture(scope="module")
 def cycles():
     work = {}
     for v in VERSION_NAMES:
         work[(v, "task")] = functools.partial(task_cycle, v)
         work[(v, "pod")] = functools.partial(pod_cycle, v)
+    work[("1.6.20", "upgrade")] = upgrade_cycle
     return run_concurrently(work)
 
 
@@ -78,12 +109,25 @@ def cycles():
 def test_a_task_is_readopted_running_after_a_crash(cycles, version):
     seen = cycles[(version, "task")]
     task = seen["task"]
-    assert seen["before"] == {"t1": (task.init, "RUNNING")}
-    assert seen["after"] == {"t1": (task.init, "RUNNING")}, "re-adopted, same init"
+    assert seen["before"] == {"t1": (task.init, "RUNNING"), "t2-exits": (seen["exits"].init, "RUNNING")}
+    assert seen["after"]["t1"] == (task.init, "RUNNING"), "re-adopted, same init"
     assert seen["exec_alive"] and seen["shim_after"] == task.shim
     assert seen["socket"], "the shim listens where the bundle says (sha256 of address/ns/id)"
     # the daemon ran its own version's shim (its dir comes first on its PATH)
     assert seen["shim_exe"] == VERSIONS[version].binary(SHIM)
+
+
+@pytest.mark.parametrize("version", VERSION_NAMES)
+def test_an_init_that_exited_under_its_live_shim_is_kept_by_16_only(cycles, version):
+    """SPEC-v2 §2.3 and §2a.1: 1.6 re-adopts the task STOPPED (its shim holds the status); 1.7
+    and 2.x delete it (bundle gone, shim shut down): the exit status is lost."""
+    seen = cycles[(version, "task")]
+    if version.startswith("1.6"):
+        assert seen["after"]["t2-exits"] == (seen["exits"].init, "STOPPED")
+        assert seen["exited_bundle_after"] and seen["exited_shim_after"]
+    else:
+        assert "t2-exits" not in seen["after"]
+        assert not seen["exited_bundle_after"] and not seen["exited_shim_after"]
 
 
 @pytest.mark.parametrize("version", VERSION_NAMES)
@@ -116,3 +160,14 @@ def test_a_cri_pod_runs_and_keeps_its_checkpoint_across_a_crash(cycles, version)
     assert seen["sandboxes_after"] == {pod.sandbox: "SANDBOX_READY"}
     assert seen["checkpoint_after"]["Pid"] == pod.init and seen["checkpoint_after"]["FinishedAt"] == 0
     assert proc_stat(pod.init) is None or not alive(pod.init, pod.init_start), "close() killed it"
+
+
+def test_an_upgrade_to_2x_reconnects_a_task_a_16_shim_runs(cycles):
+    """2.3.4 reads the `address` 1.6.20 wrote, writes bootstrap.json version 2 beside it (the
+    1.6 shim serves task API v2), and reconnects: the shim and init are the same."""
+    seen = cycles[("1.6.20", "upgrade")]
+    task = seen["task"]
+    assert seen["after"] == {"t1": (task.init, "RUNNING")} and seen["shim"] == task.shim
+    address = f"unix:///run/containerd/s/{seen['socket'].name}"
+    assert seen["files"]["address"] == address
+    assert json.loads(seen["files"]["bootstrap.json"]) == {"version": 2, "address": address, "protocol": "ttrpc"}
