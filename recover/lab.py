@@ -56,7 +56,7 @@ from .lab_versions import DEFAULT, VERSIONS, Version, missing
 from .lab_versions import version as find_version
 
 __all__ = ["RUNTIME_DIR", "CRI_NAMESPACE", "INIT_CMD", "EXEC_CMD", "Containerd", "HarnessError", "Paths",
-           "Task", "VERSIONS", "Version", "alive", "busybox_rootfs", "cmdline", "missing", "proc_stat",
+           "Task", "VERSIONS", "Version", "alive", "busybox_rootfs", "cmdline", "image_archive", "missing", "proc_stat",
            "wait_until"]
 
 RUNTIME_DIR = "io.containerd.runtime.v2.task"

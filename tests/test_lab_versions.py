@@ -171,3 +171,20 @@ def test_an_upgrade_to_2x_reconnects_a_task_a_16_shim_runs(cycles):
     address = f"unix:///run/containerd/s/{seen['socket'].name}"
     assert seen["files"]["address"] == address
     assert json.loads(seen["files"]["bootstrap.json"]) == {"version": 2, "address": address, "protocol": "ttrpc"}
+
+
+def test_missing_names_what_a_version_lacks(tmp_path, monkeypatch):
+    """Per version: root first, then what is not installed or not extracted, where it looks."""
+    from recover.lab_versions import BINARIES_ENV
+    from recover.lab_versions import missing as cached
+
+    monkeypatch.setenv(BINARIES_ENV, str(tmp_path))  # a dir with no containerd-<version>/ in it
+    reason = cached.__wrapped__("2.3.4")  # missing() keeps its first answer per version
+    if os.geteuid() != 0:
+        assert reason.startswith("needs root")
+    elif "not extracted" in reason:
+        assert str(tmp_path / "containerd-2.3.4") in reason and "containerd-2.3.4-linux-amd64.tar.xz" in reason
+    else:  # the host lacks more basic things (Debian packages): said first
+        assert reason.startswith(("not installed", "no static busybox"))
+    with pytest.raises(ValueError, match="1.6.20, 1.7.34, 2.3.4"):
+        Containerd.create(version="1.5.0")
