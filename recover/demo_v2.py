@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import orjson
 
-from .lab import Containerd16, Task, alive, missing, wait_until
+from .lab import Containerd, Task, alive, missing, wait_until
 from .stop import run_whole
 
 NAMESPACE = "demo"
@@ -34,27 +34,27 @@ class CannotRun(Exception):
 class Scene:
     name: str
     fault: str  # what was done while containerd was down
-    break_it: Callable[[Containerd16, Task], None]
+    break_it: Callable[[Containerd, Task], None]
 
 
-def _nothing(lab: Containerd16, t: Task) -> None:
+def _nothing(lab: Containerd, t: Task) -> None:
     pass
 
 
-def _init_exits(lab: Containerd16, t: Task) -> None:
+def _init_exits(lab: Containerd, t: Task) -> None:
     os.kill(t.init, signal.SIGTERM)  # its shell traps it: exit 42; the exec dies with the namespace
     wait_until(lambda: not alive(t.init, t.init_start), 10, f"pid {t.init} to exit")
 
 
-def _kill_shim(lab: Containerd16, t: Task) -> None:
+def _kill_shim(lab: Containerd, t: Task) -> None:
     os.kill(t.shim, signal.SIGKILL)
 
 
-def _remove_address(lab: Containerd16, t: Task) -> None:
+def _remove_address(lab: Containerd, t: Task) -> None:
     os.unlink(lab.paths.bundle(t.namespace, t.id) / "address")
 
 
-def _empty_bundle(lab: Containerd16, t: Task) -> None:
+def _empty_bundle(lab: Containerd, t: Task) -> None:
     bundle = lab.paths.bundle(t.namespace, t.id)
     for entry in bundle.iterdir():
         if entry.is_dir() and not entry.is_symlink():
@@ -63,7 +63,7 @@ def _empty_bundle(lab: Containerd16, t: Task) -> None:
             entry.unlink()
 
 
-def _hide_bundle(lab: Containerd16, t: Task) -> None:
+def _hide_bundle(lab: Containerd, t: Task) -> None:
     bundle = lab.paths.bundle(t.namespace, t.id)
     bundle.rename(bundle.with_name("." + t.id))
 
@@ -84,7 +84,7 @@ def running(t: Task) -> list[int]:
             if alive(pid, t.init_start if name == "init" else None)]
 
 
-def observed(lab: Containerd16, t: Task, ran: list[int], listed: dict[str, tuple[int, str]]) -> str:
+def observed(lab: Containerd, t: Task, ran: list[int], listed: dict[str, tuple[int, str]]) -> str:
     """What containerd did to a task, in recover's words, from what can be seen after its restart
     (`ran`: its processes that ran just before)."""
     bundle = lab.paths.bundle(t.namespace, t.id)
@@ -100,7 +100,7 @@ def observed(lab: Containerd16, t: Task, ran: list[int], listed: dict[str, tuple
 def run_demo_v2(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = False) -> None:
     if (reason := missing()) is not None:
         raise CannotRun(f"the runtime-v2 demo runs a real containerd 1.6: {reason}")
-    lab: Containerd16 | None = None
+    lab: Containerd | None = None
 
     def clean_up() -> None:
         if lab is not None:
@@ -111,7 +111,7 @@ def run_demo_v2(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = 
         out.flush()
 
     try:
-        lab = Containerd16.create(namespace=NAMESPACE)
+        lab = Containerd.create(namespace=NAMESPACE)
         progress(f"started a private containerd 1.6 in {lab.paths.base} (its own mount namespace) "
                  f"in {lab.start():.1f} s")
         tasks = {s.name: lab.run(s.name) for s in SCENES}

@@ -1,10 +1,10 @@
-"""A lab: a real containerd 1.6 daemon in a private mount namespace, for the tests and for
-`recover demo --layout containerd-runtime-v2`.
+"""A lab: a real containerd (1.6.20, 1.7.34 or 2.3.4) in a private mount namespace, for the tests
+and for `recover demo --layout containerd-runtime-v2`.
 
-containerd 1.6 and containerd-shim-runc-v2 hard-code /run/containerd for the shim sockets (`s/`),
-runc's root (`runc/<ns>`) and ctr's FIFOs (`fifo/`), whatever the config says.  So the daemon, its
-shims and ctr run in a private mount namespace held by a `sleep` (the holder), where /run is a
-fresh tmpfs with two bind mounts into the test's base dir:
+containerd and containerd-shim-runc-v2 (1.6 to 2.x) hard-code /run/containerd for the shim
+sockets (`s/`), runc's root (`runc/<ns>`) and ctr's FIFOs (`fifo/`), whatever the config says.  So
+the daemon, its shims and ctr run in a private mount namespace held by a `sleep` (the holder),
+where /run is a fresh tmpfs with two bind mounts into the test's base dir:
 
     /run/<name>        -> <base>/state            the daemon's state dir (config `state`)
     /run/containerd    -> <base>/run-containerd   shim sockets, runc state, ctr FIFOs
@@ -16,12 +16,17 @@ shim's argv, unique, and names the cgroup parent of every container).  With
 config: shim sockets, runc state and the tasks then share <base>/state, bound at /run/containerd,
 and the grpc address is the default /run/containerd/containerd.sock (the same in every such
 harness: its shims are told apart by their mount namespace).  The host's /run/containerd and
-/var/lib/containerd are never touched.  `Containerd16.in_ns` runs any command (recover itself)
+/var/lib/containerd are never touched.  `Containerd.in_ns` runs any command (recover itself)
 where it sees the paths as containerd does.
 
-    with Containerd16.create() as d:            # tests: the module-scoped `containerd16` fixture
+Which containerd: recover/lab_versions.py (the binaries, the config each version reads, what is
+missing); with `cri=True` the CRI plugin is on and the lab imports a pause and a busybox image
+(recover/lab_image.py) into `k8s.io` at its first start: tests/cri.py makes pods through the CRI
+API.  Several labs may run at once in threads of one process, each with its own base dir.
+
+    with Containerd.create(version="2.3.4") as d:   # tests: tests/lab_fixtures.py
         d.start()
-        task = d.run("t1")                      # init + detached exec e1, both trapping SIGTERM
+        task = d.run("t1")                          # init + detached exec e1, both trapping SIGTERM
         d.crash(); d.start()
         assert d.task_list()["t1"] == (task.init, "RUNNING")
 
@@ -31,10 +36,8 @@ processes, the holder), which also drops the namespace and its mounts, and remov
 
 from __future__ import annotations
 
-import atexit
-import ctypes
-import functools
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -45,213 +48,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .lab_image import busybox_rootfs, image_archive
+from .lab_proc import (HarnessError, alive, cmdline, kill, mount_ns, pids, proc_stat, remove_cgroup,
+                       restore_subreaper, shim_args, stop_being_subreaper, traps_sigterm, wait_until)
+from .lab_proc import POLL as _POLL
+from .lab_versions import DEFAULT, VERSIONS, Version, missing
+from .lab_versions import version as find_version
 
-BINARIES = ("containerd", "ctr", "runc", "containerd-shim-runc-v2", "unshare", "nsenter")
-BUSYBOX = Path("/bin/busybox")  # busybox-static installs it here
-SHIM = "containerd-shim-runc-v2"
+__all__ = ["RUNTIME_DIR", "CRI_NAMESPACE", "INIT_CMD", "EXEC_CMD", "Containerd", "HarnessError", "Paths",
+           "Task", "VERSIONS", "Version", "alive", "busybox_rootfs", "cmdline", "image_archive", "missing", "proc_stat",
+           "wait_until"]
+
 RUNTIME_DIR = "io.containerd.runtime.v2.task"
+CRI_NAMESPACE = "k8s.io"  # the containerd namespace CRI keeps its pods in
 
 # init and exec as the reference captures ran them: each traps SIGTERM into a known exit status
 INIT_CMD = 'trap "exit 42" TERM; sleep 1000000 & wait'
 EXEC_CMD = 'trap "exit 43" TERM; sleep 1000000 & wait'
-
-CONFIG = """\
-version = 2
-root = "{root}"
-state = "{state}"
-# plugins a test never uses; `opt` would create /opt/containerd on the host
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-]
-
-[grpc]
-  address = "{address}"
-
-[debug]
-  level = "debug"
-
-[timeouts]
-  "io.containerd.timeout.shim.cleanup" = "5s"
-  "io.containerd.timeout.shim.load" = "5s"
-  "io.containerd.timeout.shim.shutdown" = "3s"
-  "io.containerd.timeout.task.state" = "2s"
-"""
-
-PR_SET_CHILD_SUBREAPER = 36
-PR_GET_CHILD_SUBREAPER = 37
-_POLL = 0.02
-
-
-class HarnessError(RuntimeError):
-    """The daemon or the namespace did not come up, or a ctr command failed."""
-
-
-# ---------------------------------------------------------------- what the host lacks
-
-
-def _is_static(path: Path) -> bool:
-    """True when the ELF file has no PT_INTERP program header (no dynamic loader needed)."""
-    data = path.read_bytes()
-    if data[:4] != b"\x7fELF" or data[4] != 2:  # 64-bit only: the packages are amd64/arm64
-        return False
-    order = "little" if data[5] == 1 else "big"
-    phoff = int.from_bytes(data[0x20:0x28], order)
-    phentsize = int.from_bytes(data[0x36:0x38], order)
-    phnum = int.from_bytes(data[0x38:0x3A], order)
-    for i in range(phnum):
-        start = phoff + i * phentsize
-        if int.from_bytes(data[start:start + 4], order) == 3:  # PT_INTERP
-            return False
-    return True
-
-
-@functools.cache
-def missing() -> str | None:
-    """Why a real containerd 1.6 cannot run here, or None when it can."""
-    if os.geteuid() != 0:
-        return "needs root (containerd, runc and a private mount namespace)"
-    absent = [b for b in BINARIES if shutil.which(b) is None]
-    if absent:
-        return f"not installed: {', '.join(absent)} (apt-get install containerd runc)"
-    if not BUSYBOX.is_file() or not _is_static(BUSYBOX):
-        return f"no static busybox at {BUSYBOX} (apt-get install busybox-static)"
-    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "--",
-                            "mount", "-t", "tmpfs", "tmpfs", "/run"],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"cannot make a private mount namespace: {probe.stderr.strip()}"
-    return None
-
-
-# ---------------------------------------------------------------- the busybox rootfs
-
-_rootfs: Path | None = None
-
-
-def busybox_rootfs() -> Path:
-    """A rootfs of busybox-static and its applet links, built once per process."""
-    global _rootfs
-    if _rootfs is None:
-        top = Path(tempfile.mkdtemp(prefix="ctrd16-rootfs-"))
-        atexit.register(shutil.rmtree, top, True)
-        rootfs = top / "rootfs"
-        (rootfs / "bin").mkdir(parents=True)
-        for d in ("proc", "sys", "dev", "etc", "tmp"):
-            (rootfs / d).mkdir()
-        shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
-        # in a chroot, so that the links say /bin/busybox (the path inside the container)
-        subprocess.run(["chroot", str(rootfs), "/bin/busybox", "--install", "-s", "/bin"],
-                       check=True)
-        _rootfs = rootfs
-    return _rootfs
-
-
-# ---------------------------------------------------------------- small /proc facts
-
-
-@dataclass(frozen=True)
-class Stat:
-    pid: int
-    state: str  # R S D Z T t X ...
-    ppid: int
-    start: int  # field 22, start ticks since boot
-    exit_code: int  # field 52: the wait status once exiting (a stopped task: its stop signal)
-    flags: int  # field 9
-
-    @property
-    def exiting(self) -> bool:
-        """PF_EXITING: killed, yet a pid namespace's init stays `S` until its children are reaped."""
-        return bool(self.flags & 0x4)
-
-
-def proc_stat(pid: int) -> Stat | None:
-    """/proc/<pid>/stat parsed, or None when the pid is gone."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    rest = data[data.rindex(b")") + 2:].split()
-    return Stat(pid, rest[0].decode(), int(rest[1]), int(rest[19]), int(rest[49]), int(rest[6]))
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
-
-
-def _pids() -> list[int]:
-    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
-
-
-def alive(pid: int, start: int | None = None) -> bool:
-    """The pid runs (not a zombie, not exiting), and is the same process when start ticks are
-    given."""
-    st = proc_stat(pid)
-    return (st is not None and st.state not in ("Z", "X") and not st.exiting
-            and (start is None or st.start == start))
-
-
-def shim_args(argv: list[str]) -> dict[str, str] | None:
-    """`-namespace`, `-id`, `-address` ... of a containerd-shim-runc-v2 argv, or None."""
-    if not argv or os.path.basename(argv[0]) != SHIM:
-        return None
-    flags: dict[str, str] = {}
-    i = 1
-    while i < len(argv):
-        a = argv[i]
-        if a.startswith("-") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-            flags[a.lstrip("-")] = argv[i + 1]
-            i += 2
-        else:
-            flags[a.lstrip("-")] = ""
-            i += 1
-    return flags
-
-
-def _set_subreaper(value: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, value, 0, 0, 0) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
-def _get_subreaper() -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    out = ctypes.c_int(0)
-    if libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(out), 0, 0, 0) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return out.value
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise HarnessError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(_POLL)
-
-
-def traps_sigterm(pid: int) -> bool:
-    """The process has installed a SIGTERM handler (SigCgt bit 15): its shell ran `trap`."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("SigCgt:"):
-                return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
-    except OSError:
-        pass
-    return False
 
 
 # ---------------------------------------------------------------- the harness
@@ -298,8 +111,21 @@ class Paths:
         return self.state / "containerd.sock"
 
     @property
+    def cni(self) -> Path:  # CRI's CNI dirs (never used: pods run in the host's network)
+        return self.base / "cni"
+
+    @property
     def cgroup_parent(self) -> str:
         return f"/{self.name}"
+
+    def host_path(self, inside: str) -> Path:
+        """The host path of a path as containerd sees it (under its state dir or /run/containerd)."""
+        for ns_top, host_top in ((self.ns_state, self.state), ("/run/containerd", self.run_containerd)):
+            if inside == ns_top or inside.startswith(ns_top + "/"):
+                return host_top / inside[len(ns_top):].lstrip("/")
+        if inside.startswith(str(self.root) + "/"):
+            return Path(inside)
+        raise ValueError(f"{inside} is not under the lab's state, /run/containerd or root")
 
     def bundle(self, ns: str, cid: str) -> Path:
         return self.state / RUNTIME_DIR / ns / cid
@@ -314,16 +140,43 @@ class Paths:
         return self.run_containerd / "runc" / ns / cid
 
     def socket_name(self, ns: str, cid: str) -> str:
-        """The shim socket's name: sha256 of `<grpc address>/<ns>/<id>` (containerd 1.6)."""
+        """The shim socket's name: sha256 of `<grpc address>/<ns>/<id>` (1.6 to 2.x; for a CRI
+        container, the id is its sandbox's)."""
         return hashlib.sha256(f"{self.address}/{ns}/{cid}".encode()).hexdigest()
 
     def socket(self, ns: str, cid: str) -> Path:
         return self.run_containerd / "s" / self.socket_name(ns, cid)
 
+    def cri_status(self, cid: str) -> Path:
+        """CRI's checkpoint of a container (its state, pid, exit code and reason)."""
+        return self.root / "io.containerd.grpc.v1.cri" / "containers" / cid / "status"
+
+    def shim_address(self, ns: str, cid: str) -> str | None:
+        """The address a bundle names for its shim, as containerd reads it: 2.x's bootstrap.json
+        when there (its `address`), else the `address` file (1.6/1.7, or a bundle 1.6 made),
+        whose text may itself be JSON on 1.7.  None when the bundle names none."""
+        bundle = self.bundle(ns, cid)
+        for name in ("bootstrap.json", "address"):
+            try:
+                text = (bundle / name).read_text()
+            except FileNotFoundError:
+                continue
+            if text.lstrip().startswith("{"):
+                return json.loads(text).get("address")
+            return text
+        return None
+
+    def shim_socket(self, ns: str, cid: str) -> Path | None:
+        """The host path of the socket the bundle names (bootstrap.json or address)."""
+        address = self.shim_address(ns, cid)
+        if not address or not address.startswith("unix://"):
+            return None
+        return self.host_path(address.removeprefix("unix://").rstrip("\n"))
+
 
 @dataclass(frozen=True)
 class Task:
-    """A task made by Containerd16.run: its pids as they were once both processes ran."""
+    """A task made by Containerd.run: its pids as they were once both processes ran."""
 
     namespace: str
     id: str
@@ -334,34 +187,40 @@ class Task:
 
 
 @dataclass
-class Containerd16:
-    """One containerd 1.6 daemon with its own state, root and mount namespace (see module doc)."""
+class Containerd:
+    """One containerd daemon of one version with its own state, root and mount namespace (see
+    the module doc)."""
 
     paths: Paths
+    version: Version
     namespace: str = "default"
+    cri: bool = False  # the CRI plugin runs (and the pod images are imported at the first start)
     holder: subprocess.Popen | None = None
     daemon: subprocess.Popen | None = None
     starts: int = 0
     _spawned: list[subprocess.Popen] = field(default_factory=list)
-    _subreaper_before: int = 0
+    _not_subreaper: bool = False
+    _images_imported: bool = False
     _closed: bool = False
 
     # -- life cycle
 
     @classmethod
     def create(cls, base: Path | None = None, namespace: str = "default",
-               default_state: bool = False) -> Containerd16:
+               default_state: bool = False, version: str = DEFAULT, cri: bool = False) -> Containerd:
         """Make the base dir (a fresh one in /tmp when None) and the namespace; no daemon yet.
-        default_state: the daemon's state dir is /run/containerd (see the module doc)."""
-        reason = missing()
+        default_state: the daemon's state dir is /run/containerd (see the module doc).
+        version: one of VERSIONS.  cri: run the CRI plugin (tests/cri.py makes pods)."""
+        v = find_version(version)
+        reason = missing(v.name)
         if reason:
-            raise HarnessError(reason)
+            raise HarnessError(f"containerd {v.name}: {reason}")
         if base is None:
-            base = Path(tempfile.mkdtemp(prefix="ctrd16-", dir="/tmp"))
+            base = Path(tempfile.mkdtemp(prefix=f"ctrd{v.name.replace('.', '')}-", dir="/tmp"))
         else:
             base.mkdir(parents=True)
         paths = Paths(base, base.name, default_state)
-        self = cls(paths, namespace)
+        self = cls(paths, v, namespace, cri)
         try:
             self._setup()
         except BaseException:
@@ -373,11 +232,13 @@ class Containerd16:
         p = self.paths
         for d in {p.state, p.run_containerd, p.root, p.logs}:
             d.mkdir(mode=0o711)
-        p.config.write_text(CONFIG.format(root=p.root, state=p.ns_state, address=p.address))
-        # The shims must be re-parented to pid 1 as on a real host, not to a subreaper pytest
-        # may have become (tests/test_live.py does): shims orphan themselves at start.
-        self._subreaper_before = _get_subreaper()
-        _set_subreaper(0)
+        if self.cri:
+            for d in (p.cni, p.cni / "bin", p.cni / "net.d"):
+                d.mkdir()
+        p.config.write_text(self.version.config(root=p.root, state=p.ns_state, address=p.address,
+                                                cri=self.cri, cni=p.cni))
+        stop_being_subreaper()
+        self._not_subreaper = True
         binds = {p.ns_state: p.state, "/run/containerd": p.run_containerd}
         script = (
             "set -e; mount -t tmpfs -o mode=755 tmpfs /run;"
@@ -391,12 +252,12 @@ class Containerd16:
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                 start_new_session=True)
         with self.holder.stdout:
-            ready = self.holder.stdout.readline() == b"ready\n"
+            ready = self.holder.stdout.readline() == b"ready\n"  # EOF when the script fails
         if not ready:
-            self.holder.wait()
+            self.holder.wait(30)
             raise HarnessError(f"mount namespace setup failed: {errors.read_text().strip()}")
 
-    def __enter__(self) -> Containerd16:
+    def __enter__(self) -> Containerd:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -415,23 +276,29 @@ class Containerd16:
     def start(self, timeout: float = 60) -> float:
         """Start the daemon; return the seconds until its gRPC server answered.
 
-        containerd 1.6 restores every task (loads shims, cleans up dead ones) while it loads the
-        io.containerd.runtime.v2.task plugin, before it listens: once `ctr version` answers, the
-        restore is over (the socket file of a killed daemon stays behind, refusing connections).
+        containerd (1.6 to 2.x) restores every task (loads shims, cleans up dead ones) while it
+        loads the io.containerd.runtime.v2.task plugin, before it listens: once it answers, the
+        task restore is over (the socket file of a killed daemon stays behind, refusing
+        connections).  CRI's own recovery (its checkpoints) runs after that: tests/cri.py waits
+        for it.  With cri, the first start imports the pod images.
         """
         if self.daemon is not None and self.daemon.poll() is None:
             raise HarnessError("the daemon is already running")
         self.starts += 1
         log = open(self.log_path(self.starts), "wb")
+        env = {"PATH": self.version.daemon_path, "HOME": "/root", "LANG": "C.UTF-8"}
         t0 = time.monotonic()
         with log:
             self.daemon = subprocess.Popen(
-                self.nsenter(["containerd", "--config", str(self.paths.config)]),
+                self.nsenter([self.version.binary("containerd"), "--config", str(self.paths.config)]),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, env=env)
         wait_until(lambda: self._listening(), timeout, "containerd's gRPC socket")
         took = time.monotonic() - t0
         self.ctr("version")
+        if self.cri and not self._images_imported:
+            self.ctr("images", "import", str(image_archive()), namespace=CRI_NAMESPACE, timeout=120)
+            self._images_imported = True
         return took
 
     def _listening(self) -> bool:
@@ -457,11 +324,24 @@ class Containerd16:
         self.daemon.kill()
         self.daemon.wait()
 
+    def upgrade(self, to: str) -> None:
+        """The next start runs containerd `to` over the same state and root dirs (and the same
+        shims and containers), as a host upgraded while its daemon was down: its config is
+        rewritten in the format `to` reads, and ctr is `to`'s."""
+        if self.daemon is not None and self.daemon.poll() is None:
+            raise HarnessError("stop the daemon (crash()) before an upgrade")
+        new = find_version(to)
+        if reason := missing(new.name):
+            raise HarnessError(f"containerd {new.name}: {reason}")
+        p = self.paths
+        self.version = new
+        p.config.write_text(new.config(root=p.root, state=p.ns_state, address=p.address, cri=self.cri, cni=p.cni))
+
     # -- driving it
 
     def ctr(self, *args: str, namespace: str | None = None, check: bool = True,
             timeout: float = 30) -> subprocess.CompletedProcess:
-        argv = ["ctr", "-a", self.paths.address, "-n", namespace or self.namespace, *args]
+        argv = [self.version.binary("ctr"), "-a", self.paths.address, "-n", namespace or self.namespace, *args]
         result = self.in_ns(argv, timeout=timeout)
         if check and result.returncode != 0:
             raise HarnessError(f"{' '.join(argv)}: exit {result.returncode}: {result.stderr.strip()}")
@@ -479,13 +359,13 @@ class Containerd16:
                  "--env", "PATH=/bin", "--rootfs", str(busybox_rootfs()), cid,
                  "/bin/sh", "-c", cmd, namespace=ns)
         bundle = self.paths.bundle(ns, cid)
-        init = int((bundle / "init.pid").read_text())
+        init = int(wait_until(lambda: _read(bundle / "init.pid"), 10, f"{bundle}/init.pid"))
         started = [(init, cmd)]
         execs = {}
         if exec_id is not None:
             self.ctr("task", "exec", "-d", "--exec-id", exec_id, cid, "/bin/sh", "-c", exec_cmd,
                      namespace=ns)
-            execs[exec_id] = int((bundle / f"{exec_id}.pid").read_text())
+            execs[exec_id] = int(wait_until(lambda: _read(bundle / f"{exec_id}.pid"), 10, f"{exec_id}.pid"))
             started.append((execs[exec_id], exec_cmd))
         for pid, command in started:
             if "trap" in command:
@@ -499,9 +379,9 @@ class Containerd16:
         if self.paths.default_state and ns is None:
             return {}  # the namespace is gone: another harness's shims look the same
         found = {}
-        for pid in _pids():
+        for pid in pids():
             flags = shim_args(cmdline(pid))
-            if flags and flags.get("address") == self.paths.address and (ns is None or _mount_ns(pid) == ns):
+            if flags and flags.get("address") == self.paths.address and (ns is None or mount_ns(pid) == ns):
                 found[pid] = flags
         return found
 
@@ -520,6 +400,13 @@ class Containerd16:
     def containers(self, namespace: str | None = None) -> list[str]:
         """`ctr containers ls -q`: the containers in the metadata store."""
         return self.ctr("containers", "ls", "-q", namespace=namespace).stdout.split()
+
+    def cri_checkpoint(self, cid: str) -> dict | None:
+        """CRI's status checkpoint of a container, parsed; None when there is none."""
+        try:
+            return json.loads(self.paths.cri_status(cid).read_bytes())
+        except FileNotFoundError:
+            return None
 
     def spawn(self, argv: list[str]) -> subprocess.Popen:
         """A host process owned by the harness (close() kills it), e.g. a pid to reuse."""
@@ -555,7 +442,7 @@ class Containerd16:
         return pids
 
     def mount_ns(self) -> str | None:
-        return _mount_ns(self.holder.pid) if self.holder is not None else None
+        return mount_ns(self.holder.pid) if self.holder is not None else None
 
     def processes(self) -> dict[int, int]:
         """Every live process the harness started, pid -> start ticks: the daemon and all in
@@ -564,12 +451,12 @@ class Containerd16:
         ours |= set(self.shims())
         ns = self.mount_ns()
         children: dict[int, list[int]] = {}
-        for pid in _pids():
+        for pid in pids():
             st = proc_stat(pid)
             if st is None:
                 continue
             children.setdefault(st.ppid, []).append(pid)
-            if ns is not None and _mount_ns(pid) == ns:
+            if ns is not None and mount_ns(pid) == ns:
                 ours.add(pid)
         for p in (self.holder, self.daemon, *self._spawned):
             if p is not None and p.poll() is None:
@@ -601,7 +488,7 @@ class Containerd16:
             # pid 1 may reap orphans seconds late, and a pid namespace's init does not finish
             # dying before its namespace's zombies are reaped); a stopped shim is resumed first.
             for pid in self.shims():
-                _kill(pid, signal.SIGCONT)
+                kill(pid, signal.SIGCONT)
             seen: dict[int, int] = {}
             self._kill_until_gone(self._container_processes, seen)
             holder = self.holder.pid if self.holder is not None else None
@@ -610,13 +497,13 @@ class Containerd16:
             for p in self._spawned:
                 p.wait(5)
             for top in self.cgroup_dirs():
-                _remove_cgroup(top)
+                remove_cgroup(top)
             if self.holder is not None and self.holder.poll() is None:
                 self.holder.kill()
                 self.holder.wait()
         finally:
-            if self._subreaper_before:
-                _set_subreaper(self._subreaper_before)
+            if self._not_subreaper:
+                restore_subreaper()
             if remove:
                 shutil.rmtree(self.paths.base, ignore_errors=True)
 
@@ -636,35 +523,14 @@ class Containerd16:
             if time.monotonic() > deadline:
                 raise HarnessError(f"processes survive SIGKILL: {sorted(left)}")
             for pid in left:
-                _kill(pid, signal.SIGKILL)
+                kill(pid, signal.SIGKILL)
             time.sleep(_POLL)
 
 
-def _mount_ns(pid: int) -> str | None:
+
+def _read(path: Path) -> str | None:
+    """A small file's text once it has some (runc writes init.pid as ctr returns), else None."""
     try:
-        return os.readlink(f"/proc/{pid}/ns/mnt")
-    except OSError:
+        return path.read_text() or None
+    except FileNotFoundError:
         return None
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _remove_cgroup(top: Path) -> None:
-    """rmdir a cgroup tree, deepest first; a just-killed task may take a moment to leave it."""
-    deadline = time.monotonic() + 10
-    for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
-        while True:
-            try:
-                os.rmdir(dirpath)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(_POLL)

@@ -1,12 +1,12 @@
-"""The real containerd 1.6 harness (tests/containerd16.py): a crash cycle, and nothing left behind."""
+"""The real containerd 1.6 lab (recover/lab.py, tests/lab_fixtures.py): a crash cycle, and nothing left behind."""
 
 import os
 import signal
 
 import pytest
 
-from containerd16 import containerd16, skip_unless_usable  # noqa: F401
-from recover.lab import Containerd16, alive, proc_stat
+from lab_fixtures import containerd16, skip_unless_usable  # noqa: F401
+from recover.lab import Containerd, alive, proc_stat
 
 # where a daemon escaping its private namespace would write on the host
 HOST_PATHS = ("/run/containerd", "/var/lib/containerd", "/opt/containerd")
@@ -31,7 +31,7 @@ def host_view() -> dict:
 def test_a_task_outlives_a_daemon_crash_and_close_leaves_nothing():
     skip_unless_usable()
     host_before = host_view()
-    d = Containerd16.create()
+    d = Containerd.create()
     try:
         d.start()
         task = d.run("smoke")
@@ -75,7 +75,7 @@ def test_a_task_outlives_a_daemon_crash_and_close_leaves_nothing():
 def test_close_after_a_failure_midway_kills_a_stopped_shim_and_its_task():
     skip_unless_usable()
     with pytest.raises(RuntimeError, match="midway"):
-        with Containerd16.create() as d:
+        with Containerd.create() as d:
             d.start()
             task = d.run("midway")
             os.kill(task.shim, signal.SIGSTOP)
@@ -96,7 +96,7 @@ def test_two_daemons_on_the_default_state_dir_keep_to_their_own_shims():
     """With default_state both daemons' shims run `-address /run/containerd/containerd.sock` with
     the same namespace and id: the harness tells them apart by their mount namespace."""
     skip_unless_usable()
-    with Containerd16.create(default_state=True) as one, Containerd16.create(default_state=True) as two:
+    with Containerd.create(default_state=True) as one, Containerd.create(default_state=True) as two:
         one.start()
         two.start()
         a, b = one.run("same", exec_id=None), two.run("same", exec_id=None)

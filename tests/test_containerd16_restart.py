@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from conftest import record_emitted
-from containerd16 import skip_unless_usable
-from recover.lab import RUNTIME_DIR, Containerd16, Task, alive, proc_stat, wait_until
+from lab_fixtures import skip_unless_usable
+from recover.lab import RUNTIME_DIR, Containerd, Task, alive, proc_stat, wait_until
 
 LIVE = ("running", "orphaned")
 
@@ -84,7 +84,7 @@ class Made:
         return f"{self.ns_dir}/{self.task_dir}"
 
 
-Fault = Callable[[Containerd16, Made], None]
+Fault = Callable[[Containerd, Made], None]
 
 
 def kill_and_wait(pids: list[int], sig: int = signal.SIGKILL) -> None:
@@ -94,51 +94,51 @@ def kill_and_wait(pids: list[int], sig: int = signal.SIGKILL) -> None:
         wait_until(lambda pid=pid: not alive(pid), 10, f"pid {pid} to die")
 
 
-def none(d: Containerd16, m: Made) -> None:
+def none(d: Containerd, m: Made) -> None:
     pass
 
 
-def shim_killed(d: Containerd16, m: Made) -> None:
+def shim_killed(d: Containerd, m: Made) -> None:
     kill_and_wait([m.task.shim])
 
 
-def shim_and_init_killed(d: Containerd16, m: Made) -> None:
+def shim_and_init_killed(d: Containerd, m: Made) -> None:
     kill_and_wait([m.task.shim, m.task.init])
 
 
-def init_exited(d: Containerd16, m: Made) -> None:
+def init_exited(d: Containerd, m: Made) -> None:
     """SIGTERM: the init exits 42 under its live shim, which reaps it; the execs die with it."""
     kill_and_wait([m.task.init], signal.SIGTERM)
     for pid, _ in m.processes.values():
         wait_until(lambda pid=pid: not alive(pid), 10, f"pid {pid} to die with its init")
 
 
-def exec_exited(d: Containerd16, m: Made) -> None:
+def exec_exited(d: Containerd, m: Made) -> None:
     kill_and_wait(list(m.task.execs.values()), signal.SIGTERM)
 
 
-def address_removed(d: Containerd16, m: Made) -> None:
+def address_removed(d: Containerd, m: Made) -> None:
     (d.paths.bundle(m.task.namespace, m.task.id) / "address").unlink()
 
 
-def address_with_newline(d: Containerd16, m: Made) -> None:
+def address_with_newline(d: Containerd, m: Made) -> None:
     """As `echo ... > address` would write it."""
     address = d.paths.bundle(m.task.namespace, m.task.id) / "address"
     address.write_text(address.read_text() + "\n")
 
 
-def socket_removed(d: Containerd16, m: Made) -> None:
+def socket_removed(d: Containerd, m: Made) -> None:
     d.paths.socket(m.task.namespace, m.task.id).unlink()
 
 
-def socket_replaced(d: Containerd16, m: Made) -> None:
+def socket_replaced(d: Containerd, m: Made) -> None:
     """A socket file where the shim's was, but not the one it listens on: nobody answers there."""
     path = d.paths.socket(m.task.namespace, m.task.id)
     path.unlink()
     os.mknod(path, 0o600 | stat.S_IFSOCK)
 
 
-def bundle_emptied(d: Containerd16, m: Made) -> None:
+def bundle_emptied(d: Containerd, m: Made) -> None:
     for entry in d.paths.bundle(m.task.namespace, m.task.id).iterdir():
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -146,46 +146,46 @@ def bundle_emptied(d: Containerd16, m: Made) -> None:
             entry.unlink()
 
 
-def bundle_hidden(d: Containerd16, m: Made) -> None:
+def bundle_hidden(d: Containerd, m: Made) -> None:
     bundle = d.paths.bundle(m.task.namespace, m.task.id)
     m.task_dir = "." + m.task.id
     bundle.rename(bundle.with_name(m.task_dir))
 
 
-def namespace_hidden(d: Containerd16, m: Made) -> None:
+def namespace_hidden(d: Containerd, m: Made) -> None:
     """The whole namespace dir renamed `.<ns>` (its only task is this one)."""
     tasks = d.paths.state / RUNTIME_DIR
     m.ns_dir = "." + m.task.namespace
     (tasks / m.task.namespace).rename(tasks / m.ns_dir)
 
 
-def shim_stopped(d: Containerd16, m: Made) -> None:
+def shim_stopped(d: Containerd, m: Made) -> None:
     os.kill(m.task.shim, signal.SIGSTOP)
     wait_until(lambda: proc_stat(m.task.shim).state == "T", 10, "the shim to stop")
 
 
-def pid_reused(d: Containerd16, m: Made) -> None:
+def pid_reused(d: Containerd, m: Made) -> None:
     """Shim and init killed, then init.pid names an unrelated live process."""
     shim_and_init_killed(d, m)
     victim = d.spawn(["sleep", "1000000"])
     (d.paths.bundle(m.task.namespace, m.task.id) / "init.pid").write_text(str(victim.pid))
 
 
-def init_pid_garbage_shim_killed(d: Containerd16, m: Made) -> None:
+def init_pid_garbage_shim_killed(d: Containerd, m: Made) -> None:
     shim_killed(d, m)
     (d.paths.bundle(m.task.namespace, m.task.id) / "init.pid").write_text("abc")
 
 
-def runc_state_removed(d: Containerd16, m: Made) -> None:
+def runc_state_removed(d: Containerd, m: Made) -> None:
     shutil.rmtree(d.paths.runc_state(m.task.namespace, m.task.id))
 
 
-def runc_state_removed_shim_killed(d: Containerd16, m: Made) -> None:
+def runc_state_removed_shim_killed(d: Containerd, m: Made) -> None:
     shim_killed(d, m)
     runc_state_removed(d, m)
 
 
-def runc_start_rewritten_shim_killed(d: Containerd16, m: Made) -> None:
+def runc_start_rewritten_shim_killed(d: Containerd, m: Made) -> None:
     """runc's init_process_start no longer matches its live init: runc takes the container for stopped."""
     shim_killed(d, m)
     state = d.paths.runc_state(m.task.namespace, m.task.id) / "state.json"
@@ -199,7 +199,7 @@ def unique(what: str) -> str:
     return f"{what}-{uuid.uuid4().hex[:12]}"
 
 
-def make(d: Containerd16, cases: list[tuple[str, str, Fault]]) -> dict[str, tuple[Made, Fault]]:
+def make(d: Containerd, cases: list[tuple[str, str, Fault]]) -> dict[str, tuple[Made, Fault]]:
     """Run a task per case (namespace, id, fault); faults are applied later, with the daemon down."""
     made = {}
     for ns, cid, fault in cases:
@@ -210,7 +210,7 @@ def make(d: Containerd16, cases: list[tuple[str, str, Fault]]) -> dict[str, tupl
     return made
 
 
-def crash_and_break(d: Containerd16, made: dict[str, tuple[Made, Fault]]) -> dict[str, Made]:
+def crash_and_break(d: Containerd, made: dict[str, tuple[Made, Fault]]) -> dict[str, Made]:
     d.crash()
     for m, fault in made.values():
         fault(d, m)
@@ -219,7 +219,7 @@ def crash_and_break(d: Containerd16, made: dict[str, tuple[Made, Fault]]) -> dic
 
 # ---------------------------------------------------------------- recover, and what is seen
 
-def recover_scan(d: Containerd16, *root: str) -> dict[str, dict]:
+def recover_scan(d: Containerd, *root: str) -> dict[str, dict]:
     """`recover scan [ROOT] -f json` inside the daemon's mount namespace: task key -> its JSON.
     The state dir it read must be the daemon's, as containerd names it."""
     result = d.in_ns([sys.executable, "-m", "recover", "scan", *root, "-f", "json"])
@@ -249,7 +249,7 @@ class Seen:
     runc: bool
 
 
-def see(d: Containerd16, m: Made, judged: dict) -> Seen:
+def see(d: Containerd, m: Made, judged: dict) -> Seen:
     ns, cid = m.task.namespace, m.task.id
     foreign = set()
     for p in judged["processes"]:
@@ -268,7 +268,7 @@ def logged(log: str, message: str, task_dir: str) -> list[str]:
     return [line for line in log.splitlines() if f'msg="{message}"' in line and field.search(line)]
 
 
-def mismatches(d: Containerd16, tasks: dict[str, Made], judged: dict[str, dict], before: dict[str, Seen],
+def mismatches(d: Containerd, tasks: dict[str, Made], judged: dict[str, dict], before: dict[str, Seen],
                restart_took: float) -> list[str]:
     """Every consequence of every prediction that the restarted daemon did not bear out."""
     log = d.log()
@@ -320,7 +320,7 @@ def mismatches(d: Containerd16, tasks: dict[str, Made], judged: dict[str, dict],
     return wrong
 
 
-def restart_and_compare(d: Containerd16, tasks: dict[str, Made], judged: dict[str, dict]) -> None:
+def restart_and_compare(d: Containerd, tasks: dict[str, Made], judged: dict[str, dict]) -> None:
     assert set(judged) == set(tasks), "recover reports exactly the tasks made"
     before = {key: see(d, m, judged[key]) for key, m in tasks.items()}
     took = d.start()
@@ -335,7 +335,7 @@ def test_each_prediction_is_what_the_restarted_daemon_does():
     """Cycle 1: one fault per task, in a state dir of the daemon's own; every prediction at least once."""
     skip_unless_usable()
     ns, hidden = unique("restart"), unique("hidden")
-    with Containerd16.create() as d:
+    with Containerd.create() as d:
         d.start()
         made = make(d, [
             (ns, "a-none", none),
@@ -370,7 +370,7 @@ def test_a_default_state_dir_is_scanned_without_argument_and_the_advice_works():
     R105 (resume the stopped shim) is followed: the daemon then re-adopts both tasks."""
     skip_unless_usable()
     ns = unique("default-state")
-    with Containerd16.create(default_state=True) as d:
+    with Containerd.create(default_state=True) as d:
         d.start()
         made = make(d, [
             (ns, "a-none", none),
