@@ -61,6 +61,8 @@ class Surroundings(Value):
     runc_root: str | None = None  # --runc-root; None: each layout's default
     read_runc: bool = True  # false beside a captured proc dir: this host's runc state is not the capture's
     containerd_root: str | None = None  # --containerd-root (runtime-v2); None: from each task's work link
+    containerd_version: str | None = None  # --containerd-version (runtime-v2): the daemon that will start
+    unit: str | None = None  # the systemd unit whose start is judged (guard --unit): its ExecStart is read
 
     def path(self, host_path: str) -> str:
         return host_path if self.image_root is None else in_image(self.image_root, host_path)

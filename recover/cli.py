@@ -158,6 +158,11 @@ ContainerdRootOpt = Annotated[Optional[str], typer.Option(
     "--containerd-root", metavar="DIR", show_default=False,
     help="containerd 1.x/2.x's root dir (work dirs, CRI checkpoints). Default: as each task's work link names "
          "it (/var/lib/containerd).")]
+ContainerdVersionOpt = Annotated[Optional[str], typer.Option(
+    "--containerd-version", metavar="VERSION", show_default=False,
+    help="The containerd that will start over a 1.x/2.x state dir (1.6.20, 1.7.34, 2.3.4: what it does to each task "
+         "depends on it). Default: $RECOVER_CONTAINERD_VERSION, else the version in the binary that will start "
+         "(read, never run), else what the bundles show, else each known behaviour, the worst leading.")]
 LayoutOpt = Annotated[Optional[str], typer.Option(
     "--layout", metavar="LAYOUT", show_default=False,
     help="Read ROOT as this layout, whatever it looks like: containerd-0.2 or containerd-runtime-v2.")]
@@ -196,7 +201,8 @@ def _check_proc_root(proc_root: str | None, offline: bool) -> None:
 
 def _open_scan(root: str | None, proc_root: str | None, offline: bool, container: list[str] | None,
                image_root: str | None = None, runc_root: str | None = None, containerd_root: str | None = None,
-               layout: str | None = None, *, not_a_root: Callable[[str], typer.Exit] = _fail):
+               layout: str | None = None, *, containerd_version: str | None = None, unit: str | None = None,
+               not_a_root: Callable[[str], typer.Exit] = _fail):
     from .around import Surroundings
     from .fsread import RootError
     from .host import is_procfs
@@ -210,7 +216,14 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
     _check_proc_root(proc_root, offline)
     # runc's state is this host's, beside its live /proc, or the image's own: never a capture's
     read_runc = runc_root is not None or image_root is not None or proc_root is None or is_procfs(proc_root)
-    around = Surroundings(image_root, runc_root, read_runc, containerd_root)
+    # not typer's envvar=: `guard --install` would write a variable of the shell into the drop-in
+    containerd_version = containerd_version or os.environ.get("RECOVER_CONTAINERD_VERSION") or None
+    if containerd_version is not None:
+        from .layouts.runtime_v2.version import from_flag
+
+        if isinstance(problem := from_flag(containerd_version), str):
+            raise _fail(problem)
+    around = Surroundings(image_root, runc_root, read_runc, containerd_root, containerd_version, unit)
     for flag, value in (("--runc-root", runc_root), ("--containerd-root", containerd_root)):
         if value is not None and image_root is not None and not os.path.isdir(around.path(value)):
             raise _fail(f"{flag} {value}: with --image-root it is a path inside the image, and "
@@ -239,6 +252,7 @@ def scan(
     image_root: ImageRootOpt = None,
     runc_root: RuncRootOpt = None,
     containerd_root: ContainerdRootOpt = None,
+    containerd_version: ContainerdVersionOpt = None,
     layout: LayoutOpt = None,
     format: Annotated[str, typer.Option(
         "--format", "-f", metavar="FORMAT", help="text (a table; `table` is the same), json (one document), "
@@ -257,7 +271,8 @@ def scan(
     except ValueError:
         raise _fail(f"--format must be one of: {', '.join(f.value for f in ScanFormat)}") from None
     display = _display()
-    with _open_scan(root, proc_root, offline, container, image_root, runc_root, containerd_root, layout) as s:
+    with _open_scan(root, proc_root, offline, container, image_root, runc_root, containerd_root, layout,
+                    containerd_version=containerd_version) as s:
         _write_out(lambda out: RENDERERS[fmt](s, out, display=display))
 
 
@@ -269,6 +284,7 @@ def check(
     image_root: ImageRootOpt = None,
     runc_root: RuncRootOpt = None,
     containerd_root: ContainerdRootOpt = None,
+    containerd_version: ContainerdVersionOpt = None,
     layout: LayoutOpt = None,
     container: ContainerOpt = None,
     select: Annotated[Optional[str], typer.Option(
@@ -310,7 +326,8 @@ def check(
     if write_baseline and (problem := _unwritable("--write-baseline", write_baseline)):
         raise _fail(problem)
     gate = ck.Gate(ck.parse_codes(select), ck.parse_codes(ignore), fail_on, known)
-    with _open_scan(root, proc_root, offline, container, image_root, runc_root, containerd_root, layout) as s:
+    with _open_scan(root, proc_root, offline, container, image_root, runc_root, containerd_root, layout,
+                    containerd_version=containerd_version) as s:
         containers = list(s.containers())
         report = ck.CheckReport(
             root=s.root.path, findings=tuple(ck.locate(containers, s.findings)),
@@ -354,6 +371,7 @@ def explain(
     image_root: ImageRootOpt = None,
     runc_root: RuncRootOpt = None,
     containerd_root: ContainerdRootOpt = None,
+    containerd_version: ContainerdVersionOpt = None,
     layout: LayoutOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="text or json.")] = "text",
 ) -> None:
@@ -365,7 +383,8 @@ def explain(
 
     if format not in ("text", "json"):
         raise _fail("--format must be one of: text, json")
-    with _open_scan(root, proc_root, offline, None, image_root, runc_root, containerd_root, layout) as s:
+    with _open_scan(root, proc_root, offline, None, image_root, runc_root, containerd_root, layout,
+                    containerd_version=containerd_version) as s:
         try:
             doc = build_explanation(s, target)
         except ExplainError as e:
@@ -403,6 +422,7 @@ def repair(
     undo: Annotated[Optional[str], typer.Option(
         "--undo", metavar="JOURNAL", help="Revert what a journal recorded, where files are still as it left them.")] = None,
     proc_root: RepairProcRootOpt = None,
+    containerd_version: ContainerdVersionOpt = None,
     container: ContainerOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table or json.")] = "table",
 ) -> None:
@@ -446,7 +466,8 @@ def repair(
             _write_out(lambda out: out.write(orjson.dumps(doc) + b"\n"))
         return _fail(message, EXIT_REFUSED)
 
-    with _open_scan(root, proc_root, False, container, not_a_root=refuse) as s:
+    with _open_scan(root, proc_root, False, container, containerd_version=containerd_version,
+                    not_a_root=refuse) as s:
         meta["root"] = s.root.path
         if not s.layout.writable:
             raise refuse(f"refusing: {s.root.path} is a {s.layout.name} root ({s.layout.daemon}); repair writes only "
@@ -601,13 +622,14 @@ def guard(
         help="Where the one-shot override file guard-override is looked for. Default: /run/recover.")] = None,
     proc_root: ProcRootOpt = None,
     image_root: ImageRootOpt = None,
+    containerd_version: ContainerdVersionOpt = None,
     install: Annotated[bool, typer.Option(
         "--install", help="Write the systemd drop-in that runs this command (with these options) before --unit.")]
         = False,
     uninstall: Annotated[bool, typer.Option("--uninstall", help="Remove the drop-in that --install wrote.")] = False,
     unit: Annotated[str, typer.Option(
-        "--unit", metavar="UNIT", help="The daemon's unit: containerd.service or docker.service.")]
-        = "containerd.service",
+        "--unit", metavar="UNIT", help="The daemon's unit: containerd.service or docker.service (its ExecStart "
+        "tells which containerd will start).")] = "containerd.service",
     systemd_dir: Annotated[str, typer.Option(
         "--systemd-dir", metavar="DIR", help="Where the drop-in goes: DIR/UNIT.d/50-recover.conf.")]
         = "/etc/systemd/system",
@@ -641,8 +663,10 @@ def guard(
         if proc_root is not None or image_root is not None:
             raise _fail("--install writes the command for this host's own starts: "
                         "--proc-root and --image-root cannot be given with it")
-        argv = [*_recover_command(), "guard", "--policy", policy] + (["--kill-orphans"] if kill_orphans else [])
+        argv = [*_recover_command(), "guard", "--policy", policy, "--unit", unit] + (
+            ["--kill-orphans"] if kill_orphans else [])
         for flag, value in (("--timeout", None if timeout is None else f"{timeout:g}"),
+                            ("--containerd-version", containerd_version),
                             ("--keep", None if keep is None else str(keep)),
                             ("--report-dir", report_dir and os.path.abspath(report_dir)),
                             ("--run-dir", run_dir and os.path.abspath(run_dir))):
@@ -686,7 +710,7 @@ def guard(
                            keep=gd.DEFAULT_KEEP if keep is None else keep, kill_orphans=kill_orphans,
                            overridden=overridden)
     try:
-        decision = _guard_judge(root, proc_root, image_root, settings, say)
+        decision = _guard_judge(root, proc_root, image_root, settings, say, containerd_version, unit)
     except typer.Exit:  # ROOT cannot be read as a root: said in one line already
         say(f"not judged; {goes_on}")
         if blocking:
@@ -705,7 +729,8 @@ def guard(
         raise typer.Exit(EXIT_FINDINGS)
 
 
-def _guard_judge(root: str | None, proc_root: str | None, image_root: str | None, settings, say):
+def _guard_judge(root: str | None, proc_root: str | None, image_root: str | None, settings, say,
+                 containerd_version: str | None, unit: str):
     from . import guard as gd
     from .around import Surroundings
     from .classify import DEFAULT_ROOTS
@@ -717,7 +742,8 @@ def _guard_judge(root: str | None, proc_root: str | None, image_root: str | None
     if path is None or not os.path.lexists(path):  # a first start: the daemon makes its root
         say(f"no state root at {path or ' or '.join(DEFAULT_ROOTS)}: nothing to judge; the start goes on")
         return None
-    return gd.judge(lambda: _open_scan(path, proc_root, False, None, image_root), settings, say)
+    return gd.judge(lambda: _open_scan(path, proc_root, False, None, image_root, containerd_version=containerd_version,
+                                       unit=unit), settings, say)
 
 
 def _unit_mismatch(unit: str, root: str | None) -> str | None:

@@ -771,7 +771,7 @@ def explain(s: Scan, target: str) -> dict:
     else:
         repair_would = None  # repair refuses this layout
     return {
-        "schema": SCHEMA, "root": json_text(s.root.path), "layout": s.layout.name, "daemon": s.layout.daemon,
+        "schema": SCHEMA, "root": json_text(s.root.path), "layout": s.layout.name, "daemon": s.daemon.name,
         "container": json_text(record.id), "namespace": None if record.namespace is None else json_text(record.namespace),
         "process": json_text(process_id) if process_id else None,
         "host": s.host_json(),
@@ -871,8 +871,8 @@ def _files_v2(s: Scan, record: ContainerRecord) -> tuple[list[dict], dict[str, d
     findings = list(record.findings) + [f for p in record.processes for f in p.findings]
     rows = _file_rows(entries, parsed, findings, record.rel, ("init.pid", "address"))
     for e in rows:
-        if e["name"] == "address" and e["type"] == "missing" and t.address_source == "bootstrap.json":
-            e["parsed"] = "absent: bootstrap.json is read instead"
+        if e["name"] == "address" and e["type"] == "missing" and t.bootstrap is not None:
+            e["parsed"] = "absent: containerd 2.x reads bootstrap.json instead (1.6 and 1.7 read only this one)"
     extra = [{"name": "(runc state)", "type": "file" if t.runc and not t.runc.problem else "missing",
               "path": json_text(t.runc.path) if t.runc else None, "findings": [],
               "parsed": _describe_runc(t)}]
@@ -885,12 +885,22 @@ def _files_v2(s: Scan, record: ContainerRecord) -> tuple[list[dict], dict[str, d
     return [{"dir": _dir_of(record), "entries": rows + extra}], {p.id: log for p in record.processes}
 
 
+def _describe_address_file(f, read_by: str) -> str:
+    """What a file naming the shim's socket holds, and which containerd reads it."""
+    if f is None:
+        return "absent"
+    if f.problem is not None:
+        return f"{f.problem}; {read_by}"
+    held = (f"JSON: version {f.version}, address {f.address}, protocol {f.protocol}" if f.is_json
+            else f"the address {f.text!r}" + ("" if f.plain else " (with white space, dialled as written)"))
+    return f"{held}; the socket file is {f.socket_state_words}; {read_by}"
+
+
 def _describe_task_files(t, log: dict[str, dict]) -> dict[str, str]:
     out = {
-        "address": (f"the shim's socket: {t.address}; the socket file is {t.socket_state_words}"
-                    if t.address_source == "address" else t.address_problem or "not used"),
-        "bootstrap.json": (f"the shim's socket: {t.address} (containerd 2.0 reads it first); the socket file is "
-                           f"{t.socket_state_words}" if t.address_source == "bootstrap.json" else "not usable"),
+        "address": _describe_address_file(t.address_file, "read by every containerd 1.x/2.x (2.x: only "
+                                          "without a bootstrap.json, which it then writes as version 2)"),
+        "bootstrap.json": _describe_address_file(t.bootstrap, "read by containerd 2.x only, before `address`"),
         "config.json": ("the OCI spec; CRI: " + (f"{t.container_type}" + (f" of pod sandbox {t.sandbox}" if t.sandbox else ""))
                         if t.container_type else "the OCI spec (no CRI annotations)"),
         "options.json": f"runc options: {json.dumps(t.options)}" if t.options is not None else "not read",

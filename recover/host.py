@@ -12,6 +12,7 @@ import stat
 from typing import Literal, Protocol
 
 from .fsread import filesystem_type
+from .gobinary import GoBinary, NotGo, read_go_binary
 from .value import Value
 
 ShimStateName = Literal["alive", "stopped", "zombie", "gone"]
@@ -245,6 +246,7 @@ class HostView:
         self._listeners: frozenset[tuple[int, int]] | None | bool = False  # False: not read yet
         self._children: dict[int, list[int]] | None = None
         self._roots: dict[tuple[int, int], tuple[int, int] | None] = {}
+        self._binaries: dict[tuple[int, int, int, int], GoBinary | NotGo] = {}
 
     @property
     def readable(self) -> bool:
@@ -384,6 +386,22 @@ class HostView:
         None where that cannot be read (see root_identity)."""
         identity = self.root_identity(pid, depth)
         return None if identity is None else identity == root.identity
+
+    def go_binary(self, pid: int) -> GoBinary | NotGo | None:
+        """What the program pid runs says of itself (recover/gobinary.py), read once per binary
+        (every shim of a host runs the same one); None where it cannot be read (a captured proc
+        dir holds no binary, another user's process, gone)."""
+        if not self.live:
+            return None
+        path = os.path.join(self.proc_root, str(pid), "exe")
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):
+            return None
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in self._binaries:
+            self._binaries[key] = read_go_binary(path)
+        return self._binaries[key]
 
     def in_other_mount_namespace(self, pid: int) -> bool:
         """Whether pid lives in another mount namespace than recover (only this host's own /proc

@@ -196,7 +196,7 @@ def container_json(c: ContainerJudgement) -> dict:
 def layout_json(scan: Scan) -> dict:
     """Which reader read the root, what it looked like, and which daemon's restore is predicted."""
     c = scan.classification
-    return {"layout": scan.layout.name, "daemon": scan.layout.daemon,
+    return {"layout": scan.layout.name, "daemon": scan.daemon.name, "daemon_version": scan.daemon.json(),
             "classified_as": {"kind": c.kind, "evidence": json_text(c.evidence)}}
 
 

@@ -220,6 +220,10 @@ _RULES = [
          "and the task is not listed afterwards: resume it (kill -CONT) before restarting the daemon"),
     Rule("R106", "warning", "CRI would record exit 255 \"Unknown\" for this container",
          "the real exit status is lost and the stale pid kept; a pod restart policy acts on 255"),
+    Rule("R107", "error", "containerd would lose an exit status that only the task's live shim holds",
+         "the restore removes the task (1.7 and 2.x clean up a live shim that runs nothing; any version cleans "
+         "up a shim it cannot reach), and with it the only copy of the exit status: read it from the shim "
+         "before restarting, or restore what lets the daemon reach the shim (1.6 then keeps it)"),
 ]
 
 RULES: dict[str, Rule] = {r.code: r for r in _RULES}

@@ -95,6 +95,7 @@ class Scan:
                                              f"{self.classification.kind} ({self.classification.evidence})"))
             self.layout: Layout = layout_named(name)
             self.reader = self.layout.open(self.root, around)
+            self.daemon = self.layout.judge_daemon(self.reader, around)
         except BaseException:
             self.root.close()
             raise
@@ -119,7 +120,8 @@ class Scan:
             hidepid=bool(self.host and self.host.hidepid),
             root_on_tmpfs=None if fs is None else fs == "tmpfs",
             daemon_runs=any(f.code == "H009" for f in daemon_found))
-        self.ctx = Context(self.host if proc_read else None, self.host_facts, self.own, around, self.reader)
+        self.ctx = Context(self.host if proc_read else None, self.host_facts, self.own, around, self.reader,
+                           self.daemon)
         try:
             self.ids = select_containers(self.reader.containers(), select)
         except BaseException:

@@ -7,6 +7,11 @@ os.environ.pop("FORCE_COLOR", None)
 os.environ.pop("GITHUB_ACTIONS", None)
 os.environ.pop("COLUMNS", None)  # a width set by the shell would wrap the tables tests read
 os.environ["NO_COLOR"] = "1"
+# What containerd does on restart depends on its version, which recover reads from the binary that
+# will start: the host's own would make every prediction depend on what this machine has installed.
+# The suite judges containerd 1.6.20 (its captures and the builders' trees are 1.6's) unless a test
+# names another version, or unsets this to test how the version is found.
+os.environ["RECOVER_CONTAINERD_VERSION"] = "1.6.20"
 
 import pathlib  # noqa: E402
 

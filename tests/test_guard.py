@@ -115,8 +115,9 @@ def test_install_writes_one_exec_start_pre_line_and_uninstall_removes_exactly_it
     assert keys[0] == "[Service]" and len(keys) == 2 and keys[1].startswith("ExecStartPre=/")  # no "-": failures count
     argv = exec_start_pre(text)
     assert argv[:len(recover_command())] == recover_command() and os.access(argv[0], os.X_OK)
-    assert argv[len(recover_command()):] == ["guard", "--policy", "block", "--timeout", "5", "--report-dir",
-                                            str(dirs.reports), "--run-dir", str(dirs.run), str(root)]
+    assert argv[len(recover_command()):] == ["guard", "--policy", "block", "--unit", "docker.service", "--timeout",
+                                            "5", "--report-dir", str(dirs.reports), "--run-dir", str(dirs.run),
+                                            str(root)]
     beside = path.parent / "10-other.conf"
     beside.write_text("[Service]\nEnvironment=A=1\n")
     again = recover("guard", "--install", "--unit", "docker.service", "--systemd-dir", dirs.systemd)

@@ -188,7 +188,7 @@ def test_explain_a_task(multi):
     assert doc["containerd_would"] == "kill-live-processes" and "address is missing" in doc["containerd_why"]
     assert doc["task"]["shim"]["state"] == "alive" and doc["repair_would"] is None
     text = explain(multi, "default/f-address-removed").stdout
-    assert "containerd 1.6-2.x would: kill-live-processes" in text and "restore the address" in text
+    assert "containerd 1.6.20 would: kill-live-processes" in text and "restore the address" in text
 
 
 def test_explain_targets_a_task_by_prefix_and_a_process(multi):

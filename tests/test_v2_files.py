@@ -97,8 +97,12 @@ def test_the_address_holds_the_shims_socket(state, tmp_path):
     (d / "address").unlink()
     (d / "bootstrap.json").write_bytes(orjson.dumps({"version": 2, "address": f"unix://{sockets}/{name}",
                                                      "protocol": "ttrpc"}))
-    c = by_key(scan(state))["default/t"]
+    c = by_key(scan(state, "--containerd-version", "2.3.4"))["default/t"]  # 2.x reads bootstrap.json
     assert c["shim"]["address"] == f"unix://{sockets}/{name}" and c["shim"]["socket_state"] == "present"
+    assert c["shim"]["address_file"] == "bootstrap.json"
+    c = by_key(scan(state, "--containerd-version", "1.7.34"))["default/t"]  # 1.7 reads only `address`
+    assert (c["shim"]["address"], c["shim"]["address_problem"]) == (
+        None, "address is missing (containerd 1.7 reads no bootstrap.json)")
 
 
 def test_a_cri_container_whose_task_is_gone_loses_its_exit(state, tmp_path):

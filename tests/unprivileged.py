@@ -29,6 +29,7 @@ def scan_as_nobody(root: str, proc_root: str, hidepid: bool = False) -> dict | N
     them).  None: the child could not set up what was asked (no mount namespaces here)."""
     import io
 
+    from recover.around import Surroundings
     from recover.render import render_json
     from recover.scan import Scan
 
@@ -49,7 +50,8 @@ def scan_as_nobody(root: str, proc_root: str, hidepid: bool = False) -> dict | N
                 os.setgid(NOBODY)
                 os.setuid(NOBODY)
             buf = io.BytesIO()
-            with Scan(root, proc_root=proc_root) as s:
+            around = Surroundings(containerd_version=os.environ.get("RECOVER_CONTAINERD_VERSION"))
+            with Scan(root, proc_root=proc_root, around=around) as s:
                 render_json(s, buf)
             with os.fdopen(write_end, "wb") as out:
                 out.write(buf.getvalue())

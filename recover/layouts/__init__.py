@@ -32,6 +32,30 @@ class Context(Value):
     root: OwnRoot
     around: Surroundings
     reader: Any  # the layout's own reader of this root
+    daemon: Daemon  # the daemon whose restore is predicted (Layout.judge_daemon)
+
+
+class Daemon(Protocol):
+    """The daemon a layout predicts: its name for findings, and how it was told (JSON)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def json(self) -> dict: ...
+
+
+class FixedDaemon(Value):
+    """A layout's only daemon (containerd 0.2.9 for a 0.2 root)."""
+
+    version: str
+
+    @property
+    def name(self) -> str:
+        return f"containerd {self.version}"
+
+    def json(self) -> dict:
+        return {"version": self.version, "judged_as": [self.version], "source": "layout", "binary": None,
+                "note": f"a {self.name} root: its restore is containerd {self.version}'s"}
 
 
 class Reader(Protocol):
@@ -61,6 +85,10 @@ class Layout(Protocol):
     writable: bool  # whether `recover repair` may write in such a root
 
     def open(self, root: OpenRoot, around: Surroundings) -> Reader: ...
+
+    def judge_daemon(self, reader: Reader, around: Surroundings) -> Daemon:
+        """Which daemon (and version) will restart over the root."""
+        ...
 
     def gather(self, ctx: Context, record: ContainerRecord) -> tuple[dict[str, ProcessFacts], Any]:
         """Per-process host facts, and whatever else the layout's predictor needs (reads /proc)."""

@@ -14,7 +14,7 @@ from ...predict import containerd_0_2 as predict_0_2  # the module: the two impo
 from ...records import ContainerRecord
 from ...rules import Finding
 from ...value import Value
-from .. import Context, ShimClaim, gather_with
+from .. import Context, FixedDaemon, ShimClaim, gather_with
 from .around import Bundle, bundle_findings, look_at_bundle, runc_dir, runc_findings
 from .reader import Reader
 
@@ -63,6 +63,9 @@ class Containerd02:
 
     def open(self, root: OpenRoot, around: Any) -> Reader:
         return Reader(root, runc_dir(around))
+
+    def judge_daemon(self, reader: Reader, around: Any) -> FixedDaemon:
+        return FixedDaemon("0.2.9")
 
     def gather(self, ctx: Context, record: ContainerRecord) -> tuple[dict[str, ProcessFacts], Any]:
         shim = record.files.shim

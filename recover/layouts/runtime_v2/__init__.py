@@ -1,6 +1,7 @@
 """containerd 1.x/2.x runtime-v2 state dirs (Docker 20+, every Kubernetes node): one task bundle
 per container, runc's own state beside it, CRI's checkpoints in the root dir (SPEC-v2 §1).
-Predicted daemon: containerd 1.6-2.x and its CRI plugin (recover/predict/containerd_v2.py)."""
+Predicted daemon: containerd 1.6, 1.7 or 2.x, as the version that will start says (version.py), and
+its CRI plugin (predict.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from typing import Any
 import msgspec
 
 from ...fsread import OpenRoot, printable
+from ...gobinary import GoBinary, read_go_binary
 from ...host import ProcessFacts, ShimProcess, find_shim, flag_value, shim_state
 from ...judge import ContainerJudgement, ContainerPrediction, Predictor, ProcessPrediction
-from ...predict import containerd_v2 as predict_v2  # the module: the two import each other
 from ...records import ContainerRecord
 from ...rules import Finding, finding
 from .. import Context, ShimClaim, gather_with
+from . import predict as predict_v2
 from .reader import TASKS_DIR, Paths, StateDir, TaskFiles, socket_name, unhidden
+from .version import DaemonVersion, judge_version
 
 SHIM_PREFIX = "containerd-shim"
 
@@ -68,7 +71,7 @@ class Shim:
 
 class RuntimeV2:
     name = "containerd-runtime-v2"
-    daemon = "containerd 1.6-2.x"
+    daemon = "containerd 1.6, 1.7 or 2.x"
     shim_depth = Shim.depth
     writable = False  # what repair may safely write here is not decided yet: it refuses
 
@@ -77,9 +80,13 @@ class RuntimeV2:
                                     containerd_root=around.containerd_root,
                                     resolve=around.path if around.image_root is not None else None))
 
+    def judge_daemon(self, reader: StateDir, around: Any) -> DaemonVersion:
+        return judge_version(around.containerd_version, around.path, around.unit, reader.holds_bootstrap)
+
     def gather(self, ctx: Context, record: ContainerRecord) -> tuple[dict[str, ProcessFacts], Any]:
         task: TaskFiles = record.files
-        rule = Shim(task.namespace, task.shim_id, _socket_of(task.address))
+        named = task.bootstrap if task.bootstrap is not None and task.bootstrap.address else task.address_file
+        rule = Shim(task.namespace, task.shim_id, _socket_of(named.address if named is not None else None))
         facts = gather_with(ctx, record, [(p.id, rule, None) for p in record.processes])
         shim_pid = next((f.shim_pid for f in facts.values() if f.shim_pid is not None), None)
         shim = None
@@ -91,17 +98,19 @@ class RuntimeV2:
         runc_init = None
         if task.runc is not None and task.runc.pid is not None and ctx.host is not None and ctx.facts.proc_read:
             runc_init = ctx.host.stat(task.runc.pid)
-        listened = None  # whether a live socket listens on the socket file: only asked of a live shim
-        if shim is not None and task.socket == "present" and ctx.host is not None \
-                and ctx.host.in_our_network_namespace(shim.pid) \
+        listened = {}  # whether a live socket listens on each socket file named: only asked of a live shim
+        if shim is not None and ctx.host is not None and ctx.host.in_our_network_namespace(shim.pid) \
                 and (listeners := ctx.host.listening_unix_sockets()) is not None:
-            try:
-                st = os.lstat(task.socket_path)
-                listened = (st.st_dev, st.st_ino) in listeners
-            except OSError:
-                listened = None
+            for f in (task.bootstrap, task.address_file):
+                if f is not None and f.socket == "present" and f.socket_path is not None:
+                    try:
+                        st = os.lstat(f.socket_path)
+                        listened[f.socket_path] = (st.st_dev, st.st_ino) in listeners
+                    except OSError:
+                        listened[f.socket_path] = None
+        api, api_from = shim_api(ctx, task, shim_pid if shim is not None else None)
         return facts, predict_v2.TaskHost(
-            socket_listened=listened,
+            listened=listened, shim_api=api, shim_api_from=api_from,
             proc_read=ctx.facts.proc_read, shim_pid=shim_pid,
             # a bundle that cannot be listed hides a pod container's sandbox id: which shim is its own
             # cannot be told, and none found is not "gone"
@@ -117,7 +126,7 @@ class RuntimeV2:
     def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], evidence: Any) -> Predictor:
         def predict(record: ContainerRecord, decisions: dict) -> ContainerPrediction:
             host = msgspec.structs.replace(evidence, verdicts={k: d.verdict for k, d in decisions.items()})
-            return predict_v2.predict_task_container(record, decisions, host)
+            return predict_v2.predict_task_container(record, decisions, host, ctx.daemon)
 
         return predict
 
@@ -143,6 +152,32 @@ class RuntimeV2:
 
 
 LAYOUT = RuntimeV2()
+
+SHIM_PACKAGES = {"github.com/containerd/containerd/v2/": 3, "github.com/containerd/containerd/": 2}
+
+
+def shim_api(ctx: Context, task: TaskFiles, shim_pid: int | None) -> tuple[int | None, str]:
+    """The task API the task's shim serves (a 2.x shim serves v3 only, a 1.x shim v2), and how
+    that was told: the binary it runs (read from /proc/<pid>/exe on a live host, or the file
+    shim-binary-path names), else what its bundle shows (a 2.x shim writes bootstrap.json version
+    3; a bundle a 2.x daemon made holds the `s` link; a 1.x shim writes `address`)."""
+    binary, where = None, ""
+    if shim_pid is not None and ctx.host is not None:
+        binary, where = ctx.host.go_binary(shim_pid), f"its binary, /proc/{shim_pid}/exe"
+    if binary is None and task.shim_binary.startswith("/"):
+        binary, where = read_go_binary(ctx.around.path(task.shim_binary)), f"its binary, {task.shim_binary}"
+    if isinstance(binary, GoBinary):
+        for prefix, api in SHIM_PACKAGES.items():
+            if (binary.main_package or "").startswith(prefix):
+                return api, f"{where}, is a containerd {'2.x' if api == 3 else '1.x'} shim"
+    b = task.bootstrap
+    if b is not None and b.version in (2, 3):
+        return b.version, f"its bootstrap.json says version {b.version}"
+    if task.made_by_2x:
+        return 3, "its bundle was made by containerd 2.x (the `s` link, or a `sandbox` file)"
+    if task.address_file is not None:
+        return 2, "its bundle holds `address`, which 1.x shims write"
+    return None, "cannot be told"
 
 
 def runc_findings(record: ContainerRecord, init_verdict: str | None, init_pid: int | None) -> list[Finding]:

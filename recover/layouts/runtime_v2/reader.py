@@ -93,6 +93,32 @@ class CriStatus(Value):
         return "created" if self.created_at else "unknown"
 
 
+class AddressFile(Value):
+    """What one of the files that name the shim's socket holds (`address`: the plain address, or
+    on 1.7 maybe JSON; `bootstrap.json`, 2.x: JSON with the task API's version).  Which file a
+    daemon reads and how it takes what it finds depends on its version: the predictor's to say."""
+
+    name: str  # "address" or "bootstrap.json"
+    problem: str | None  # why nothing can be read from it (not a regular file, unreadable, empty)
+    text: str | None  # what it holds, as written
+    is_json: bool = False  # a JSON object
+    version: int | None = None  # its "version" (JSON), as a number
+    address: str | None = None  # the address in it: JSON's "address", else the text as written
+    protocol: str | None = None  # JSON's "protocol"
+    socket_path: str | None = None  # where the socket `address` names is, on this host (or in the image)
+    socket: SocketState = "unknown"
+
+    @property
+    def plain(self) -> bool:
+        """The text is the address alone, with nothing around it (no newline)."""
+        return self.text is not None and not self.is_json and self.text.strip() == self.text and bool(self.text)
+
+    @property
+    def socket_state_words(self) -> str:
+        return {"present": "there", "missing": "missing", "not-a-socket": "not a socket",
+                "unknown": "not checked (not a unix socket on this host)"}[self.socket]
+
+
 class TaskFiles(Value):
     """What the files of one task bundle say (the layout's own parse, beside the shared records)."""
 
@@ -101,11 +127,8 @@ class TaskFiles(Value):
     hidden_namespace: bool
     entries: int | None  # how many names the bundle holds (None: it cannot be listed)
     listing_problem: str | None
-    address: str | None  # the shim's address, from bootstrap.json (2.0, preferred) or address
-    address_source: Literal["bootstrap.json", "address"] | None
-    address_problem: str | None  # why no usable address ("address is missing", ...)
-    socket_path: str | None  # where the socket should be, on the host recover runs on (or in the image)
-    socket: SocketState
+    address_file: AddressFile | None  # `address` (None: there is none)
+    bootstrap: AddressFile | None  # `bootstrap.json` (None: there is none)
     shim_binary: str
     sandbox: str | None  # CRI sandbox id (a pod's containers share its shim)
     container_type: str | None  # CRI: "sandbox" or "container"
@@ -117,6 +140,7 @@ class TaskFiles(Value):
     runtime_binary: str  # the `runtime` file: runc binary override ("" = runc)
     options: dict[str, Any] | None
     log_error: str | None  # the last error of runc's log.json
+    made_by_2x: bool = False  # what only containerd 2.x puts in a bundle: the `s` link, a `sandbox` file
 
     @property
     def shim_id(self) -> str:
@@ -132,12 +156,6 @@ class TaskFiles(Value):
     @property
     def empty(self) -> bool:
         return self.entries == 0
-
-    @property
-    def socket_state_words(self) -> str:
-        return {"present": "there", "missing": "missing", "not-a-socket": "not a socket",
-                "unknown": "not checked (not a unix socket on this host)"}[self.socket]
-
 
 class PidFile(Value):
     value: int | None
@@ -196,6 +214,17 @@ class StateDir:
         self._keys = sorted(keys)
         return self._keys
 
+    def holds_bootstrap(self) -> bool:
+        """Whether any task bundle holds a bootstrap.json (which only containerd 2.x writes)."""
+        for key in self.containers():
+            ns, _, tid = key.partition("/")
+            try:
+                os.stat(f"{tid}/bootstrap.json", dir_fd=self._root.dir_fd(TASKS_DIR, ns), follow_symlinks=False)
+                return True
+            except (OSError, ValueError):
+                continue
+        return False
+
     def read(self, key: str) -> ContainerRecord:
         ns, _, tid = key.partition("/")
         rel = f"{TASKS_DIR}/{printable(ns)}/{printable(tid)}"
@@ -234,11 +263,8 @@ class StateDir:
         annotations = annotations if isinstance(annotations, dict) else {}
         sandbox = annotations.get(CRI_SANDBOX) if isinstance(annotations.get(CRI_SANDBOX), str) else None
         ctype = annotations.get(CRI_TYPE) if isinstance(annotations.get(CRI_TYPE), str) else None
-        if listing_problem is not None:
-            address, source, address_problem = None, None, f"the task dir cannot be listed ({listing_problem})"
-        else:
-            address, source, address_problem = _address(facts, entries, found, rel)
-        socket_path, socket = self._socket(address)
+        address_file, bootstrap = (self._address_file(name, facts, entries, found, rel)
+                                   for name in ("address", "bootstrap.json"))
         namespace, task_id = unhidden(ns), unhidden(tid)  # as the shim, runc and the work dir know them
         containerd_root = self.paths.containerd_root or _root_from_work_link(work_link, namespace, task_id)
         work_exists = None
@@ -250,12 +276,12 @@ class StateDir:
         task_files = TaskFiles(
             dir=bundle, hidden=tid.startswith(".") or hidden_ns, hidden_namespace=hidden_ns,
             entries=None if listing_problem else len(entries), listing_problem=listing_problem,
-            address=address, address_source=source, address_problem=address_problem,
-            socket_path=socket_path, socket=socket, shim_binary=_text(facts.get("shim-binary-path")),
+            address_file=address_file, bootstrap=bootstrap, shim_binary=_text(facts.get("shim-binary-path")),
             sandbox=sandbox if sandbox != tid else None, container_type=ctype, runc=runc, cri=cri,
             work_link=work_link, work_dir_exists=work_exists, containerd_root=containerd_root,
             runtime_binary=_text(facts.get("runtime")), options=options,
-            log_error=_last_error(facts.get("log.json")))
+            log_error=_last_error(facts.get("log.json")),
+            made_by_2x=entries.get("s") == "symlink" or entries.get("sandbox") == "file")
         processes = self._processes(rel, facts, entries, task_files, found)
         return ContainerRecord(tid, rel, tuple(processes), tuple(found), namespace=ns, bundle=bundle,
                                runtime=task_files.shim_binary, files=task_files)
@@ -292,6 +318,41 @@ class StateDir:
                 pid_id, prel, pid_id != INIT, value, pid.mtime_ns, start, start_source, exit_status,
                 exit_source, tuple(pfound), pid, (), True))
         return out
+
+    def _address_file(self, name: str, facts: dict[str, FileFact], entries: dict[str, str], found: list[Finding],
+                      rel: str) -> AddressFile | None:
+        """One of the files that name the shim's socket, as it stands (see AddressFile)."""
+        if name not in entries:
+            return None
+        fact = facts.get(name)
+        if fact is None:
+            return AddressFile(name, f"{name} is not a regular file", None)
+        if fact.data is None:
+            return AddressFile(name, f"{name} cannot be read", None)
+        text = fact.data.decode("utf-8", "replace")
+        if not text.strip():
+            return AddressFile(name, f"{name} is empty", text)
+        if not text.lstrip().startswith("{"):
+            return AddressFile(name, None, text, address=text, **self._socket_fields(text))
+        try:
+            doc = orjson.loads(fact.data)
+        except orjson.JSONDecodeError:
+            found.append(finding("F102", f"{name} is not valid JSON", f"{rel}/{name}"))
+            return AddressFile(name, f"{name} is not valid JSON", text, is_json=True)
+        if not isinstance(doc, dict):
+            return AddressFile(name, f"{name} holds a JSON {type(doc).__name__}, not an object", text, is_json=True)
+        address = doc.get("address") if isinstance(doc.get("address"), str) and doc.get("address") else None
+        if address is None:
+            found.append(finding("F102", f"{name} holds no address", f"{rel}/{name}"))
+        version = doc.get("version") if isinstance(doc.get("version"), int) and not isinstance(
+            doc.get("version"), bool) else None
+        protocol = doc.get("protocol") if isinstance(doc.get("protocol"), str) else None
+        return AddressFile(name, None if address else f"{name} holds no address", text, True, version, address,
+                           protocol, **self._socket_fields(address))
+
+    def _socket_fields(self, address: str | None) -> dict:
+        socket_path, socket = self._socket(address)
+        return {"socket_path": socket_path, "socket": socket}
 
     def _socket(self, address: str | None) -> tuple[str | None, SocketState]:
         if address is None:
@@ -449,41 +510,6 @@ def _json_object(fact: FileFact | None, found: list[Finding]) -> dict | None:
         found.append(finding("F102", f"{fact.name} holds a JSON {type(doc).__name__}, not an object", fact.rel))
         return None
     return doc
-
-
-def _address(facts: dict[str, FileFact], entries: dict[str, str], found: list[Finding], rel: str
-             ) -> tuple[str | None, Literal["bootstrap.json", "address"] | None, str | None]:
-    """The shim's address as containerd reads it: bootstrap.json first (2.0), else `address`
-    (plain text in 1.6; 1.7 may write the same JSON there).  Plain text is dialled as written,
-    never trimmed (1.6-2.0): a newline after the path names another, absent socket (seen on 1.6.20:
-    the task was cleaned up and its live processes SIGKILLed)."""
-    for name in ("bootstrap.json", "address"):
-        fact = facts.get(name)
-        if fact is None:
-            continue
-        if fact.data is None:
-            return None, None, f"{name} cannot be read"
-        raw = fact.data.decode("utf-8", "replace")
-        text = raw.strip()
-        if text.startswith("{"):
-            try:
-                doc = orjson.loads(fact.data)
-                value = doc.get("address") if isinstance(doc, dict) else None
-            except orjson.JSONDecodeError:
-                value = None
-            if not isinstance(value, str) or not value:
-                found.append(finding("F102", f"{name} holds no address", f"{rel}/{name}"))
-                return None, None, f"{name} holds no address"
-            return value, name, None  # type: ignore[return-value]
-        if not text:
-            return None, None, f"{name} is empty"
-        if text != raw:
-            around = "a newline after the socket path" if raw == text + "\n" else "whitespace around the socket path"
-            return None, None, f"{name} holds {around}, which containerd dials as written"
-        return text, name, None  # type: ignore[return-value]
-    if "address" in entries or "bootstrap.json" in entries:
-        return None, None, "address is not a regular file"
-    return None, None, "address is missing"
 
 
 def _root_from_work_link(link: str | None, ns: str, tid: str) -> str | None:

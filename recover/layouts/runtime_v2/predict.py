@@ -1,0 +1,502 @@
+"""What containerd 1.6, 1.7 or 2.x will do to each task when it restarts over a runtime-v2 state
+dir (SPEC-v2 §2, §2a), and what its CRI plugin will then record.  Pure: records, verdicts and host
+facts in, predictions out, for the behaviour of the version that will start (version.py).
+
+The daemon's restore (runtime/v2 `loadExistingTasks` / `loadShims`), per task dir; `TASK_RULES`
+is this list, in order, each rule with the behaviours it holds for; the first that decides, decides:
+  hidden namespace or task (a dot-name)    -> skipped: its shim and processes live on, untracked
+  the bundle cannot be listed, or is empty -> deleted without a word: what runs is leaked
+  the shim cannot be reached               -> "cleaning up after shim disconnected": the shim binary's
+      `delete` runs `runc delete --force`, which SIGKILLs the container when runc's state still
+      names its live init (runc checks the start ticks first); a live shim is left running.  What
+      "reached" takes depends on the version (`dial`): 1.6 dials `address` as written; 1.7 also
+      takes JSON there, up to version 2; 2.x reads bootstrap.json, else migrates `address` as
+      version 2, and speaks that task API, which a 2.x shim (v3) does not serve
+  the shim is stopped                      -> the start blocks (its load and its delete time out),
+      then runc still SIGKILLs the processes, which stay zombies under the stopped shim; what is
+      left afterwards depends on the version (STOPPED_AFTERMATH)
+  1.7, 2.x: nothing of a (non-sandbox) task runs under its live shim -> cleaned up as a leaked
+      shim: the shim is shut down and the exit status it held is lost
+  otherwise                                -> re-adopted as the shim reports it
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Literal
+
+from ...fsread import printable
+from ...judge import ContainerPrediction, ProcessPrediction
+from ...records import ContainerRecord
+from ...rules import Finding, finding
+from ...value import Value
+from ...verdicts import Decision
+from .reader import DEFAULT_GRPC_ADDRESS, AddressFile, TaskFiles, address_for
+from .version import BEHAVIOURS, Behaviour, DaemonVersion
+
+TaskWould = Literal["reconnect", "kill-live-processes", "clean-up", "clean-up-and-leak",
+                    "delete-silently-and-leak", "skip-and-leak", "block-then-kill"]
+TASK_WOULD: tuple[TaskWould, ...] = ("reconnect", "kill-live-processes", "clean-up", "clean-up-and-leak",
+                                     "delete-silently-and-leak", "skip-and-leak", "block-then-kill")
+# how bad each outcome is, where versions differ and the worst leads
+HARM: dict[TaskWould | None, int] = {None: -1, "reconnect": 0, "clean-up": 1, "skip-and-leak": 2,
+                                     "delete-silently-and-leak": 2, "clean-up-and-leak": 2,
+                                     "kill-live-processes": 3, "block-then-kill": 4}
+CriWould = Literal["keep-running", "record-exit", "record-255-unknown"]
+CRI_WOULD: tuple[CriWould, ...] = ("keep-running", "record-exit", "record-255-unknown")
+
+LIVE = ("running", "orphaned")  # verdicts of a process that runs (a zombie has exited)
+EVERY: frozenset[Behaviour] = frozenset(BEHAVIOURS)
+
+
+class TaskHost(Value):
+    """What the host says about a task, gathered before predicting."""
+
+    proc_read: bool
+    shim_pid: int | None
+    shim_state: str  # alive, stopped, zombie, gone; unknown (the bundle cannot be listed)
+    grpc_address: str | None  # the shim's -address: the daemon's socket
+    verdicts: dict[str, str]  # process id -> verdict
+    pids: dict[str, int | None]
+    runc_init: int | None  # the live init runc's state names (same start ticks): runc can kill it
+    shim_children: tuple[int, ...] = ()  # what the live shim still watches (an empty bundle names nothing)
+    listened: dict[str, bool | None] = {}  # socket file -> a live socket listens on it (None: not told)
+    shim_api: int | None = None  # the task API its shim serves: 3 (a 2.x shim), 2 (1.x); None: unknown
+    shim_api_from: str = ""  # how that was told
+
+
+class Dial(Value):
+    """What a daemon of one behaviour dials for a task: the address it reads and the task API it
+    speaks, or why it cannot."""
+
+    file: AddressFile | None
+    address: str | None
+    api: int | None
+    problem: str | None = None
+    migrated: bool = False  # 2.x took `address` and writes bootstrap.json version 2 from it
+
+
+class TaskPrediction(Value):
+    would: TaskWould | None  # None: cannot be told
+    why: str
+    cause: str | None = None  # for a clean-up: why the shim cannot be reached
+
+
+class As(Value):
+    """The daemon a prediction is made for: its behaviour, and its name in what is said
+    ("containerd 2.3.4" when the version is known, else "containerd 2.x")."""
+
+    b: Behaviour
+    name: str
+
+    @classmethod
+    def of(cls, b: Behaviour, judged: DaemonVersion) -> As:
+        return cls(b, judged.name if judged.version is not None else f"containerd {b}")
+
+
+def dial(t: TaskFiles, b: Behaviour) -> Dial:
+    """The shim's address as a daemon of behaviour `b` reads it (SPEC-v2 §2a 2-3; seen on real
+    1.6.20, 1.7.34 and 2.3.4).  Plain text is dialled as written, never trimmed: a newline after the
+    path names another, absent socket (seen on 1.6.20: the healthy task was SIGKILLed)."""
+    if t.listing_problem is not None:
+        return Dial(None, None, None, f"the task dir cannot be listed ({t.listing_problem})")
+    if b == "2.x" and t.bootstrap is not None:
+        f = t.bootstrap
+        if f.problem is not None:
+            return Dial(f, None, None, f.problem)
+        if not f.is_json:
+            return Dial(f, None, None, "bootstrap.json is not JSON")
+        if f.version not in (2, 3):
+            return Dial(f, f.address, None, f"bootstrap.json names task API version {f.version}, which containerd 2.x "
+                                            "does not speak (2 or 3)")
+        return Dial(f, f.address, f.version)
+    f = t.address_file
+    if f is None:
+        missing = "address is missing" if t.bootstrap is None or b == "2.x" else \
+            f"address is missing (containerd {b} reads no bootstrap.json)"
+        return Dial(None, None, None, missing if b != "2.x" else "neither bootstrap.json nor address is there")
+    if f.problem is not None:
+        return Dial(f, None, None, f.problem)
+    if f.is_json and b == "1.7":
+        if f.version is None:
+            return Dial(f, None, None, "address holds JSON without a version, which containerd 1.7 dials as written")
+        if f.version > 2:
+            return Dial(f, f.address, None, f"address holds JSON of version {f.version}: containerd 1.7 takes "
+                                            "version 2 at most")
+        return Dial(f, f.address, 2)
+    if f.is_json:
+        return Dial(f, None, None, f"address holds JSON, which containerd {b} dials as written")
+    if not f.plain:
+        around = "a newline after the socket path" if f.text == (f.text or "").strip() + "\n" else \
+            "whitespace around the socket path"
+        return Dial(f, None, None, f"address holds {around}, which containerd dials as written")
+    return Dial(f, f.text, 2, migrated=b == "2.x")
+
+
+# --- the rules, in the daemon's order -------------------------------------------------------
+
+Rule = Callable[[TaskFiles, TaskHost, As], TaskPrediction | None]
+
+
+def _hidden(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
+    if not t.hidden:
+        return None
+    where = "its namespace" if t.hidden_namespace else "the task dir"
+    return TaskPrediction("skip-and-leak", f"{where} is a dot-name: containerd skips it, and {_leaks(h)}")
+
+
+def _unlisted(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
+    if t.entries is not None:
+        return None
+    if t.listing_problem and "ermission" in t.listing_problem:
+        return TaskPrediction(None, "recover may not list the bundle; containerd, as root, can")
+    return TaskPrediction("delete-silently-and-leak", f"the bundle cannot be listed ({t.listing_problem}): "
+                          f"containerd deletes it, and {_leaks(h)}")
+
+
+def _empty(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
+    if not t.empty:
+        return None
+    return TaskPrediction("delete-silently-and-leak", f"the bundle is empty: containerd deletes it without a "
+                          f"word, and {_leaks(h)}")
+
+
+def _no_proc(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
+    if h.proc_read:
+        return None
+    return TaskPrediction(None, "whether the shim answers cannot be told without /proc")
+
+
+def _unreachable(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
+    d = dial(t, who.b)
+    cause = None
+    if d.problem is not None:
+        cause = d.problem
+    elif d.file is not None and d.file.socket in ("missing", "not-a-socket"):
+        cause = (f"the shim's socket {d.file.socket_path} is "
+                 f"{'missing' if d.file.socket == 'missing' else 'not a socket'}")
+    elif d.file is not None and h.listened.get(d.file.socket_path or "") is False:
+        cause = (f"nobody listens on the shim's socket file {d.file.socket_path} (it was replaced: the shim's own "
+                 "socket is gone)")
+    elif h.shim_state == "gone":
+        cause = "its shim is gone"
+    elif h.shim_state == "zombie":
+        cause = f"its shim (pid {h.shim_pid}) is a zombie"
+    elif d.api is not None and h.shim_api is not None and d.api != h.shim_api:
+        how = " (it migrates `address` to bootstrap.json version 2)" if d.migrated else f" ({d.file.name} says so)"
+        cause = (f"{who.name} speaks task API v{d.api} to it{how}, and its shim serves v{h.shim_api} only "
+                 f"({h.shim_api_from})")
+    if cause is None:
+        return None
+    return _clean_up(cause, h)
+
+
+# What a stopped shim's task is left as, when a live exec kept its delete from finishing (seen on
+# real 1.6.20, 1.7.34, 2.3.4): the bundle, and whether a later restart takes the task back.
+STOPPED_AFTERMATH: dict[Behaviour, str] = {
+    "1.6": "its bundle and runc's state are left, and a later restart after the shim resumes takes the task "
+           "back stopped (exit 137)",
+    "1.7": "its bundle and runc's state are left, and once the shim resumes a later restart cleans the task up "
+           "as a leaked shim (exit 137 lost)",
+    "2.x": "its bundle is removed (runc's state is left), and once resumed the shim lives on untracked, never "
+           "taken back",
+}
+
+
+def _stopped(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
+    """A stopped shim does not answer: its load times out (5 s by default), then the clean-up runs
+    `runc delete --force`, which SIGKILLs what runs.  A live exec (a child of the stopped shim, not
+    of the init) stays an unreaped zombie, so the dying init never finishes and the delete times
+    out too (5 s more): the task is left half-removed, differently by version.  Without one the
+    delete finishes: everything is removed and the shim is leaked (SPEC-v2 §2.6, §2a.4; seen on
+    real 1.6.20, 1.7.34, 2.3.4, with and without an exec)."""
+    if h.shim_state != "stopped":
+        return None
+    live = _live(h)
+    execs = [p for p, v in h.verdicts.items() if p != "init" and v in LIVE]
+    shim = f"its shim (pid {h.shim_pid}) is stopped"
+    if execs:
+        return TaskPrediction("block-then-kill", f"{shim}: the restart blocks about 10 s (the shim's load and its "
+                              f"delete time out, 5 s each by default), runc SIGKILLs {live}, which stay zombies "
+                              f"under the stopped shim ({' and '.join(execs)} keep the init from dying, so the "
+                              f"delete never finishes); the task is not listed after the restart: "
+                              f"{STOPPED_AFTERMATH[who.b]}")
+    return TaskPrediction("block-then-kill", f"{shim}: the restart blocks about 5 s (the shim's load times out, 5 s "
+                          f"by default), then runc SIGKILLs {live or 'what runs'} (a zombie under the stopped shim) "
+                          "and the task is removed (bundle, work dir, runc's state); once resumed the shim lives on "
+                          "untracked")
+
+
+def _unknown_transport(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
+    d = dial(t, who.b)
+    if d.file is None or d.file.socket != "unknown":
+        return None
+    return TaskPrediction(None, f"the shim's address {d.address!r} is not a unix socket on this host")
+
+
+def _leaked_shim(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
+    """1.7 and 2.x clean up a live shim that runs nothing of its (non-sandbox) task (SPEC-v2
+    §2a.1): a pod's shim stays, as it serves the sandbox; a task's own shim is shut down."""
+    if t.container_type == "sandbox" or any(v in LIVE for v in h.verdicts.values()) or not h.verdicts:
+        return None
+    shim = "the pod's shim lives on (it serves the sandbox)" if t.sandbox else f"its shim (pid {h.shim_pid}) is shut down"
+    exited = " and ".join(p for p, v in h.verdicts.items() if v in ("exited", "zombie"))
+    return TaskPrediction("clean-up", f"nothing of the task runs under its live shim ({exited or 'no process'} "
+                          f"exited): {who.name} cleans it up as a leaked shim (\"cleaning leaked shim process\"): "
+                          f"{shim}, the bundle, work dir and runc state are removed, and the exit status the shim "
+                          "held is lost (no event is published)")
+
+
+def _reconnect(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
+    exited = [p for p, v in h.verdicts.items() if v == "exited"]
+    tail = (f"; {' and '.join(exited)} exited: {who.name} re-adopts the task stopped, with the exit status "
+            "its shim kept (the exit event itself is re-sent only within about 15 s of the exit: a client "
+            "that missed it, such as a dockerd that stayed up, must ask)" if exited else "")
+    d = dial(t, who.b)
+    migrated = " (it writes bootstrap.json version 2 from `address` first)" if d.migrated else ""
+    return TaskPrediction("reconnect", f"its shim (pid {h.shim_pid}) lives and its socket is there: "
+                          f"{who.name} re-adopts the task as the shim reports it{migrated}{tail}")
+
+
+TASK_RULES: tuple[tuple[str, frozenset[Behaviour], Rule], ...] = (
+    ("hidden task or namespace: skipped", EVERY, _hidden),
+    ("bundle cannot be listed: deleted", EVERY, _unlisted),
+    ("empty bundle: deleted silently", EVERY, _empty),
+    ("/proc not read", EVERY, _no_proc),
+    ("shim unreachable (address, socket, API, shim gone): cleaned up", EVERY, _unreachable),
+    ("shim stopped: blocks, then kills", EVERY, _stopped),
+    ("address is not a unix socket here", EVERY, _unknown_transport),
+    ("nothing runs under the live shim: cleaned up, exit lost", frozenset(("1.7", "2.x")), _leaked_shim),
+    ("otherwise: reconnected", EVERY, _reconnect),
+)
+
+
+def predict_task(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction:
+    for _, behaviours, rule in TASK_RULES:
+        if who.b in behaviours and (p := rule(t, h, who)) is not None:
+            return p
+    raise AssertionError("the last rule always decides")  # pragma: no cover
+
+
+def _live(h: TaskHost) -> str:
+    return ", ".join(f"{p} (pid {h.pids[p]})" for p, v in h.verdicts.items() if v in LIVE)
+
+
+def _running_on(h: TaskHost) -> tuple[str, str]:
+    """What of the task still runs, named ("" for none): its processes, and its live shim's other
+    children where no pid file names them (an emptied bundle), else the init runc's state names;
+    and its shim."""
+    live = _live(h)
+    named = {pid for p, pid in h.pids.items() if h.verdicts.get(p) in LIVE}
+    others = [pid for pid in h.shim_children if pid not in named]
+    if others:
+        listed = ", ".join(map(str, others))
+        live = f"{live} and its shim's other children (pid {listed})" if live else \
+            f"its shim's children (pid {listed})"
+    elif not live and h.runc_init is not None:
+        live = f"its init (pid {h.runc_init}, as runc's state names it)"
+    shim = f"its shim (pid {h.shim_pid})" if h.shim_pid is not None and h.shim_state != "gone" else ""
+    return live, shim
+
+
+def _leaks(h: TaskHost) -> str:
+    if not h.proc_read:
+        return "whatever still runs is leaked"
+    live, shim = _running_on(h)
+    leaked = " and ".join(x for x in (live, shim) if x)
+    return f"{leaked} {'live' if live else 'lives'} on, untracked" if leaked else "nothing of it runs"
+
+
+def _clean_up(cause: str, h: TaskHost) -> TaskPrediction:
+    live = _live(h)
+    # the clean-up runs a new shim binary's `delete`: a live shim that cannot be reached is left running
+    shim = (f"; its shim (pid {h.shim_pid}) is left running, untracked (it later reports exit 137 for a task "
+            "containerd no longer lists)" if h.shim_state in ("alive", "stopped") and h.shim_pid is not None else "")
+    if live and h.runc_init is not None:
+        return TaskPrediction("kill-live-processes", f"{cause}: containerd cleans the task up, and `runc delete "
+                              f"--force` SIGKILLs {live}; no exit event is published{shim}", cause)
+    if live:
+        return TaskPrediction("clean-up-and-leak", f"{cause}: containerd cleans the task up, but runc's state "
+                              f"does not name a live init, so nothing is killed: {live} live on, untracked{shim}",
+                              cause)
+    return TaskPrediction("clean-up", f"{cause}: containerd cleans the task up; nothing runs, and the exit "
+                          f"status is lost (none is published){shim}", cause)
+
+
+# --- CRI --------------------------------------------------------------------------------------
+
+def predict_cri(t: TaskFiles, task: TaskPrediction, init_verdict: str | None) -> tuple[CriWould | None, str]:
+    """What CRI records for a container from its checkpoint and what the restore leaves."""
+    cri = t.cri
+    if cri is None or cri.problem is not None:
+        return None, "no usable CRI checkpoint"
+    if cri.state == "exited":
+        return "record-exit", f"the checkpoint already holds exit {cri.exit_code}"
+    if cri.state != "running":
+        return None, f"the checkpoint says {cri.state}: CRI leaves it so"
+    if task.would == "reconnect":
+        if init_verdict == "exited":
+            return "record-exit", "the task is re-adopted stopped: CRI records the true exit code and time"
+        return "keep-running", "the task is re-adopted running"
+    if task.would is None:
+        return None, "what containerd does with the task cannot be told"
+    return "record-255-unknown", ("the task is gone after the restore: CRI records exit code 255, reason "
+                                  "\"Unknown\", finished now, and keeps the stale pid")
+
+
+# --- advice that works on the version judged --------------------------------------------------
+
+def restore_address(record: ContainerRecord, h: TaskHost) -> str:
+    """The address of the task's shim socket (the shim writes it at start)."""
+    t: TaskFiles = record.files
+    return address_for(h.grpc_address or DEFAULT_GRPC_ADDRESS, t.namespace, t.shim_id)
+
+
+def restore_file(record: ContainerRecord, h: TaskHost, behaviours: tuple[Behaviour, ...]) -> tuple[str, str] | None:
+    """(file name, content) that makes every daemon judged reach the task's live shim, or None
+    when no single file does: 1.6 and 1.7 read a plain `address` and speak task API v2; 2.x reads
+    bootstrap.json, whose version must be the API the shim serves, or migrates `address` as v2."""
+    address = restore_address(record, h)
+    if h.shim_api == 3:
+        if set(behaviours) != {"2.x"}:
+            return None  # a 2.x shim: only containerd 2.x can reach it
+        return "bootstrap.json", f'{{"version":3,"address":"{address}","protocol":"ttrpc"}}'
+    return "address", address  # every version reads it (2.x migrates it, where no bootstrap.json stands first)
+
+
+def _what_to_do(record: ContainerRecord, h: TaskHost, behaviours: tuple[Behaviour, ...], task: TaskPrediction) -> str:
+    t: TaskFiles = record.files
+    unreachable_socket = any(
+        d.problem is None and d.file is not None
+        and (d.file.socket in ("missing", "not-a-socket") or h.listened.get(d.file.socket_path or "") is False)
+        for d in (dial(t, b) for b in behaviours))
+    if h.shim_state == "alive" and unreachable_socket:
+        return ("the live shim can no longer be reached (a socket cannot be re-created for it): stop the "
+                "task's processes cleanly before restarting, or accept the SIGKILL")
+    if h.shim_state == "alive" and task.cause is not None:
+        restored = restore_file(record, h, behaviours)
+        if restored is None:
+            return ("its shim is a containerd 2.x shim (task API v3), which only containerd 2.x can reach: start "
+                    "containerd 2.x, or stop the task's processes cleanly before restarting")
+        name, content = restored
+        others = (" and move bootstrap.json aside (containerd 2.x reads it first)"
+                  if name == "address" and t.bootstrap is not None and "2.x" in behaviours else "")
+        return (f"before restarting, restore the {name if name == 'address' else name + ' file'}: write "
+                f"{content!r} (no newline) to "
+                f"{printable(os.path.join(t.dir, name))}{others}; the socket name is sha256 of "
+                f"'{h.grpc_address or DEFAULT_GRPC_ADDRESS}/{t.namespace}/{t.shim_id}'")
+    return "stop them cleanly before restarting (their exit status will not be recorded), or accept the SIGKILL"
+
+
+# --- a whole task -----------------------------------------------------------------------------
+
+_LEAKS = ("skip-and-leak", "delete-silently-and-leak", "clean-up-and-leak")
+
+
+class _Outcome(Value):
+    """One behaviour's prediction of a task: what containerd does, what CRI records, the findings."""
+
+    task: TaskPrediction
+    cri_would: CriWould | None
+    cri_why: str
+    findings: tuple[Finding, ...]
+
+
+def _outcome(record: ContainerRecord, decisions: dict[str, Decision], h: TaskHost, who: As,
+             behaviours: tuple[Behaviour, ...]) -> _Outcome:
+    t: TaskFiles = record.files
+    task = predict_task(t, h, who)
+    init = decisions.get("init")
+    cri_would, cri_why = (predict_cri(t, task, init.verdict if init else None)
+                          if t.container_type == "container" else (None, ""))
+    found = []
+    # an exit only the live shim holds, which the restore throws away
+    held = [p for p, d in decisions.items() if d.verdict == "exited" and d.exit_status_source == "shim-memory"]
+    if task.would == "kill-live-processes":
+        found.append(finding("R101", f"{task.why}: {_what_to_do(record, h, behaviours, task)}", record.rel))
+    elif task.would == "block-then-kill":
+        found.append(finding("R105", f"{task.why}: resume it first (kill -CONT {h.shim_pid})", record.rel))
+    elif task.would == "clean-up" and not held:
+        found.append(finding("R102", task.why, record.rel))
+    elif task.would in _LEAKS:
+        found.append(finding("R103" if any(_running_on(h)) else "R104", task.why, record.rel))
+    if held and task.would not in ("reconnect", None):
+        cri = " (CRI then records 255 \"Unknown\")" if cri_would == "record-255-unknown" else ""
+        found.append(finding("R107", f"{task.why}; the exit of {' and '.join(held)}, which only its live shim "
+                             f"(pid {h.shim_pid}) holds, is lost{cri}", record.rel))
+    if cri_would == "record-255-unknown":
+        found.append(finding("R106", f"CRI: {cri_why}", record.rel))
+    return _Outcome(task, cri_would, cri_why, tuple(found))
+
+
+def _merged(outcomes: dict[Behaviour, _Outcome]) -> tuple[_Outcome, dict[Behaviour, str | None]]:
+    """One outcome from those of several behaviours (the version cannot be told): the worst leads;
+    where they differ, the reason says so, and a finding only some of them make says which."""
+    order = list(outcomes)
+    lead_b = max(order, key=lambda b: (HARM[outcomes[b].task.would], -order.index(b)))
+    lead = outcomes[lead_b]
+    wouldn = {b: o.task.would for b, o in outcomes.items()}
+    if len(set(wouldn.values())) > 1:
+        others = "; ".join(f"containerd {b} would {o.task.would or 'do what cannot be told'}: {o.task.why}"
+                           for b, o in outcomes.items() if o.task.would != lead.task.would)
+        why = (f"the version that will start cannot be told; the worst, containerd {lead_b}: {lead.task.why}. "
+               f"Where versions differ: {others}")
+    else:
+        why = lead.task.why
+    # the same finding but for the daemon's name is one finding, said of each version it holds for
+    by_message: dict[tuple[str, str, str | None], list[Behaviour]] = {}
+    for b, o in outcomes.items():
+        for f in o.findings:
+            by_message.setdefault((f.code, f.message.replace(f"containerd {b}", "{daemon}"), f.path), []).append(b)
+    found = []
+    for (code, message, path), said_by in by_message.items():
+        named = f"containerd {_names(said_by)}"
+        message = message.replace("{daemon}", named)
+        if len(said_by) < len(outcomes):
+            message = f"{named}: {message}"
+        found.append(finding(code, message, path))
+    task = TaskPrediction(lead.task.would, why, lead.task.cause)
+    return _Outcome(task, lead.cri_would, lead.cri_why, tuple(found)), wouldn
+
+
+def _names(behaviours: list[Behaviour]) -> str:
+    return " and ".join(behaviours) if len(behaviours) < 3 else ", ".join(behaviours[:-1]) + " and " + behaviours[-1]
+
+
+def predict_task_container(record: ContainerRecord, decisions: dict[str, Decision], h: TaskHost,
+                           judged: DaemonVersion) -> ContainerPrediction:
+    """The task's restore by the containerd judged (each known behaviour when its version cannot
+    be told), what CRI then records, and findings that say what to do first."""
+    t: TaskFiles = record.files
+    outcomes = {b: _outcome(record, decisions, h, As.of(b, judged), judged.behaviours) for b in judged.behaviours}
+    if len(outcomes) == 1:
+        (outcome,) = outcomes.values()
+        by_version = None
+    else:
+        outcome, by_version = _merged(outcomes)
+    task = outcome.task
+    lead_dial = dial(t, max(judged.behaviours, key=lambda b: HARM[outcomes[b].task.would]))
+    processes = {p.id: ProcessPrediction(task.would, task.why) for p in record.processes}
+    address = lead_dial.file
+    extra = {
+        "hidden": t.hidden, "empty": t.empty,
+        "sandbox": t.sandbox, "container_type": t.container_type,
+        "shim": {"pid": h.shim_pid, "state": h.shim_state if h.proc_read else None,
+                 "address": lead_dial.address, "address_file": address.name if address else None,
+                 "address_problem": lead_dial.problem, "api": h.shim_api,
+                 "socket": address.socket_path if address else None,
+                 "socket_state": address.socket if address else "unknown",
+                 "socket_listened": h.listened.get(address.socket_path or "") if address else None},
+        "runc_state": None if t.runc is None else {"path": t.runc.path, "pid": t.runc.pid, "start": t.runc.start,
+                                                   "created": t.runc.created, "problem": t.runc.problem},
+        "cri": None if t.cri is None else {"path": t.cri.path, "state": t.cri.state, "pid": t.cri.pid,
+                                           "exit_code": t.cri.exit_code, "finished_at": t.cri.finished_at,
+                                           "reason": t.cri.reason, "problem": t.cri.problem,
+                                           "cri_would": outcome.cri_would, "why": outcome.cri_why},
+        "work_dir": t.work_link, "work_dir_exists": t.work_dir_exists,
+        "containerd_would_why": task.why,
+    }
+    if by_version is not None:
+        extra["containerd_would_by_version"] = by_version
+    return ContainerPrediction(task.would, processes, outcome.findings, extra)
