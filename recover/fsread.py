@@ -54,11 +54,11 @@ class OpenRoot:
 
     def __init__(self, path: str):
         self.path = path
-        self.real = os.path.realpath(path)
-        try:
-            self.fd = os.open(self.real, OPEN_DIR)
-        except OSError as e:
-            raise RootError(f"{path}: {e.strerror}") from None
+        try:  # the path as given: links on the way to the root are the user's to follow
+            self.fd = os.open(path, OPEN_DIR & ~os.O_NOFOLLOW)
+        except (OSError, ValueError) as e:
+            raise RootError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+        self.real = _real(path, self.fd)
         self._dirs: dict[tuple[str, ...], int] = {}
         self._listing: list[os.DirEntry] | None = None
 
@@ -97,6 +97,18 @@ class OpenRoot:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _real(path: str, fd: int) -> str:
+    """A path to the dir `fd` holds: its real path, where that names the same dir; else the path
+    as given, made absolute.  A dir reached through /proc/<pid>/root (another mount namespace's)
+    has no real path here: realpath() would name a dir of this namespace that merely has its name."""
+    real = os.path.realpath(path)
+    try:
+        st, opened = os.stat(real), os.fstat(fd)
+    except OSError:
+        return os.path.abspath(path)
+    return real if (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino) else os.path.abspath(path)
 
 
 _BY_NAME = operator.attrgetter("name")

@@ -154,3 +154,15 @@ def test_guard_judges_a_root_whose_path_another_namespaces_daemon_names(hosts, t
     finally:
         host_daemon.kill()
         host_daemon.wait()
+
+
+def test_a_root_reached_through_proc_pid_root_is_that_namespaces_root(hosts):
+    """/proc/<pid>/root/S is the namespace's S (the tmpfs), not the host's S whose path it names:
+    read as it is, its shim (in the namespace) found by identity; never the host's dir instead."""
+    b, ns, ns2box, _, _ = hosts
+    through = f"/proc/{ns.holder.pid}/root{b.state}"
+    doc = scan(Path(through))
+    assert doc["root"] == through
+    (c,) = doc["containers"]
+    assert (c["namespace"], c["id"], c["shim"]["pid"], c["shim"]["state"]) == ("other", "ns2box", ns2box, "alive")
+    assert doc["orphan_shims"] == []
