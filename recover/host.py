@@ -192,6 +192,7 @@ class ShimRule(Protocol):
 
     key: str  # the argv value the shim names its container by: where the host's index looks
     depth: int  # how many dirs above a shim's working dir its state root is
+    home: tuple[int, int] | None  # the identity of the dir the shim must work in, when known
 
     def matches(self, argv: list[str], cwd: str | None) -> bool: ...
 
@@ -239,6 +240,7 @@ class HostView:
         self._stats: dict[int, ProcStat | None] = {}
         self._cmdlines: dict[int, list[str] | None] = {}
         self._cwds: dict[int, str | None] = {}
+        self._removed_cwds: set[int] = set()
         self._listed: set[int] | None = None
         self._shims: dict[str, list[int]] | None = None
         self._argv: dict[int, list[str]] | None = None
@@ -298,8 +300,16 @@ class HostView:
             except OSError:
                 target = None
             # the dir was removed: its last path still names it
-            self._cwds[pid] = target.removesuffix(" (deleted)") if target is not None else None
+            if target is not None and target.endswith(" (deleted)"):
+                self._removed_cwds.add(pid)
+                target = target.removesuffix(" (deleted)")
+            self._cwds[pid] = target
         return self._cwds[pid]
+
+    def cwd_removed(self, pid: int) -> bool:
+        """Whether pid's working dir has been removed (the kernel says so in its link)."""
+        self.cwd(pid)
+        return pid in self._removed_cwds
 
     def all_argv(self) -> dict[int, list[str]]:
         """Every listed process's argv (none for zombies and kernel threads): one pass over
@@ -380,6 +390,10 @@ class HostView:
             except (OSError, ValueError):
                 self._roots[key] = None
         return self._roots[key]
+
+    def cwd_identity(self, pid: int) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of pid's working dir itself (see root_identity)."""
+        return self.root_identity(pid, 0)
 
     def works_in(self, pid: int, depth: int, root: OwnRoot) -> bool | None:
         """Whether pid works in `root` (its working dir is `depth` dirs below it), by identity;
@@ -530,12 +544,23 @@ def other_root(host: HostView, root: OwnRoot, rule: ShimRule, pid: int, cwd: str
 def find_shim(host: HostView, root: OwnRoot, rule: ShimRule) -> ShimProcess | None:
     """The shim the rule names, found by argv and cwd: one that works in another root is that
     root's (the same ids may live in two roots, and the same path may name another daemon's root
-    in another mount namespace); one whose working dir cannot be read may be ours."""
+    in another mount namespace), and one that works in a removed dir of the same name is not the
+    shim of the dir there now; one whose working dir cannot be read may be ours."""
     for candidate in host.shims_named(rule.key):
         if (rule.matches(list(candidate.argv), candidate.cwd)
-                and host.works_in(candidate.pid, rule.depth, root) is not False):
+                and host.works_in(candidate.pid, rule.depth, root) is not False
+                and not _works_elsewhere(host, candidate.pid, rule.home)):
             return candidate
     return None
+
+
+def _works_elsewhere(host: HostView, pid: int, home: tuple[int, int] | None) -> bool:
+    """The shim works in another dir than the one it must (its bundle was removed and made again
+    under it, and a new shim started there: the old one is leaked, not this bundle's)."""
+    if home is None:
+        return False
+    identity = host.cwd_identity(pid)
+    return identity is not None and identity != home
 
 
 def gather(host: HostView, root: OwnRoot, rule: ShimRule, pid: int | None,

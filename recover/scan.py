@@ -298,7 +298,7 @@ class Scan:
                                                                                claim.process):
                 reason = "its process dir is missing"
             else:
-                reason = "exitStatus records its process's exit, or its pid file names another process"
+                reason = self.layout.stray_reason(shim, self.host.cwd_removed(shim.pid))
             state = "alive" if shim.stat is None else {"T": "stopped", "t": "stopped", "Z": "zombie"}.get(
                 shim.stat.state, "alive")
             started = self.host.start_epoch(shim.stat.starttime) if shim.stat else None

@@ -476,3 +476,21 @@ def test_exec_ids_are_cut_as_container_ids_in_text_and_explain_takes_their_prefi
     assert result.exit_code == 0, result.output
     (process,) = orjson.loads(result.stdout)["processes"]
     assert (process["id"], process["verdict"]) == (exec_id, "running")
+
+
+def test_a_shim_left_in_a_removed_bundle_is_not_the_shim_of_the_bundle_made_again(builder):
+    """Docker restarts a container under the same id: its old bundle removed (its shim leaked, its
+    cwd a removed dir), a new bundle and a new shim.  The new shim is the task's; the old one is an
+    orphan shim that says why, whichever of the two comes first among the shims that name the id."""
+    old = builder.start_task(NS, T)
+    shutil.rmtree(old.bundle)
+    shutil.rmtree(builder.root_dir / "io.containerd.runtime.v2.task" / NS / T)
+    new = builder.start_task(NS, T)
+    (new.bundle / "init.pid").unlink()  # found through its shim: by argv, which both shims show
+    new.remove_runc_state()
+    doc = scan(builder)
+    c = task(doc)
+    assert c["shim"]["pid"] == new.shim.pid
+    assert [(p["pid"], p["verdict"]) for p in c["processes"]] == [(new.init, "running")]
+    (orphan,) = doc["orphan_shims"]
+    assert orphan["pid"] == old.shim.pid and "works in a removed dir" in orphan["reason"]

@@ -112,6 +112,10 @@ class Layout(Protocol):
         """Whether a process with this verdict explains its live shim (else the shim is an orphan)."""
         ...
 
+    def stray_reason(self, shim: ShimProcess, removed_cwd: bool) -> str:
+        """Why a live shim that names an existing container (and process) is none of its own."""
+        ...
+
     def has_process_dir(self, reader: Reader, key: str, process: str) -> bool: ...
 
 

@@ -47,6 +47,7 @@ class Shim(Value):
     key: str  # the container id
     process: str
     depth: ClassVar[int] = 2  # <root>/<container>/<process>
+    home: ClassVar[None] = None  # a 0.2 shim is found by its process dir's path
 
     def matches(self, argv: list[str], cwd: str | None) -> bool:
         return is_shim_of(argv, cwd, self.name, self.key, self.process)
@@ -95,6 +96,10 @@ class Containerd02:
 
     def accounts_for(self, verdict: str) -> bool:
         return verdict != "exited"  # a 0.2 shim exits once it has recorded its process's exit
+
+    def stray_reason(self, shim: ShimProcess, removed_cwd: bool) -> str:
+        """Why a shim of an existing process dir is no shim of it (an orphan)."""
+        return "exitStatus records its process's exit, or its pid file names another process"
 
     def has_process_dir(self, reader: Reader, key: str, process: str) -> bool:
         return reader.has_dir(key, process)

@@ -46,10 +46,12 @@ class Shim:
 
     depth = 3  # <state>/io.containerd.runtime.v2.task/<ns>/<id>
 
-    def __init__(self, namespace: str, shim_id: str, socket: str | None = None):
+    def __init__(self, namespace: str, shim_id: str, socket: str | None = None,
+                 home: tuple[int, int] | None = None):
         self.key = shim_id
         self._namespace = namespace
         self._socket = socket  # the socket name the task's address names: sha256 of <-address>/<ns>/<id>
+        self.home = home  # the identity of the bundle it works in: <state>/io.containerd.runtime.v2.task/<ns>/<id>
 
     def matches(self, argv: list[str], cwd: str | None) -> bool:
         if not argv or not os.path.basename(argv[0]).startswith(SHIM_PREFIX):
@@ -86,7 +88,8 @@ class RuntimeV2:
     def gather(self, ctx: Context, record: ContainerRecord) -> tuple[dict[str, ProcessFacts], Any]:
         task: TaskFiles = record.files
         named = task.bootstrap if task.bootstrap is not None and task.bootstrap.address else task.address_file
-        rule = Shim(task.namespace, task.shim_id, _socket_of(named.address if named is not None else None))
+        rule = Shim(task.namespace, task.shim_id, _socket_of(named.address if named is not None else None),
+                    ctx.reader.bundle_identity(record.namespace or "", task.sandbox or record.id))
         facts = gather_with(ctx, record, [(p.id, rule, None) for p in record.processes])
         shim_pid = next((f.shim_pid for f in facts.values() if f.shim_pid is not None), None)
         shim = None
@@ -146,6 +149,13 @@ class RuntimeV2:
 
     def accounts_for(self, verdict: str) -> bool:
         return True  # a runtime-v2 shim lives on after its processes exit, holding their statuses
+
+    def stray_reason(self, shim: ShimProcess, removed_cwd: bool) -> str:
+        """Why a shim of an existing task is no shim of it (an orphan)."""
+        if removed_cwd:
+            return ("it works in a removed dir: its task's bundle was made again (a restart of the container) and "
+                    "containerd reaches the shim of the new one")
+        return "its task is another shim's: containerd never reaches this one"
 
     def has_process_dir(self, reader: Any, key: str, process: str) -> bool:
         return True

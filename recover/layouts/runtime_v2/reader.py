@@ -214,6 +214,14 @@ class StateDir:
         self._keys = sorted(keys)
         return self._keys
 
+    def bundle_identity(self, ns: str, tid: str) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the bundle dir <ns>/<tid> (a pod's shim works in its sandbox's)."""
+        try:
+            st = os.stat(tid, dir_fd=self._root.dir_fd(TASKS_DIR, ns), follow_symlinks=False)
+        except (OSError, ValueError):
+            return None
+        return st.st_dev, st.st_ino
+
     def holds_bootstrap(self) -> bool:
         """Whether any task bundle holds a bootstrap.json (which only containerd 2.x writes)."""
         for key in self.containers():
