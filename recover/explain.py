@@ -703,6 +703,7 @@ def resolve_target(s: Scan, target: str) -> tuple[str, str | None]:
     longest head of the target that names exactly one container is the container."""
     keys = s.reader.containers()
     parts = target.split("/")
+    ambiguous = None  # the longest head that matched several: said when no longer one matches one
     for n in range(len(parts), 0, -1):
         head, rest = "/".join(parts[:n]), "/".join(parts[n:])
         if not head:
@@ -710,11 +711,11 @@ def resolve_target(s: Scan, target: str) -> tuple[str, str | None]:
         try:
             (key,) = select_containers(keys, [head])
         except SelectionError as e:
-            if "ambiguous" in str(e):
-                raise ExplainError(str(e)) from None
+            if "ambiguous" in str(e) and ambiguous is None:
+                ambiguous = str(e)
             continue
         return key, rest or None
-    raise ExplainError(f"no container matches '{printable(target)}'")
+    raise ExplainError(f"no container matches '{printable(target)}'" + (f" ({ambiguous})" if ambiguous else ""))
 
 
 def explain(s: Scan, target: str) -> dict:

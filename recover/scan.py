@@ -310,9 +310,17 @@ class Scan:
         return out
 
 
+def _names(key: str) -> tuple[str, str]:
+    """The names a key answers to: namespace/id and id, each without the dots that hide a task
+    or a namespace dir from containerd (a hidden task is still its container's: Docker's id finds it)."""
+    namespace, slash, cid = key.rpartition("/")
+    shown = f"{namespace.lstrip('.')}{slash}{cid.lstrip('.')}"
+    return shown, shown.rpartition("/")[2]
+
+
 def select_containers(keys: list[str], wanted: list[str] | None) -> list[str]:
     """Resolve --container values against the root's keys: an id, namespace/id, or a unique
-    prefix of either."""
+    prefix of either (a hidden task dir or namespace answers to its name without the dot too)."""
     if not wanted:
         return keys
     chosen = set()
@@ -320,7 +328,9 @@ def select_containers(keys: list[str], wanted: list[str] | None) -> list[str]:
         if w in keys:
             chosen.add(w)
             continue
-        matches = [k for k in keys if k.startswith(w) or k.rpartition("/")[2].startswith(w)]
+        exact = [k for k in keys if w in _names(k)]
+        matches = exact or [k for k in keys if k.startswith(w) or k.rpartition("/")[2].startswith(w)
+                            or any(name.startswith(w) for name in _names(k))]
         if not matches:
             raise SelectionError(f"no container matches '{printable(w)}'")
         if len(matches) > 1:

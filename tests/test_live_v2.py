@@ -494,3 +494,19 @@ def test_a_shim_left_in_a_removed_bundle_is_not_the_shim_of_the_bundle_made_agai
     assert [(p["pid"], p["verdict"]) for p in c["processes"]] == [(new.init, "running")]
     (orphan,) = doc["orphan_shims"]
     assert orphan["pid"] == old.shim.pid and "works in a removed dir" in orphan["reason"]
+
+
+def test_a_hidden_task_answers_to_its_own_id(builder):
+    """Docker's id (or namespace/id) finds a task whose bundle was renamed `.<id>`: for --container
+    and explain, a hidden task is still its container."""
+    tid = hashlib.sha256(b"a hidden container").hexdigest()
+    builder.start_task(NS, "another")
+    t = builder.start_task(NS, tid)
+    t.hide_bundle()
+    for wanted in (tid, f"{NS}/{tid}", tid[:12]):
+        doc = scan(builder, "--container", wanted)
+        assert [(c["namespace"], c["id"]) for c in doc["containers"]] == [(NS, "." + tid)], wanted
+        result = runner.invoke(app, ["explain", wanted, "--root", str(builder.state),
+                                     "--runc-root", str(builder.runc_root), "-f", "json"])
+        assert result.exit_code == 0, result.output
+        assert orjson.loads(result.stdout)["container"] == "." + tid
