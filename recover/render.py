@@ -280,9 +280,25 @@ def summary_line(scan: Scan) -> str:
     return f"{s.processes} process(es) in {s.containers} container(s): {counts}"
 
 
-def finding_line(f: Finding, display: Display = PLAIN) -> str:
-    severity = display.paint(f"{f.severity:<7}", SEVERITY_COLOUR[f.severity])
-    return f"{f.code} {severity} {short_path(f.path) + ': ' if f.path else ''}{f.message}"
+def fitted(head: str, rest: str, severity: str, display: Display, indent: str = "", hang: str = "    ") -> str:
+    """`head` (a finding's code and severity) then `rest`, wrapped at spaces to the display's width
+    (never inside a word: a path or an id stays whole), continuation lines indented by `hang`; the
+    severity in the head coloured once it is placed (escape codes take no width)."""
+    import textwrap
+
+    text = indent + head + rest
+    lines = [text] if display.width is None else textwrap.wrap(
+        text, display.width, initial_indent="", subsequent_indent=indent + hang, break_long_words=False,
+        break_on_hyphens=False, drop_whitespace=True) or [text]
+    if severity:
+        lines[0] = lines[0].replace(severity, display.paint(severity, SEVERITY_COLOUR[severity.strip()]), 1)
+    return "\n".join(lines)
+
+
+def finding_line(f: Finding, display: Display = PLAIN, indent: str = "") -> str:
+    severity = f"{f.severity:<7}"
+    return fitted(f"{f.code} {severity} ", f"{short_path(f.path) + ': ' if f.path else ''}{f.message}", severity,
+                  display, indent)
 
 
 def render_text(scan: Scan, out: BinaryIO, display: Display = PLAIN) -> None:
@@ -301,7 +317,7 @@ def render_text(scan: Scan, out: BinaryIO, display: Display = PLAIN) -> None:
     every = [f for c in containers for f in (*c.findings, *(f for p in c.processes for f in p.findings))]
     every.extend(scan.findings)
     if every:
-        lines += ["", "findings:"] + ["  " + finding_line(f, display) for f in every]
+        lines += ["", "findings:"] + [finding_line(f, display, "  ") for f in every]
     out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
 
 
@@ -346,13 +362,14 @@ def short_subject(f: Located) -> str:
 
 
 def check_text(r: CheckReport, out: BinaryIO, display: Display = PLAIN) -> None:
-    lines = [f"{f.code} {display.paint(f.severity, SEVERITY_COLOUR[f.severity])} {short_subject(f)}: {f.message}"
+    lines = [fitted(f"{f.code} {f.severity} ", f"{short_subject(f)}: {f.message}", f.severity, display)
              for f in r.reported]
     s = r.summary()
     sev = ", ".join(f"{n} {k}" for k, n in s["by_severity"].items())
-    verdict = display.paint("passed", "green", bold=True) if r.passed else display.paint("FAILED", "red", bold=True)
-    lines.append(f"{verdict}: {s['failing']} finding(s) at or above {r.gate.fail_on} fail the gate "
-                 f"({s['findings']} reported: {sev}; {s['baselined']} in the baseline)")
+    verdict = "passed" if r.passed else "FAILED"
+    said = fitted("", f"{verdict}: {s['failing']} finding(s) at or above {r.gate.fail_on} fail the gate "
+                  f"({s['findings']} reported: {sev}; {s['baselined']} in the baseline)", "", display, hang="")
+    lines.append(said.replace(verdict, display.paint(verdict, "green" if r.passed else "red", bold=True), 1))
     out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
 
 

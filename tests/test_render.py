@@ -104,7 +104,17 @@ def test_check_text_in_colour_on_a_terminal(reference):
     args = ["check", str(reference / "root"), "--proc-root", str(reference / "proc")]
     out = on_a_terminal(args, 120)
     assert coloured(out, "error", "red") and coloured(out, "FAILED", "red")
-    assert ANSI.sub("", out) == piped(args)  # the same text, coloured
+    assert ANSI.sub("", out) == piped(args, COLUMNS="120")  # the same text, coloured
+
+
+@pytest.mark.parametrize("command", ["check", "scan"])
+def test_finding_lines_fit_the_width_and_keep_every_word(reference, command):
+    args = [command, str(reference / "root"), "--proc-root", str(reference / "proc")]
+    unwrapped = piped(args)
+    assert max(map(len, unwrapped.splitlines())) > 100
+    fitted = piped(args, COLUMNS="100")
+    assert max(map(len, fitted.splitlines())) <= 100  # no word here is longer than 100
+    assert fitted.split() == unwrapped.split()  # the same words, in the same order
 
 
 def test_fit_columns():
