@@ -671,7 +671,8 @@ def timeline(files: list[dict], host: HostFacts, processes: list[dict], events: 
         ticks = ev["recorded"]["start_ticks"]
         if now_ is not None and verdict in ("running", "orphaned", "zombie"):
             add(now_["started_epoch"], f"process started (pid {now_['pid']}; /proc start tick "
-                f"{now_['start_ticks']}, btime + ticks / {host.clock_ticks}, ±1 s)", path)
+                f"{now_['start_ticks']}, " + (f"boot + ticks / {host.clock_ticks})" if host.boot is not None else
+                                              f"btime + ticks / {host.clock_ticks}, ±1 s)"), path)
         elif ticks is not None and host.btime is not None:
             add(host.start_epoch(ticks), f"process started (recorded start tick {ticks}, with this "
                 "boot's btime: wrong if the root is from a previous boot)", path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from typing import Literal, Protocol
 
 from .fsread import filesystem_type
@@ -236,6 +237,9 @@ class HostView:
         boot_id = self._read(("sys", "kernel", "random", "boot_id"))
         self.boot_id = boot_id.decode("ascii", "replace").strip() if boot_id else None
         self.clock_ticks = os.sysconf("SC_CLK_TCK")
+        # when this host booted, to a tick: btime is floored to the second, which puts a start up to
+        # a second early (before the files written just before it); a capture has only btime
+        self.boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME) if self.live else None
         self.hidepid = self.live and os.geteuid() != 0 and _hidepid(real)
         self._stats: dict[int, ProcStat | None] = {}
         self._cmdlines: dict[int, list[str] | None] = {}
@@ -467,7 +471,8 @@ class HostView:
         return None
 
     def start_epoch(self, ticks: int) -> float | None:
-        return None if self.btime is None else self.btime + ticks / self.clock_ticks
+        boot = self.boot if self.boot is not None else self.btime
+        return None if boot is None else boot + ticks / self.clock_ticks
 
 
 def _btime(data: bytes | None) -> int | None:

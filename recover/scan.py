@@ -119,7 +119,8 @@ class Scan:
             clock_ticks=self.host.clock_ticks if self.host else os.sysconf("SC_CLK_TCK"),
             hidepid=bool(self.host and self.host.hidepid),
             root_on_tmpfs=None if fs is None else fs == "tmpfs",
-            daemon_runs=any(f.code == "H009" for f in daemon_found))
+            daemon_runs=any(f.code == "H009" for f in daemon_found),
+            boot=self.host.boot if self.host else None)
         self.ctx = Context(self.host if proc_read else None, self.host_facts, self.own, around, self.reader,
                            self.daemon)
         try:

@@ -37,8 +37,11 @@ class HostFacts(Value):
     root_on_tmpfs: bool | None = None  # None: unknown filesystem
     daemon_runs: bool = False  # a containerd daemon runs on the root (H009): it has the shims' news
 
+    boot: float | None = None  # when the host booted, to a tick (a live host), else btime's second is used
+
     def start_epoch(self, ticks: int) -> float | None:
-        return None if self.btime is None else self.btime + ticks / self.clock_ticks
+        boot = self.boot if self.boot is not None else self.btime
+        return None if boot is None else boot + ticks / self.clock_ticks
 
 
 class Decision(Value):
