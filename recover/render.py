@@ -213,7 +213,7 @@ def _tail_json(scan: Scan) -> dict:
         "orphan_shims": [{"pid": o.pid, "container": json_text(o.container),
                           "process": json_text(o.process) if o.process is not None else None,
                           "cwd": json_text(o.cwd) if o.cwd else None, "state": o.state,
-                          "started": o.started, "age_s": _age(o.started),
+                          "started": None if o.started is None else round(o.started, 2), "age_s": _age(o.started),
                           "reason": o.reason} for o in scan.orphan_shims],
         "findings": [finding_json(f) for f in scan.findings],
         "summary": summary_json(scan),
