@@ -161,8 +161,9 @@ ContainerdRootOpt = Annotated[Optional[str], typer.Option(
 ContainerdVersionOpt = Annotated[Optional[str], typer.Option(
     "--containerd-version", metavar="VERSION", show_default=False,
     help="The containerd that will start over a 1.x/2.x state dir (1.6.20, 1.7.34, 2.3.4: what it does to each task "
-         "depends on it). Default: $RECOVER_CONTAINERD_VERSION, else the version in the binary that will start "
-         "(read, never run), else what the bundles show, else each known behaviour, the worst leading.")]
+         "depends on it; `all`: each known behaviour). Default: $RECOVER_CONTAINERD_VERSION, else the version in the "
+         "binary that will start (read, never run), else what the bundles show, else each known behaviour, the "
+         "worst leading.")]
 LayoutOpt = Annotated[Optional[str], typer.Option(
     "--layout", metavar="LAYOUT", show_default=False,
     help="Read ROOT as this layout, whatever it looks like: containerd-0.2 or containerd-runtime-v2.")]

@@ -78,11 +78,18 @@ def behaviour_of(version: str) -> tuple[Behaviour, str] | None:
     return behaviour, note
 
 
+EVERY_VERSION = "all"  # --containerd-version all: judge each known behaviour, as when it cannot be told
+
+
 def from_flag(version: str) -> DaemonVersion | str:
     """--containerd-version; a message when it names no containerd 1.x/2.x."""
+    if version == EVERY_VERSION:
+        return DaemonVersion(None, BEHAVIOURS, "flag", note="--containerd-version all: each known behaviour is "
+                             "judged (1.6, 1.7, 2.x), the worst outcome leading")
     judged = behaviour_of(version)
     if judged is None:
-        return f"--containerd-version {version}: not a containerd 1.x or 2.x version (such as 1.6.20, 1.7.34, 2.3.4)"
+        return (f"--containerd-version {version}: not a containerd 1.x or 2.x version (such as 1.6.20, 1.7.34, 2.3.4), "
+                f"nor `{EVERY_VERSION}`")
     behaviour, note = judged
     return DaemonVersion(version.lstrip("v"), (behaviour,), "flag", note=note or "given with --containerd-version")
 
