@@ -157,7 +157,7 @@ def test_cri_pod_whose_container_exited(tmp_path):
 def test_an_address_with_whitespace_is_unreachable(tmp_path, before, after, problem):
     """containerd 1.6-2.0 dial the `address` file's bytes as written: `echo`'s newline names another,
     absent socket, so the healthy task is cleaned up and SIGKILLed (seen on 1.6.20,
-    tests/test_containerd16_restart.py)."""
+    tests/test_restart_versions.py)."""
     top = extract("multi", tmp_path)
     address = state_dir(top) / "io.containerd.runtime.v2.task" / "default" / "a-none" / "address"
     written = address.read_text()

@@ -110,6 +110,9 @@ def dial(t: TaskFiles, b: Behaviour) -> Dial:
         if f.version not in (2, 3):
             return Dial(f, f.address, None, f"bootstrap.json names task API version {f.version}, which containerd 2.x "
                                             "does not speak (2 or 3)")
+        if f.address != (f.address or "").strip():
+            return Dial(f, f.address, None, "bootstrap.json's address holds white space, which containerd dials as "
+                                            "written")
         return Dial(f, f.address, f.version)
     f = t.address_file
     if f is None:
@@ -124,6 +127,9 @@ def dial(t: TaskFiles, b: Behaviour) -> Dial:
         if f.version > 2:
             return Dial(f, f.address, None, f"address holds JSON of version {f.version}: containerd 1.7 takes "
                                             "version 2 at most")
+        if f.address != (f.address or "").strip():
+            return Dial(f, f.address, None, "address holds JSON whose address holds white space, which containerd "
+                                            "dials as written")
         return Dial(f, f.address, 2)
     if f.is_json:
         return Dial(f, None, None, f"address holds JSON, which containerd {b} dials as written")
@@ -236,11 +242,22 @@ def _unknown_transport(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | N
 
 
 def _leaked_shim(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
-    """1.7 and 2.x clean up a live shim that runs nothing of its (non-sandbox) task (SPEC-v2
-    §2a.1): a pod's shim stays, as it serves the sandbox; a task's own shim is shut down."""
-    if t.container_type == "sandbox" or any(v in LIVE for v in h.verdicts.values()) or not h.verdicts:
+    """1.7 and 2.x clean up a live shim that reports nothing of its (non-sandbox) task running
+    (SPEC-v2 §2a.1): a pod's shim stays, as it serves the sandbox; a task's own shim is shut down.
+    A 1.7 shim asks runc whether the init runs: without runc's state it says no, whatever runs
+    (seen on 1.7.34; 2.3.4 re-adopted such a task), and runc, without its state, kills nothing."""
+    if t.container_type == "sandbox" or not h.verdicts:
         return None
     shim = "the pod's shim lives on (it serves the sandbox)" if t.sandbox else f"its shim (pid {h.shim_pid}) is shut down"
+    live = _live(h)
+    if live and who.b == "1.7" and t.runc is not None and t.runc.problem == "missing":
+        return TaskPrediction("clean-up-and-leak", f"runc has no state for the task, so its shim reports nothing of it "
+                              f"running: {who.name} drops it as a leaked shim (\"cleaning leaked shim process\"), but "
+                              f"the shim (pid {h.shim_pid}), which still watches {live}, does not shut down: the task "
+                              "is no longer listed and its work dir is removed, its bundle is left, and nothing is "
+                              "killed: its processes and its shim live on, untracked")
+    if live:
+        return None
     exited = " and ".join(p for p, v in h.verdicts.items() if v in ("exited", "zombie"))
     return TaskPrediction("clean-up", f"nothing of the task runs under its live shim ({exited or 'no process'} "
                           f"exited): {who.name} cleans it up as a leaked shim (\"cleaning leaked shim process\"): "
