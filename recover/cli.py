@@ -545,13 +545,14 @@ def demo(
     layout: Annotated[str, typer.Option(
         "--layout", metavar="LAYOUT",
         help="containerd-0.2 (default: stand-in shims, needs nothing) or containerd-runtime-v2 (a real "
-             "containerd 1.6 in a private mount namespace: root, and the Debian packages containerd, runc, "
-             "busybox-static).")] = "containerd-0.2",
+             "containerd, the newest the lab can run here: 2.3.4, 1.7.34 or Debian's 1.6.20, in a private mount "
+             "namespace: root, runc, busybox-static).")] = "containerd-0.2",
 ) -> None:
     """Build a root with real processes (running, exited, orphaned, zombie, pid-reused, vanished,
     not-started), scan it, explain each row, then remove everything it made, also when stopped
     by a signal or when its output is closed.  With --layout containerd-runtime-v2: crash a real
-    containerd 1.6, break its tasks, scan, restart it, and show what it did against the prediction.
+    containerd (the newest the lab runs here), break its tasks, scan, restart it, and show what it
+    did against the prediction.
     """
     if layout == "containerd-runtime-v2":
         from .demo_v2 import CannotRun, run_demo_v2

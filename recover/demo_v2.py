@@ -1,7 +1,8 @@
 """`recover demo --layout containerd-runtime-v2`: today's containerd, for real.
 
-It starts a private containerd 1.6 (recover/lab.py: the Debian packages containerd, runc and
-busybox-static, in a mount namespace of its own; the host's /run/containerd is never touched),
+It starts a private containerd, the newest the lab can run here (recover/lab.py: 2.3.4 or 1.7.34
+from the archives .ci/run extracts, else Debian's 1.6.20; runc and busybox-static, in a mount
+namespace of its own; the host's /run/containerd is never touched),
 runs a few containers, SIGKILLs the daemon, breaks each task the way a crash does, scans the
 state dir as an operator would before restarting the daemon, then restarts it and shows, task by
 task, what containerd did against what recover predicted.  Everything it started is removed on
@@ -20,7 +21,7 @@ from typing import BinaryIO
 
 import orjson
 
-from .lab import Containerd, Task, alive, missing, wait_until
+from .lab import VERSIONS, Containerd, Task, alive, missing, wait_until
 from .stop import run_whole
 
 NAMESPACE = "demo"
@@ -51,7 +52,9 @@ def _kill_shim(lab: Containerd, t: Task) -> None:
 
 
 def _remove_address(lab: Containerd, t: Task) -> None:
-    os.unlink(lab.paths.bundle(t.namespace, t.id) / "address")
+    """The file that names the shim's socket: `address` (1.x) or bootstrap.json (2.x)."""
+    name = "bootstrap.json" if lab.version.writes_bootstrap_json else "address"
+    os.unlink(lab.paths.bundle(t.namespace, t.id) / name)
 
 
 def _empty_bundle(lab: Containerd, t: Task) -> None:
@@ -72,7 +75,8 @@ SCENES = (
     Scene("web", "nothing: a healthy task", _nothing),
     Scene("batch", "its init exited (42) while containerd was down; its shim lives", _init_exits),
     Scene("cron", "its shim was SIGKILLed: init and exec live on, orphaned", _kill_shim),
-    Scene("cache", "its `address` file was removed: the task is healthy otherwise", _remove_address),
+    Scene("cache", "the file naming its shim's socket (`address`, 2.x: bootstrap.json) was removed: the task is "
+          "healthy otherwise", _remove_address),
     Scene("queue", "its bundle dir was emptied (the dir is left)", _empty_bundle),
     Scene("old", "its bundle dir was renamed hidden (.old)", _hide_bundle),
 )
@@ -97,9 +101,19 @@ def observed(lab: Containerd, t: Task, ran: list[int], listed: dict[str, tuple[i
     return "delete-silently-and-leak" if not bundle.exists() else "clean-up-and-leak"
 
 
+def newest_runnable() -> str:
+    """The newest containerd version the lab can run here; CannotRun saying why none can."""
+    reasons = {}
+    for version in reversed(list(VERSIONS)):
+        if (reason := missing(version)) is None:
+            return version
+        reasons[version] = reason
+    raise CannotRun("the runtime-v2 demo runs a real containerd, and none can run here: "
+                    + "; ".join(f"{v}: {r}" for v, r in reasons.items()))
+
+
 def run_demo_v2(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = False) -> None:
-    if (reason := missing()) is not None:
-        raise CannotRun(f"the runtime-v2 demo runs a real containerd 1.6: {reason}")
+    version = newest_runnable()
     lab: Containerd | None = None
 
     def clean_up() -> None:
@@ -111,8 +125,8 @@ def run_demo_v2(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = 
         out.flush()
 
     try:
-        lab = Containerd.create(namespace=NAMESPACE)
-        progress(f"started a private containerd 1.6 in {lab.paths.base} (its own mount namespace) "
+        lab = Containerd.create(namespace=NAMESPACE, version=version)
+        progress(f"started a private containerd {version} in {lab.paths.base} (its own mount namespace) "
                  f"in {lab.start():.1f} s")
         tasks = {s.name: lab.run(s.name) for s in SCENES}
         progress(f"ran {len(tasks)} containers (init and an exec each); SIGKILLing containerd ...")
@@ -120,12 +134,13 @@ def run_demo_v2(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = 
         for scene in SCENES:
             scene.break_it(lab, tasks[scene.name])
             progress(f"  {scene.name}: {scene.fault}")
-        scan = [sys.executable, "-m", "recover", "scan", lab.paths.ns_state]
+        # the lab's binary is not where a host keeps containerd: the version is named, not read
+        scan = [sys.executable, "-m", "recover", "scan", lab.paths.ns_state, "--containerd-version", version]
         progress(f"scanning {lab.paths.ns_state} as containerd sees it, before restarting it ...")
         table = lab.in_ns([*scan, "--format", "text"], env={**os.environ, "COLUMNS": "120"})
         doc = orjson.loads(lab.in_ns([*scan, "--format", "json"], check=True).stdout)
         predicted = {c["id"].lstrip("."): c for c in doc["containers"] if c["namespace"] == NAMESPACE}
-        write(table.stdout + "\nWhat recover says containerd 1.6 will do, task by task:\n")
+        write(table.stdout + f"\nWhat recover says containerd {version} will do, task by task:\n")
         for scene in SCENES:
             c = predicted[scene.name]
             write(f"  {scene.name:<6} {c['containerd_would']}: {c.get('containerd_would_why', '')}\n")
@@ -134,7 +149,7 @@ def run_demo_v2(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = 
         took = lab.start()
         progress(f"restarted containerd: its restore took {took:.1f} s")
         listed = lab.task_list(NAMESPACE)
-        write("\nWhat containerd 1.6 did when it restarted:\n")
+        write(f"\nWhat containerd {version} did when it restarted:\n")
         agreed = 0
         for scene in SCENES:
             did = observed(lab, tasks[scene.name], ran[scene.name], listed)
