@@ -45,7 +45,7 @@ from .builder import (
     wait_state,
     write_file,
 )
-from .layouts.runtime_v2.reader import CRI_SANDBOX, CRI_TYPE, TASKS_DIR, socket_name
+from .generations.runtime_v2.reader import CRI_SANDBOX, CRI_TYPE, TASKS_DIR, socket_name
 
 SHIM_V2_PATH: Path = Path(__file__).resolve().parent / "shim" / "containerd-shim-runc-v2"
 CRI_CONTAINERS_DIR = Path("io.containerd.grpc.v1.cri") / "containers"

@@ -38,8 +38,8 @@ class Classification(Value):
     evidence: str  # what was seen, for the message
 
     @property
-    def layout(self) -> str | None:
-        """The layout (recover/layouts/) that reads it; None: recover reads no such thing."""
+    def generation(self) -> str | None:
+        """The generation (recover/generations/) that reads it; None: recover reads no such thing."""
         return {"containerd-0.2": "containerd-0.2", "empty": "containerd-0.2",
                 "containerd-runtime-v2": "containerd-runtime-v2"}.get(self.kind)
 

@@ -207,20 +207,20 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
     from .around import Surroundings
     from .fsread import RootError
     from .host import is_procfs
-    from .layouts import LAYOUT_NAMES
+    from .generations import GENERATION_NAMES
     from .scan import NotAStateRoot, Scan, SelectionError
 
     if image_root is not None and not os.path.isdir(image_root):
         raise _fail(f"--image-root {image_root}: not a directory")
-    if layout is not None and layout not in LAYOUT_NAMES:
-        raise _fail(f"--layout must be one of: {', '.join(LAYOUT_NAMES)}")
+    if layout is not None and layout not in GENERATION_NAMES:
+        raise _fail(f"--layout must be one of: {', '.join(GENERATION_NAMES)}")
     _check_proc_root(proc_root, offline)
     # runc's state is this host's, beside its live /proc, or the image's own: never a capture's
     read_runc = runc_root is not None or image_root is not None or proc_root is None or is_procfs(proc_root)
     # not typer's envvar=: `guard --install` would write a variable of the shell into the drop-in
     containerd_version = containerd_version or os.environ.get("RECOVER_CONTAINERD_VERSION") or None
     if containerd_version is not None:
-        from .layouts.runtime_v2.version import from_flag
+        from .generations.runtime_v2.version import from_flag
 
         if isinstance(problem := from_flag(containerd_version), str):
             raise _fail(problem)
@@ -470,8 +470,8 @@ def repair(
     with _open_scan(root, proc_root, False, container, containerd_version=containerd_version,
                     not_a_root=refuse) as s:
         meta["root"] = s.root.path
-        if not s.layout.writable:
-            raise refuse(f"refusing: {s.root.path} is a {s.layout.name} root ({s.layout.daemon}); repair writes only "
+        if not s.generation.writable:
+            raise refuse(f"refusing: {s.root.path} is a {s.generation.name} root ({s.generation.daemon}); repair writes only "
                          "in containerd 0.2 roots (`recover scan` judges it)")
         if quarantine is not None:
             inside = os.path.realpath(quarantine)

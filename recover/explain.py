@@ -28,7 +28,7 @@ import orjson
 from .fsread import MAX_FILE_BYTES, OPEN_DIR, dir_below, json_safe, json_text, kind_of, printable, read_regular
 from .host import HostView, ProcessFacts, read_stat
 from .judge import ContainerJudgement, ProcessJudgement
-from .layouts.containerd_0_2 import files as layout
+from .generations.containerd_0_2 import files as layout
 from .predict.containerd_0_2 import predict_process
 from .records import ContainerRecord, ProcessRecord
 from .repair import Options, own_procfs, plan_repair
@@ -765,7 +765,7 @@ def explain(s: Scan, target: str) -> dict:
             "containerd_why": safe_text(containerd_reason(p, j, f, host, judged)),
             "findings": [_finding_json(x) for x in j.findings],
         })
-    if s.layout.writable:
+    if s.generation.writable:
         plan = [a for a in plan_repair([judged], Options()) if not process_id or a.process in (None, process_id)]
         repair_would = [{"process": None if a.process is None else json_text(a.process), "action": a.kind,
                          "value": None if a.value is None else safe_text(a.value), "reason": safe_text(a.reason)}
@@ -773,7 +773,7 @@ def explain(s: Scan, target: str) -> dict:
     else:
         repair_would = None  # repair refuses this layout
     return {
-        "schema": SCHEMA, "root": json_text(s.root.path), "layout": s.layout.name, "daemon": s.daemon.name,
+        "schema": SCHEMA, "root": json_text(s.root.path), "layout": s.generation.name, "daemon": s.daemon.name,
         "container": json_text(record.id), "namespace": None if record.namespace is None else json_text(record.namespace),
         "process": json_text(process_id) if process_id else None,
         "host": s.host_json(),

@@ -388,8 +388,8 @@ def _repair(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> list
     from . import repair as rp
 
     with open_scan() as scan:
-        if not scan.layout.writable:
-            say(f"no repair: repair writes only in containerd 0.2 roots ({scan.root.path} is {scan.layout.name})")
+        if not scan.generation.writable:
+            say(f"no repair: repair writes only in containerd 0.2 roots ({scan.root.path} is {scan.generation.name})")
             return None
         if not scan.host_facts.live or scan.host is None:
             say("no repair: it needs this host's live /proc to re-verify every target")

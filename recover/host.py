@@ -189,7 +189,7 @@ def shim_state(stat: ProcStat | None) -> ShimStateName:
 
 
 class ShimRule(Protocol):
-    """How a layout recognises the shim of one of its processes (see recover/layouts/)."""
+    """How a layout recognises the shim of one of its processes (see recover/generations/)."""
 
     key: str  # the argv value the shim names its container by: where the host's index looks
     depth: int  # how many dirs above a shim's working dir its state root is

@@ -1,6 +1,6 @@
 """The record types every layout's reader yields: what the files say, nothing from /proc.
 
-A reader (one per on-disk layout, in recover/layouts/) turns a state root into these records; the
+A reader (one per on-disk layout, in recover/generations/) turns a state root into these records; the
 host view, the verdict table and the renderers work on them alone, whatever the daemon
 generation.  What only one layout has (0.2's exitStatus bytes, runtime-v2's address file and
 runc state) stays in `files`, for that layout's own predictor and for explain.

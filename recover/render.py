@@ -131,7 +131,7 @@ def short_path(path: str) -> str:
     """A path relative to the root as the table shows it: the container's id and the process's cut
     to 12 characters (a runtime-v2 path: namespace/id, without the task dir every one of them
     starts with; an exec's pid file `<exec id>.pid`)."""
-    from .layouts.runtime_v2.reader import TASKS_DIR  # here: a 0.2 scan never loads runtime-v2
+    from .generations.runtime_v2.reader import TASKS_DIR  # here: a 0.2 scan never loads runtime-v2
 
     if path.startswith(TASKS_DIR + "/"):
         namespace, _, rest = path[len(TASKS_DIR) + 1:].partition("/")
@@ -196,7 +196,7 @@ def container_json(c: ContainerJudgement) -> dict:
 def layout_json(scan: Scan) -> dict:
     """Which reader read the root, what it looked like, and which daemon's restore is predicted."""
     c = scan.classification
-    return {"layout": scan.layout.name, "daemon": scan.daemon.name, "daemon_version": scan.daemon.json(),
+    return {"layout": scan.generation.name, "daemon": scan.daemon.name, "daemon_version": scan.daemon.json(),
             "classified_as": {"kind": c.kind, "evidence": json_text(c.evidence)}}
 
 

@@ -28,7 +28,7 @@ from .classify import is_default_root
 from .host import read_stat, wait_status_to_exit
 from .judge import ContainerJudgement, ProcessJudgement
 from .fsread import OPEN_DIR, dir_below, json_text, printable
-from .layouts.containerd_0_2 import files as layout
+from .generations.containerd_0_2 import files as layout
 
 ActionKind = Literal["write-exit-status", "rewrite-exit-status", "kill-orphan", "rewrite-pid",
                      "quarantine", "none"]

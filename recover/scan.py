@@ -4,7 +4,7 @@ one container at a time.
 `Scan` is what every command consumes: a header (root, layout, host), a stream of judged
 containers (each read, gathered and judged when the consumer asks for it, so memory stays flat),
 then the orphan shims and a summary, known once the stream is drained.  Nothing here is specific
-to a daemon generation: that is the layout's (recover/layouts/).  `encoded()` streams the same
+to a daemon generation: that is the layout's (recover/generations/).  `encoded()` streams the same
 containers as bytes, judged by forked workers on a large root (recover/pool.py).
 """
 
@@ -21,7 +21,7 @@ from .classify import DEFAULT_ROOTS, Classification, classify
 from .fsread import OpenRoot, filesystem_type, printable
 from .host import HostView, OwnRoot, ProcessFacts, ShimProcess, read_stat
 from .judge import ContainerJudgement, judge_container
-from .layouts import Context, Layout, ShimClaim, layout_named
+from .generations import Context, Generation, ShimClaim, generation_named
 from .pool import ordered_map, usable_cpus
 from .records import ContainerRecord
 from .rules import Finding, finding
@@ -87,15 +87,15 @@ class Scan:
         self.findings: list[Finding] = []
         try:
             self.classification = classify(self.root)
-            name = layout or self.classification.layout
+            name = layout or self.classification.generation
             if name is None:
                 raise NotAStateRoot(root_path, self.classification)
-            if layout is not None and layout != self.classification.layout:
+            if layout is not None and layout != self.classification.generation:
                 self.findings.append(finding("F045", f"read as {layout} (--layout), but it looks like "
                                              f"{self.classification.kind} ({self.classification.evidence})"))
-            self.layout: Layout = layout_named(name)
-            self.reader = self.layout.open(self.root, around)
-            self.daemon = self.layout.judge_daemon(self.reader, around)
+            self.generation: Generation = generation_named(name)
+            self.reader = self.generation.open(self.root, around)
+            self.daemon = self.generation.judge_daemon(self.reader, around)
         except BaseException:
             self.root.close()
             raise
@@ -213,13 +213,13 @@ class Scan:
     def examine(self, key: str) -> tuple[ContainerRecord, dict[str, ProcessFacts], ContainerJudgement]:
         """One container's record, the host's facts about each process, and its judgement."""
         record = self.reader.read(key)
-        facts, evidence = self.layout.gather(self.ctx, record)
-        judged = judge_container(record, facts, self.host_facts, self.layout.predictor(self.ctx, facts, evidence))
-        extra = self.layout.around_findings(self.ctx, record, judged, evidence)
+        facts, evidence = self.generation.gather(self.ctx, record)
+        judged = judge_container(record, facts, self.host_facts, self.generation.predictor(self.ctx, facts, evidence))
+        extra = self.generation.around_findings(self.ctx, record, judged, evidence)
         if extra:
             judged = msgspec.structs.replace(judged, findings=judged.findings + tuple(extra))
         for p in judged.processes:
-            if p.shim_pid is not None and self.layout.accounts_for(p.verdict):
+            if p.shim_pid is not None and self.generation.accounts_for(p.verdict):
                 self._accounted_shims.add(p.shim_pid)
             if not self.host_facts.live and p.shim_root is not None:
                 self._own_shim_roots.add(p.shim_root)
@@ -232,8 +232,8 @@ class Scan:
         that it is the live root, not a copy of it."""
         if self.host is None or not self.host_facts.live:
             return False
-        return any(self.layout.claim(s) is not None
-                   and self.host.works_in(s.pid, self.layout.shim_depth, self.own) is True
+        return any(self.generation.claim(s) is not None
+                   and self.host.works_in(s.pid, self.generation.shim_depth, self.own) is True
                    for s in self.host.all_shims())
 
     def _count(self, judged: ContainerJudgement) -> None:
@@ -258,7 +258,7 @@ class Scan:
         if shim.cwd is None:
             return None
         if self.host_facts.live:
-            return self.host.works_in(shim.pid, self.layout.shim_depth, self.own) if claim.root else False
+            return self.host.works_in(shim.pid, self.generation.shim_depth, self.own) if claim.root else False
         if claim.root is None or not self._own_shim_roots:
             return None
         return claim.root in self._own_shim_roots
@@ -279,7 +279,7 @@ class Scan:
         every = self.reader.containers()
         everything = len(self.ids) == len(every)
         for shim in shims:
-            claim = self.layout.claim(shim)
+            claim = self.generation.claim(shim)
             if claim is None or shim.pid in self._accounted_shims:
                 continue
             here = self._works_here(shim, claim)
@@ -295,11 +295,11 @@ class Scan:
                 if not everything or claim.key in every:
                     continue  # a container that was not selected
                 reason = "the dir of its container is missing"
-            elif claim.process is not None and not self.layout.has_process_dir(self.reader, claim.key,
+            elif claim.process is not None and not self.generation.has_process_dir(self.reader, claim.key,
                                                                                claim.process):
                 reason = "its process dir is missing"
             else:
-                reason = self.layout.stray_reason(shim, self.host.cwd_removed(shim.pid))
+                reason = self.generation.stray_reason(shim, self.host.cwd_removed(shim.pid))
             state = "alive" if shim.stat is None else {"T": "stopped", "t": "stopped", "Z": "zombie"}.get(
                 shim.stat.state, "alive")
             started = self.host.start_epoch(shim.stat.starttime) if shim.stat else None

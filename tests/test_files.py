@@ -14,10 +14,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from recover.layouts.containerd_0_2 import files as layout
+from recover.generations.containerd_0_2 import files as layout
 from recover.cli import app
 from recover.fsread import MAX_FILE_BYTES, OpenRoot
-from recover.layouts.containerd_0_2.reader import Reader
+from recover.generations.containerd_0_2.reader import Reader
 from reference import FIXTURES, REFERENCE
 from unprivileged import scan_as_nobody, world_readable
 

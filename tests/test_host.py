@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recover.host import HostView, parse_stat, wait_status_to_exit
-from recover.layouts.containerd_0_2 import is_shim_of
+from recover.generations.containerd_0_2 import is_shim_of
 from recover.predict.containerd_0_2 import _Panic, go_read_proc_stat_field
 
 

@@ -12,8 +12,8 @@ from recover.builder import process_json, state_json
 from recover.fsread import FileFact
 from recover.host import ProcessFacts, ProcStat
 from recover.judge import judge_container
-from recover.layouts.containerd_0_2 import files as layout
-from recover.layouts.containerd_0_2.reader import ProcessFiles, container_record, process_record
+from recover.generations.containerd_0_2 import files as layout
+from recover.generations.containerd_0_2.reader import ProcessFiles, container_record, process_record
 from recover.predict.containerd_0_2 import CONTAINERD_WOULD, predict_container
 from recover.records import ContainerRecord, ProcessRecord
 from recover.verdicts import VERDICTS, HostFacts

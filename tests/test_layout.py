@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from recover.layouts.containerd_0_2 import files as layout
+from recover.generations.containerd_0_2 import files as layout
 from recover.builder import process_json, state_json
 from recover.fsread import FileFact
 

@@ -1,4 +1,4 @@
-"""What containerd 1.6, 1.7 and 2.x each do to the same task (recover/layouts/runtime_v2/predict.py),
+"""What containerd 1.6, 1.7 and 2.x each do to the same task (recover/generations/runtime_v2/predict.py),
 on trees with live processes under the stand-in shim (recover/builder_v2.py), judged with
 --containerd-version: the rules where the versions differ (SPEC-v2 §2a), and the advice that works
 on the version judged.  The real daemons are tests/test_restart_versions.py's."""

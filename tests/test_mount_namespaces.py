@@ -26,7 +26,7 @@ from procs import named_process
 from recover.builder import become_subreaper
 from recover.builder_v2 import TaskBuilder
 from recover.cli import app
-from recover.layouts.runtime_v2.reader import TASKS_DIR
+from recover.generations.runtime_v2.reader import TASKS_DIR
 
 runner = CliRunner()
 POSE = Path(__file__).with_name("pose.py")

@@ -275,7 +275,7 @@ def test_orphan_shims_in_a_capture_are_this_roots_only_when_their_cwd_says_so(tm
 
 
 def test_a_captured_proc_dir_does_not_read_this_hosts_runc_state(tmp_path, monkeypatch):
-    import recover.layouts.containerd_0_2.around as around_02
+    import recover.generations.containerd_0_2.around as around_02
     from recover.builder import capture_proc
 
     runc_root = tmp_path / "runc"

@@ -1,4 +1,4 @@
-"""Which containerd will start (recover/layouts/runtime_v2/version.py): the version read from a real
+"""Which containerd will start (recover/generations/runtime_v2/version.py): the version read from a real
 binary (never run), from the unit that starts it, from the bundles, and when it cannot be told.
 
 The binaries are real: Debian's containerd 1.6.20 (`/usr/bin/containerd`, the package .ci/run
@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recover.cli import app
-from recover.layouts.runtime_v2.version import behaviour_of, binary_version, parse_version, unit_exec_start
+from recover.generations.runtime_v2.version import behaviour_of, binary_version, parse_version, unit_exec_start
 
 runner = CliRunner()
 DEBIAN = Path("/usr/bin/containerd")

@@ -16,7 +16,7 @@ from typing import Literal
 from ..fsread import printable
 from ..host import ProcessFacts
 from ..judge import ContainerPrediction, ProcessPrediction
-from ..layouts.containerd_0_2.files import INIT_PROCESS, JsonDoc
+from ..generations.containerd_0_2.files import INIT_PROCESS, JsonDoc
 from ..records import ContainerRecord, ProcessRecord
 from ..rules import finding
 from ..value import Value

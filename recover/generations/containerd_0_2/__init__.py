@@ -105,4 +105,4 @@ class Containerd02:
         return reader.has_dir(key, process)
 
 
-LAYOUT = Containerd02()
+GENERATION = Containerd02()

@@ -161,7 +161,7 @@ class RuntimeV2:
         return True
 
 
-LAYOUT = RuntimeV2()
+GENERATION = RuntimeV2()
 
 SHIM_PACKAGES = {"github.com/containerd/containerd/v2/": 3, "github.com/containerd/containerd/": 2}
 
@@ -208,4 +208,4 @@ def runc_findings(record: ContainerRecord, init_verdict: str | None, init_pid: i
     return []
 
 
-__all__ = ["LAYOUT", "ProcessPrediction", "runc_findings"]
+__all__ = ["GENERATION", "ProcessPrediction", "runc_findings"]

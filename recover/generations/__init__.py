@@ -1,9 +1,14 @@
-"""The on-disk layouts recover reads, one plug-in each: the pipeline's only generation-specific part.
+"""The generations of containerd recover reads, one plug-in folder each: the pipeline's only
+generation-specific part.
 
-A layout says how to read a root into records (its reader), how to recognise the shim of one of
-its processes, what the host must be asked beyond the shared facts, and which daemon's restore
-to predict (recover/predict/).  Everything else (the host view, the verdicts, the outputs, the
-gate) is shared.  `LAYOUTS` is the registry; `recover/classify.py` decides which one a root is.
+A generation (containerd 0.2; containerd 1.x/2.x's runtime v2) says how to read a root into
+records (its reader), how to recognise the shim of one of its processes, what the host must be
+asked beyond the shared facts, which daemon and version will restart over the root, and what that
+daemon will do (its predictors); what repair may do there, how explain describes its files, its
+demo and its builders.  Everything else (the host view, the verdicts, the outputs, the gate, the
+repair machinery) is shared and names no generation.  `generation_named` is the registry (it
+imports a plug-in only when asked); `recover/classify.py` decides which generation a root is.
+Adding a daemon version is a change to one folder: see each plug-in's module doc.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ class Context(Value):
     root: OwnRoot
     around: Surroundings
     reader: Any  # the layout's own reader of this root
-    daemon: Daemon  # the daemon whose restore is predicted (Layout.judge_daemon)
+    daemon: Daemon  # the daemon whose restore is predicted (Generation.judge_daemon)
 
 
 class Daemon(Protocol):
@@ -78,7 +83,7 @@ class ShimClaim(Value):
     root: str | None  # the state root its cwd lies in (None: cwd unreadable)
 
 
-class Layout(Protocol):
+class Generation(Protocol):
     name: str  # the value of --layout, and of "layout" in the JSON output
     shim_depth: int  # how many dirs above a shim's working dir the state root is
     daemon: str  # which daemon's restore is predicted
@@ -131,22 +136,22 @@ def gather_with(ctx: Context, record: ContainerRecord, rules: Iterable[tuple[str
     return out
 
 
-def layouts() -> dict[str, Layout]:
+def generations() -> dict[str, Generation]:
     """The registry, by name (imported on demand: a command loads only what it reads)."""
-    return {name: layout_named(name) for name in LAYOUT_NAMES}
+    return {name: generation_named(name) for name in GENERATION_NAMES}
 
 
-def layout_named(name: str) -> Layout:
+def generation_named(name: str) -> Generation:
     """One layout of the registry, importing only its own plug-in."""
     if name == "containerd-0.2":
-        from .containerd_0_2 import LAYOUT as V02
+        from .containerd_0_2 import GENERATION as V02
 
         return V02
     if name == "containerd-runtime-v2":
-        from .runtime_v2 import LAYOUT as V2
+        from .runtime_v2 import GENERATION as V2
 
         return V2
     raise KeyError(name)
 
 
-LAYOUT_NAMES = ("containerd-0.2", "containerd-runtime-v2")
+GENERATION_NAMES = ("containerd-0.2", "containerd-runtime-v2")
