@@ -29,7 +29,7 @@ from .fsread import MAX_FILE_BYTES, OPEN_DIR, dir_below, json_safe, json_text, k
 from .host import HostView, ProcessFacts, read_stat
 from .judge import ContainerJudgement, ProcessJudgement
 from .generations.containerd_0_2 import files as layout
-from .predict.containerd_0_2 import predict_process
+from .generations.containerd_0_2.predict import predict_process
 from .records import ContainerRecord, ProcessRecord
 from .repair import Options, own_procfs, plan_repair
 from .scan import Scan, SelectionError, select_containers

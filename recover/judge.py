@@ -1,5 +1,5 @@
 """Judging a container: the shared verdict of each process (recover/verdicts.py) and the daemon's
-restore predicted by the root's layout (recover/predict/), put together.  Pure.
+restore predicted by the root's generation (recover/generations/*/predict.py), put together.  Pure.
 
 `judge_container` is the one place where a layout's prediction meets the verdicts; the findings
 every layout shares (the shim's state, a copy of a live root, an assumed identity) are added here.

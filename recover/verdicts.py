@@ -3,7 +3,7 @@
 Pure: a process's record (from any layout's reader) and what the host says about it in, a
 decision out.  `VERDICT_CHECKS` is an ordered table, first match wins; README's verdict table
 says the same thing, row for row.  What a daemon will do is not decided here: see
-recover/predict/.
+each generation's predict module (recover/generations/).
 """
 
 from __future__ import annotations

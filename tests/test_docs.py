@@ -8,7 +8,7 @@ import re
 from typer.testing import CliRunner
 
 from recover.cli import app
-from recover.predict.containerd_0_2 import CONTAINERD_WOULD
+from recover.generations.containerd_0_2.predict import CONTAINERD_WOULD
 from recover.generations.runtime_v2.predict import TASK_WOULD
 from recover.verdicts import VERDICT_CHECKS, VERDICTS
 from recover.render import ScanFormat

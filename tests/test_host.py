@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from recover.host import HostView, parse_stat, wait_status_to_exit
 from recover.generations.containerd_0_2 import is_shim_of
-from recover.predict.containerd_0_2 import _Panic, go_read_proc_stat_field
+from recover.generations.containerd_0_2.predict import _Panic, go_read_proc_stat_field
 
 
 def stat_line(pid: int, comm: bytes, state=b"S", ppid=1, start=194198, exit_code=9) -> bytes:

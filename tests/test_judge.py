@@ -14,7 +14,7 @@ from recover.host import ProcessFacts, ProcStat
 from recover.judge import judge_container
 from recover.generations.containerd_0_2 import files as layout
 from recover.generations.containerd_0_2.reader import ProcessFiles, container_record, process_record
-from recover.predict.containerd_0_2 import CONTAINERD_WOULD, predict_container
+from recover.generations.containerd_0_2.predict import CONTAINERD_WOULD, predict_container
 from recover.records import ContainerRecord, ProcessRecord
 from recover.verdicts import VERDICTS, HostFacts
 

@@ -1,6 +1,6 @@
 """containerd 0.2.x (`docker-containerd` of Docker 1.11-1.13): one dir per container, one per
 process, with the pid, start ticks and exit status in small files (SPEC §1).  Predicted daemon:
-containerd 0.2.9 (recover/predict/containerd_0_2.py)."""
+containerd 0.2.9 (predict.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from ...fsread import OpenRoot
 from ...host import ProcessFacts, ShimProcess
 from ...judge import ContainerJudgement, Predictor
-from ...predict import containerd_0_2 as predict_0_2  # the module: the two import each other
+from . import predict as predict_0_2
 from ...records import ContainerRecord
 from ...rules import Finding
 from ...value import Value

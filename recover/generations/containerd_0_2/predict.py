@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..fsread import printable
-from ..host import ProcessFacts
-from ..judge import ContainerPrediction, ProcessPrediction
-from ..generations.containerd_0_2.files import INIT_PROCESS, JsonDoc
-from ..records import ContainerRecord, ProcessRecord
-from ..rules import finding
-from ..value import Value
-from ..verdicts import Decision, HostFacts, recorded_process_lives
+from ...fsread import printable
+from ...host import ProcessFacts
+from ...judge import ContainerPrediction, ProcessPrediction
+from ...records import ContainerRecord, ProcessRecord
+from ...rules import finding
+from ...value import Value
+from ...verdicts import Decision, HostFacts, recorded_process_lives
+from .files import INIT_PROCESS, JsonDoc
 
 ContainerdWould = Literal["keep-running", "use-exit-status", "record-255", "kill-record-137",
                           "skip-process", "drop-container", "crash-daemon", "hang-daemon"]
