@@ -380,7 +380,8 @@ def explain(
     each verdict step by step, the runtime's and the shim's logs, its events, a timeline, and what
     containerd and `recover repair` would do.
     """
-    from .explain import ExplainError, build_explanation, render_explanation
+    from .explain import ExplainError, build_explanation
+    from .explain_text import render_explanation
 
     if format not in ("text", "json"):
         raise _fail("--format must be one of: text, json")

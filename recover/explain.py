@@ -1,13 +1,13 @@
 """explain: everything recover knows about one container or process, with the evidence.
 
-Nothing here decides anything new: the files come from root.py, the facts from host.py, the
-verdict from walking judge.VERDICT_CHECKS in order (the same functions the judge runs), the
-prediction from judge.predict_process and the judge's R findings, the repair from
-repair.plan_repair.  This module gathers them, says in words what each check looked at, adds the
-logs, the events and a timeline, and renders them.
+Nothing here decides anything new: the files are read by the root's generation (its explainer:
+recover/generations/*/explain.py), the facts come from host.py, the verdict from walking
+verdicts.VERDICT_CHECKS in order (the same functions the judge runs), the prediction from the
+judgement's own reasons, the repair from the repair plan.  This module gathers them, says in words
+what each check looked at, adds the logs, the events and a timeline; explain_text.py renders it.
 
 Safety is the scan's: dirs are opened O_NOFOLLOW relative to their parent, names come from
-os.scandir on those fds, only regular files are opened (root.read_regular, at most 1 MiB), and
+os.scandir on those fds, only regular files are opened (fsread.read_regular, at most 1 MiB), and
 nothing is ever written.
 """
 
@@ -18,28 +18,56 @@ import json
 import math
 import os
 import re
-import stat
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
-import orjson
 
-from .fsread import MAX_FILE_BYTES, OPEN_DIR, dir_below, json_safe, json_text, kind_of, printable, read_regular
-from .host import HostView, ProcessFacts, read_stat
+from .fsread import MAX_FILE_BYTES, json_safe, json_text, kind_of, printable, read_regular
+from .host import HostView, ProcessFacts
 from .judge import ContainerJudgement, ProcessJudgement
-from .generations.containerd_0_2 import files as layout
-from .generations.containerd_0_2.predict import predict_process
 from .records import ContainerRecord, ProcessRecord
 from .repair import Options, own_procfs, plan_repair
+from .resources import process_resources
 from .scan import Scan, SelectionError, select_containers
+from .value import Value
 from .verdicts import (PID_FILE_MTIME_SLACK_S, PREVIOUS_BOOT_MARGIN_S, VERDICT_CHECKS, HostFacts, identity_of,
-                       lives_under_its_shim, previous_boot_evidence)
+                       previous_boot_evidence)
 
 SCHEMA = "recover.explain/1"
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-EVENTS_TAIL = MAX_FILE_BYTES  # events.log can grow: read its last MiB
-LOG_FILES = ("log.json", "shim-log.json")
+
+
+class ExplainedFiles(Value):
+    """A container's files as a generation's explainer read them: dirs and their entries, each
+    process's logs by file name, and the container's events (with a note when not all was read)."""
+
+    files: list[dict]
+    logs: dict[str, dict[str, dict]]
+    events: list[dict]
+    events_note: str | None
+
+
+class Explainer(Protocol):
+    """What explain asks the root's generation (its `explainer`): its files in words, the verdict's
+    first check (how it records an exit), its daemon's reasons, and its own lines of the text."""
+
+    written: dict[str, str]  # file name -> what its mtime means on the timeline
+
+    def files(self, s: Scan, record: ContainerRecord, processes: list[ProcessRecord],
+              process_id: str | None) -> ExplainedFiles: ...
+
+    def dir_of(self, record: ContainerRecord, p: ProcessRecord | None = None) -> str: ...
+
+    def describe_process(self, p: ProcessRecord) -> dict[str, str]: ...
+
+    def why_exit(self, rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> str: ...
+
+    def containerd_reason(self, p: ProcessRecord, j: ProcessJudgement, facts: ProcessFacts, host: HostFacts,
+                          judged: ContainerJudgement) -> str: ...
+
+    def task_lines(self, task: dict) -> list[str]: ...
+
+    def tail_lines(self, doc: dict) -> list[str]: ...
 
 
 class ExplainError(Exception):
@@ -111,7 +139,7 @@ def plain(value: Any) -> Any:
         return safe_text(repr(value))
 
 
-def _or(value: object, missing: str, form: str = "{}") -> str:
+def told(value: object, missing: str, form: str = "{}") -> str:
     """A value in its sentence, or words for its absence: text output never says None."""
     return missing if value is None else form.format(value)
 
@@ -121,7 +149,7 @@ def Q(text: str) -> str:
     return f"'{printable(text)}'"
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
@@ -173,45 +201,6 @@ def parse_log_objects(data: bytes) -> list[dict]:
     return out
 
 
-def read_events(root_fd: int, cid: str) -> tuple[list[dict], str | None]:
-    """This container's lines of events.log (its last MiB), and a note when not all was read."""
-    try:
-        st = os.stat(layout.EVENTS_LOG, dir_fd=root_fd, follow_symlinks=False)
-    except OSError:
-        return [], None
-    if not stat.S_ISREG(st.st_mode):
-        return [], "events.log is not a regular file: not opened"
-    try:
-        fd = os.open(layout.EVENTS_LOG, _FILE_FLAGS, dir_fd=root_fd)
-    except OSError as e:
-        return [], f"events.log cannot be opened: {e.strerror}"
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return [], "events.log is not a regular file: not opened"
-        start = max(0, st.st_size - EVENTS_TAIL)
-        data = os.pread(fd, EVENTS_TAIL, start)
-    except OSError as e:
-        return [], f"events.log cannot be read: {e.strerror}"
-    finally:
-        os.close(fd)
-    lines = data.split(b"\n")
-    note = None
-    if start > 0:
-        lines = lines[1:]  # the first line was cut by the tail
-        note = f"events.log is {st.st_size} bytes: only its last {EVENTS_TAIL} were read"
-    events = []
-    for line in lines:
-        if not line.strip(b" \t\r\0"):
-            continue
-        try:
-            e = json.loads(line.decode("utf-8", "surrogateescape"))
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(e, dict) and e.get("id") == cid:
-            events.append({k: plain(e[k]) for k in ("timestamp", "type", "pid", "status") if k in e})
-    return events, note
-
-
 # --- files ---------------------------------------------------------------------------------
 
 def list_dir(dir_fd: int) -> list[dict]:
@@ -252,64 +241,7 @@ def read_log(dir_fd: int, entries: list[dict], name: str, rel: str) -> tuple[lis
     return parse_log_objects(fact.data), None
 
 
-def describe_process_files(p: ProcessRecord) -> dict[str, str]:
-    """What each file of a process dir was read as (the findings say why where it was not)."""
-    files = p.files
-    spec = files.spec.value
-    if spec is None:
-        spec_text = "not decoded (see the findings)"
-    else:
-        caps = spec.get("capabilities")
-        shape = ("a list (containerd 0.2.8 and older)" if isinstance(caps, list) else
-                 f"an object ({', '.join(sorted(map(str, caps))) or 'empty'})" if isinstance(caps, dict)
-                 else "absent" if caps is None else f"a {type(caps).__name__}")
-        args = spec.get("args")
-        spec_text = (f"args {_shown(args) if args is not None else '(none)'}, exec {_shown(spec.get('exec'))}, "
-                     f"capabilities {shape}; containerd 0.2.9 "
-                     f"{'decodes' if files.spec.containerd_decodes else 'cannot decode'} it")
-    pid = (f"pid {p.pid}" if p.pid is not None else "no usable pid")
-    if files.pid.containerd is None:
-        pid += "; containerd cannot parse it (the process would be skipped)"
-    elif files.pid.containerd != p.pid:
-        pid += f"; containerd reads {files.pid.containerd}"
-    start = (f"starttime {p.start} (clock ticks after boot)" if p.start is not None
-             else "no start ticks recorded")
-    es = files.exit_status
-    if es.value is not None:
-        exit_text = f"exitStatus {es.value} from " + ('"exitStatus"' if es.source == "exitStatus" else
-                                                        "the daemon's %!u format bug")
-        if es.containerd != "valid":
-            exit_text += "; containerd cannot parse it"
-    else:
-        exit_text = {"not-exited": "no exit status: not exited, to containerd",
-                     "valid": f"exitStatus {es.containerd_status}: no process exits with that; containerd reads it",
-                     "invalid": "not an exit status (see the findings)",
-                     "blocks": "a FIFO: containerd's read would block"}.get(es.containerd, es.containerd)
-    return {layout.PROCESS_FILE: spec_text, layout.PID_FILE: pid, layout.STARTTIME_FILE: start,
-            layout.EXIT_STATUS_FILE: exit_text}
-
-
-def describe_process(p: ProcessRecord) -> dict[str, str]:
-    """What each file of a process was read as: a 0.2 process dir's four files, or a runtime-v2
-    process's pid file."""
-    if p.start_source == "starttime" or hasattr(p.files, "spec"):
-        return describe_process_files(p)
-    pid = f"pid {p.pid}" if p.pid is not None else "no usable pid"
-    start = (f"start tick {p.start} from runc's state" if p.start_source == "runc-state"
-             else "no start ticks recorded (an exec): the pid file's mtime decides its identity")
-    return {"pid file": f"{pid}; {start}"}
-
-
-def _describe_state(record: ContainerRecord) -> str:
-    state = record.files.state
-    if state.value is None:
-        return "not decoded (see the findings)"
-    v = state.value
-    return (f"bundle {_shown(v.get('bundle'))}, runtime {_shown(v.get('runtime'))}, shim {_shown(v.get('shim'))}; "
-            f"containerd 0.2.9 {'decodes' if state.containerd_decodes else 'cannot decode'} it")
-
-
-def _file_rows(entries: list[dict], parsed: dict[str, str], findings: list, prefix: str,
+def file_rows(entries: list[dict], parsed: dict[str, str], findings: list, prefix: str,
                expected: tuple[str, ...]) -> list[dict]:
     """Entries with what was parsed from each and the findings about it; expected names that are
     absent are listed too (type "missing"), since their absence is evidence."""
@@ -324,48 +256,7 @@ def _file_rows(entries: list[dict], parsed: dict[str, str], findings: list, pref
     return rows
 
 
-def _other_file_meaning(entry: dict, logs: dict[str, dict]) -> str | None:
-    name, kind = entry["name"], entry["type"]
-    if name in (layout.EXIT_FIFO, layout.CONTROL_FIFO):
-        return "FIFO: never opened" if kind == "fifo" else f"should be a FIFO, is a {kind}"
-    if name in logs:
-        log = logs[name]
-        if log.get("error"):
-            return log["error"]
-        n = len(log["entries"])
-        raw = sum(1 for x in log["entries"] if "raw" in x)
-        return f"{n} entr{'y' if n == 1 else 'ies'}" + (f", {raw} not decodable (shown raw)" if raw else "") if n else "empty"
-    if name == layout.PID_TEMP_FILE:
-        return "left over: the runtime died while writing the pid"
-    if name.startswith(layout.RECOVER_TEMP_PREFIX):
-        return "left over by an interrupted `recover repair`"
-    if kind == "dir":
-        return "a dir inside a process dir: containerd ignores it"
-    return None
-
-
 # --- evidence ------------------------------------------------------------------------------
-
-def _why_exit(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
-    if not hasattr(rec.files, "exit_status"):  # runtime-v2: only CRI's checkpoint records an exit on disk
-        if rec.exit_status is None:
-            return "no exit recorded on disk (a runtime-v2 shim holds its processes' statuses in memory)"
-        alive = " but the recorded process lives under its own shim" if lives_under_its_shim(rec, facts, host) else ""
-        return f"{rec.exit_source} holds {rec.exit_status}{alive}"
-    es = rec.files.exit_status
-    if es.value is not None and lives_under_its_shim(rec, facts, host):
-        return (f"exitStatus holds {es.value}, but the recorded process lives under its own shim: "
-                "decided from the pid")
-    if es.value is not None:
-        return f"exitStatus holds {es.value} (from {es.source})"
-    if es.containerd_status is not None:
-        return f"exitStatus holds {es.containerd_status}, which no process exits with: decided from the pid"
-    if es.containerd == "not-exited":
-        return "file absent" if es.mtime_ns is None else "empty file"
-    if es.containerd == "blocks":
-        return "a FIFO stands there: never opened"
-    return "present but not a status (see the findings)"
-
 
 def _why_proc(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> str:
     if s.host is None:
@@ -423,7 +314,7 @@ def _why_identity(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: S
     observed = st.starttime if st else None
     recorded = rec.start
     if recorded is not None:
-        return (f"start ticks: recorded {recorded}, observed {_or(observed, 'none')}: "
+        return (f"start ticks: recorded {recorded}, observed {told(observed, 'none')}: "
                 f"{'same' if recorded == observed else 'differ'}")
     mtime_ns = rec.pid_mtime_ns if facts.pid_source == "pid-file" else None
     started = host.start_epoch(observed) if observed is not None else None
@@ -455,7 +346,8 @@ def _why_orphan(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Sca
 # What each check of the judge looked at, in words (keyed by the check's name, so that a check
 # added to the judge still shows up, with its verdict, even before it is described here).
 _DESCRIBE: dict[str, Callable[[ProcessRecord, ProcessFacts, HostFacts, Scan], str]] = {
-    "_exit_recorded": _why_exit, "_proc_unreadable": _why_proc, "_no_pid": _why_pid,
+    "_exit_recorded": lambda rec, facts, host, s: s.generation.explainer.why_exit(rec, facts, host),
+    "_proc_unreadable": _why_proc, "_no_pid": _why_pid,
     "_pid_gone": _why_gone, "_previous_boot": _why_boot, "_thread": _why_thread,
     "_identity": _why_identity, "_zombie": _why_zombie, "_under_shim": _why_shim,
     "_orphaned": _why_orphan,
@@ -493,88 +385,6 @@ def _process_view(pid: int | None, view: HostView | None) -> dict | None:
     cwd = view.cwd(pid)
     return {"argv": [json_text(a) for a in argv] if argv is not None else None,
             "cwd": json_text(cwd) if cwd is not None else None}
-
-
-RESOURCE_LIST_MAX = 50  # open files and sockets shown per process (all are counted)
-
-
-def _same_net_namespace(pid: int) -> bool | None:
-    try:
-        theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat("/proc/self/ns/net")
-    except OSError:  # another user's process, without root: its namespace cannot be seen
-        return None
-    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
-
-
-def _socket_json(c: Any) -> dict:
-    def address(a: Any) -> str | None:
-        if not a:
-            return None
-        if isinstance(a, str):  # AF_UNIX: a path, or "" for an unnamed socket
-            return json_text(a)
-        return f"[{a.ip}]:{a.port}" if ":" in a.ip else f"{a.ip}:{a.port}"
-
-    return {"fd": c.fd, "family": getattr(c.family, "name", str(c.family)), "type": getattr(c.type, "name", str(c.type)),
-            "local": address(c.laddr), "remote": address(c.raddr), "status": c.status}
-
-
-def process_resources(pid: int, start_ticks: int) -> dict:
-    """What a live process of this host uses now, read with psutil: memory (rss), threads, CPU
-    times, open files, sockets.  Each is None where it cannot be told, with the reason in
-    `cannot_tell`: the process is gone or a zombie, another user's without root, or (sockets) in
-    another network namespace, whose sockets this host's /proc/net does not list.  psutil reads
-    /proc afresh and knows nothing of start ticks: if pid's start ticks are not `start_ticks`
-    after the reads, they were another process's, and nothing is kept."""
-    import psutil
-
-    reads: dict[str, Callable[[Any], Any]] = {
-        "rss_bytes": lambda pr: pr.memory_info().rss,
-        "threads": lambda pr: pr.num_threads(),
-        "cpu_user_s": lambda pr: pr.cpu_times().user,
-        "cpu_system_s": lambda pr: pr.cpu_times().system,
-        "open_files": lambda pr: sorted(({"fd": f.fd, "path": json_text(f.path)} for f in pr.open_files()),
-                                        key=lambda f: f["fd"]),
-        "sockets": lambda pr: sorted((_socket_json(c) for c in pr.net_connections(kind="all")),
-                                     key=lambda c: (c["fd"], c["local"] or "")),
-    }
-    out: dict[str, Any] = dict.fromkeys(reads)
-    cannot_tell: dict[str, str] = {}
-    try:
-        proc = psutil.Process(pid)
-    except psutil.Error as e:
-        return {**out, "cannot_tell": dict.fromkeys(reads, _psutil_reason(e))}
-    same_net = _same_net_namespace(pid)
-    with proc.oneshot():
-        for key, read in reads.items():
-            if key == "sockets" and not same_net:
-                cannot_tell[key] = ("its network namespace cannot be read" if same_net is None
-                                    else "another network namespace: this host's /proc/net does not list its sockets")
-                continue
-            try:
-                out[key] = read(proc)
-            except psutil.Error as e:
-                cannot_tell[key] = _psutil_reason(e)
-    after = read_stat("/proc", pid)
-    if after is None or after.starttime != start_ticks:
-        return {**dict.fromkeys(reads), "cannot_tell": dict.fromkeys(reads, "the process exited, or its pid was "
-                                                                            "reused, while it was read")}
-    for key in ("open_files", "sockets"):
-        if out[key] is not None:
-            out[f"{key}_count"] = len(out[key])
-            out[key] = out[key][:RESOURCE_LIST_MAX]
-    return {**out, "cannot_tell": cannot_tell}
-
-
-def _psutil_reason(e: Exception) -> str:
-    import psutil
-
-    if isinstance(e, psutil.ZombieProcess):  # a NoSuchProcess: test it first
-        return "a zombie"
-    if isinstance(e, psutil.NoSuchProcess):
-        return "the process is gone"
-    if isinstance(e, psutil.AccessDenied):
-        return "access denied (another user's process: run as root)"
-    return str(e) or type(e).__name__
 
 
 def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) -> dict:
@@ -618,41 +428,10 @@ def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) ->
     }
 
 
-def containerd_reason(p: ProcessRecord, j: ProcessJudgement, facts: ProcessFacts, host: HostFacts,
-                      judged: ContainerJudgement) -> str:
-    """Why the daemon would do what the judge predicted (containerd 0.2.9's own words where it has them)."""
-    if not hasattr(p.files, "spec"):
-        return j.containerd_why  # runtime-v2: the task's prediction says it
-    if j.containerd_would == "drop-container":
-        why = [f.message for f in judged.findings if f.code in ("R001", "R002", "R003")]
-        return "; ".join(why) or "the container dir is deleted"
-    spec = p.files.spec
-    if spec.containerd_read == "blocks" and j.containerd_would == "hang-daemon":
-        return "process.json is a FIFO: containerd's read never returns"
-    if j.containerd_would is None and judged.containerd_would in ("crash-daemon", "hang-daemon"):
-        if not spec.containerd_decodes or spec.containerd_read == "blocks":
-            return "containerd stops before it reaches this process"
-    if spec.containerd_decodes:
-        prediction = predict_process(p, facts, host)
-        if prediction.would == j.containerd_would:
-            return prediction.why
-    if j.containerd_would is None and judged.containerd_would in ("crash-daemon", "hang-daemon"):
-        return "containerd stops (on another process) before it reaches this process"
-    why = [f.message for f in j.findings if f.code.startswith("R") and f.code != "R009"]
-    return "; ".join(why) or "cannot be told"
-
-
 # --- timeline ------------------------------------------------------------------------------
 
-_WRITTEN = {"address": "address written", "bootstrap.json": "bootstrap.json written",
-            "config.json": "config.json written",
-            layout.STATE_FILE: "state.json written", layout.PROCESS_FILE: "process.json written",
-            layout.PID_FILE: "pid written", layout.STARTTIME_FILE: "starttime written",
-            layout.EXIT_STATUS_FILE: "exitStatus written"}
-
-
 def timeline(files: list[dict], host: HostFacts, processes: list[dict], events: list[dict],
-             now: float) -> list[dict]:
+             now: float, written: dict[str, str]) -> list[dict]:
     """Everything with a time, sorted: files written (mtime), process starts, log lines, events, now."""
     items: list[tuple[float, int, str, str | None]] = []  # epoch, order, what, path
 
@@ -662,8 +441,8 @@ def timeline(files: list[dict], host: HostFacts, processes: list[dict], events: 
 
     for d in files:
         for e in d["entries"]:
-            if e["type"] == "file" and (e["name"] in _WRITTEN or e["name"].endswith(".pid")):
-                add(e["mtime_epoch"], _WRITTEN.get(e["name"], f"{e['name']} written"), d["dir"])
+            if e["type"] == "file" and (e["name"] in written or e["name"].endswith(".pid")):
+                add(e["mtime_epoch"], written.get(e["name"], f"{e['name']} written"), d["dir"])
     for p in processes:
         path = p["dir"]
         ev, verdict = p["evidence"], p["verdict"]
@@ -683,10 +462,10 @@ def timeline(files: list[dict], host: HostFacts, processes: list[dict], events: 
             for entry in log["entries"]:
                 when = rfc3339(entry.get("time"))
                 if when is not None:
-                    add(when, f"{name}: {entry.get('level', '?')} {_shown(entry.get('msg', ''))}", path)
+                    add(when, f"{name}: {entry.get('level', '?')} {shown(entry.get('msg', ''))}", path)
     for e in events:
-        detail = " ".join(f"{k}={_shown(e[k])}" for k in ("pid", "status") if k in e)
-        add(rfc3339(e.get("timestamp")), f"event {_shown(e.get('type'))} {detail}".rstrip(), None)
+        detail = " ".join(f"{k}={shown(e[k])}" for k in ("pid", "status") if k in e)
+        add(rfc3339(e.get("timestamp")), f"event {shown(e.get('type'))} {detail}".rstrip(), None)
     add(now, "now", None)
     return [{"time": iso(t), "epoch": round(t, 3), "what": safe_text(what), "path": path}
             for t, _, what, path in sorted(items)]
@@ -735,11 +514,9 @@ def explain(s: Scan, target: str) -> dict:
     if process_id:
         process_id = processes[0].id
     host = s.host_facts
-    if record.namespace is None:
-        files, logs, events, events_note = _files_02(s, record, processes, process_id)
-    else:
-        files, logs = _files_v2(s, record)
-        events, events_note = [], None
+    explainer = s.generation.explainer
+    found = explainer.files(s, record, processes, process_id)
+    files, logs, events, events_note = found.files, found.logs, found.events, found.events_note
     for d in files:
         for e in d["entries"]:
             e["name"] = json_text(e["name"])
@@ -756,13 +533,13 @@ def explain(s: Scan, target: str) -> dict:
         j = judged_by_id[p.id]
         f = facts[p.id]
         out_processes.append({
-            "id": json_text(p.id), "dir": _dir_of(record, p),
+            "id": json_text(p.id), "dir": explainer.dir_of(record, p),
             "verdict": j.verdict, "exit_status": j.exit_status, "exit_status_source": j.exit_status_source,
-            "parsed": {k: safe_text(v) for k, v in describe_process(p).items()},
+            "parsed": {k: safe_text(v) for k, v in explainer.describe_process(p).items()},
             "evidence": evidence(p, f, host, s),
             "logs": logs.get(p.id, {}),
             "containerd_would": j.containerd_would,
-            "containerd_why": safe_text(containerd_reason(p, j, f, host, judged)),
+            "containerd_why": safe_text(explainer.containerd_reason(p, j, f, host, judged)),
             "findings": [_finding_json(x) for x in j.findings],
         })
     if s.generation.writable:
@@ -780,7 +557,7 @@ def explain(s: Scan, target: str) -> dict:
         "files": files,
         "processes": out_processes,
         "events": events, "events_note": events_note,
-        "timeline": timeline(files, host, out_processes, events, now),
+        "timeline": timeline(files, host, out_processes, events, now, explainer.written),
         "containerd_would": judged.containerd_would,
         "containerd_why": safe_text(judged.extra.get("containerd_would_why") or ""),
         "task": json_safe({k: v for k, v in judged.extra.items() if k != "containerd_would_why"}) or None,
@@ -790,297 +567,9 @@ def explain(s: Scan, target: str) -> dict:
     }
 
 
-def _dir_of(record: ContainerRecord, p: ProcessRecord | None = None) -> str:
-    """Where a container's (or a 0.2 process's) files are, relative to the root, names exact."""
-    if record.namespace is not None:  # runtime-v2: one bundle for the whole task
-        return "/".join(json_text(x) for x in (record.rel.split("/", 1)[0], record.namespace, record.id))
-    return json_text(record.id) + ("" if p is None else f"/{json_text(p.id)}")
-
-
-def _files_02(s: Scan, record: ContainerRecord, processes: list[ProcessRecord], process_id: str | None
-              ) -> tuple[list[dict], dict[str, dict[str, dict]], list[dict], str | None]:
-    """A 0.2 container's dir and its process dirs, their logs, and its lines of events.log."""
-    cid = record.id
-    cdir = _dir_of(record)
-    files: list[dict] = []
-    logs: dict[str, dict[str, dict]] = {}
-    root_fd = os.open(s.root.real, OPEN_DIR)
-    try:
-        try:
-            cfd = os.open(cid, OPEN_DIR, dir_fd=root_fd)
-        except OSError as e:
-            raise ExplainError(f"container {printable(cid)} cannot be opened: {e.strerror}") from None
-        try:
-            if not process_id:
-                state_findings = list(record.findings) + list(record.files.state.findings)
-                files.append({"dir": cdir, "entries": _file_rows(
-                    list_dir(cfd), {layout.STATE_FILE: _describe_state(record)}, state_findings, record.rel,
-                    (layout.STATE_FILE,))})
-                for e in files[-1]["entries"]:
-                    if e["type"] == "dir":
-                        e.setdefault("parsed", "a process dir")
-                    elif e["name"] != layout.STATE_FILE and e["type"] != "missing":
-                        e.setdefault("parsed", "not used by containerd")
-            for p in processes:
-                pdir = _dir_of(record, p)
-                try:
-                    pfd = os.open(p.id, OPEN_DIR, dir_fd=cfd)
-                except OSError as e:
-                    files.append({"dir": pdir, "entries": [], "error": e.strerror})
-                    logs[p.id] = {}
-                    continue
-                try:
-                    entries = list_dir(pfd)
-                    plogs = {}
-                    for name in LOG_FILES:
-                        got, error = read_log(pfd, entries, name, p.rel)
-                        if any(e["name"] == name for e in entries):
-                            plogs[name] = {"entries": got, "error": error}
-                    logs[p.id] = plogs
-                finally:
-                    os.close(pfd)
-                rows = _file_rows(entries, describe_process(p), list(p.findings), p.rel, layout.PROCESS_FILES)
-                for e in rows:
-                    if "parsed" not in e:
-                        meaning = _other_file_meaning(e, plogs)
-                        if meaning:
-                            e["parsed"] = meaning
-                files.append({"dir": pdir, "entries": rows})
-        finally:
-            os.close(cfd)
-        events, events_note = read_events(root_fd, cid)
-    finally:
-        os.close(root_fd)
-    return files, logs, events, events_note
-
-
-def _files_v2(s: Scan, record: ContainerRecord) -> tuple[list[dict], dict[str, dict[str, dict]]]:
-    """A runtime-v2 task's bundle, what each file says, runc's state and CRI's checkpoint as two
-    more rows, and runc's log.json (the task's, shown with every process)."""
-    t = record.files
-    rows: list[dict] = []
-    log: dict[str, dict] = {}
-    try:
-        with dir_below(s.root.fd, record.rel.split("/", 1)[0], record.namespace or "", record.id) as fd:
-            entries = list_dir(fd)
-            got, error = read_log(fd, entries, "log.json", record.rel)
-            if any(e["name"] == "log.json" for e in entries):
-                log = {"log.json": {"entries": got, "error": error}}
-    except OSError as e:
-        return [{"dir": _dir_of(record), "entries": [], "error": e.strerror}], {}
-    parsed = {p.rel.rsplit("/", 1)[-1]: describe_process(p)["pid file"] for p in record.processes}
-    parsed.update(_describe_task_files(t, log))
-    findings = list(record.findings) + [f for p in record.processes for f in p.findings]
-    rows = _file_rows(entries, parsed, findings, record.rel, ("init.pid", "address"))
-    for e in rows:
-        if e["name"] == "address" and e["type"] == "missing" and t.bootstrap is not None:
-            e["parsed"] = "absent: containerd 2.x reads bootstrap.json instead (1.6 and 1.7 read only this one)"
-    extra = [{"name": "(runc state)", "type": "file" if t.runc and not t.runc.problem else "missing",
-              "path": json_text(t.runc.path) if t.runc else None, "findings": [],
-              "parsed": _describe_runc(t)}]
-    if t.cri is not None:
-        extra.append({"name": "(CRI checkpoint)", "type": "file" if not t.cri.problem else "missing",
-                      "path": json_text(t.cri.path), "findings": [],
-                      "parsed": f"{t.cri.state}: pid {t.cri.pid}, exit code {t.cri.exit_code}, "
-                                f"finished at {t.cri.finished_at or 'not yet'}" + (
-                                    f" ({t.cri.problem})" if t.cri.problem else "")})
-    return [{"dir": _dir_of(record), "entries": rows + extra}], {p.id: log for p in record.processes}
-
-
-def _describe_address_file(f, read_by: str) -> str:
-    """What a file naming the shim's socket holds, and which containerd reads it."""
-    if f is None:
-        return "absent"
-    if f.problem is not None:
-        return f"{f.problem}; {read_by}"
-    held = (f"JSON: version {f.version}, address {f.address}, protocol {f.protocol}" if f.is_json
-            else f"the address {f.text!r}" + ("" if f.plain else " (with white space, dialled as written)"))
-    return f"{held}; the socket file is {f.socket_state_words}; {read_by}"
-
-
-def _describe_task_files(t, log: dict[str, dict]) -> dict[str, str]:
-    out = {
-        "address": _describe_address_file(t.address_file, "read by every containerd 1.x/2.x (2.x: only "
-                                          "without a bootstrap.json, which it then writes as version 2)"),
-        "bootstrap.json": _describe_address_file(t.bootstrap, "read by containerd 2.x only, before `address`"),
-        "config.json": ("the OCI spec; CRI: " + (f"{t.container_type}" + (f" of pod sandbox {t.sandbox}" if t.sandbox else ""))
-                        if t.container_type else "the OCI spec (no CRI annotations)"),
-        "options.json": f"runc options: {json.dumps(t.options)}" if t.options is not None else "not read",
-        "runtime": f"runc binary {t.runtime_binary!r}" if t.runtime_binary else "empty: runc",
-        "shim-binary-path": f"the shim binary containerd runs for this task: {t.shim_binary or '(empty)'}",
-        "log": "FIFO (the shim's stderr): never opened",
-        "rootfs": "the container's root filesystem (a mount point)",
-        "work": (f"link to the work dir {t.work_link} (" + ("exists" if t.work_dir_exists else "missing" if
-                 t.work_dir_exists is False else "not checked") + "); never followed") if t.work_link else "no link",
-    }
-    if "log.json" in log:
-        n = len(log["log.json"]["entries"])
-        out["log.json"] = f"runc's log: {n} entr{'y' if n == 1 else 'ies'}" + (
-            f"; last error: {t.log_error}" if t.log_error else "")
-    return out
-
-
-def _describe_runc(t) -> str:
-    r = t.runc
-    if r is None:
-        return "not read (beside a captured proc dir; give --runc-root)"
-    if r.problem:
-        return f"{r.path}: {r.problem}"
-    return f"{r.path}: init pid {r.pid}, start tick {r.start}, created {r.created}"
-
-
-# --- text ----------------------------------------------------------------------------------
-
-def _log_line(entry: dict) -> str:
-    if "raw" in entry:
-        return f"(not JSON, raw) {printable(entry['raw'])}"
-    head = " ".join(f"{k}={printable(_shown(entry[k]))}" for k in ("time", "level", "msg") if k in entry)
-    rest = " ".join(f"{printable(str(k))}={printable(_shown(v))}" for k, v in entry.items()
-                    if k not in ("time", "level", "msg"))
-    return (head + " " + rest).strip()
-
-
-def _resource_lines(now: dict) -> list[str]:
-    r = now["resources"]
-    if r is None:
-        return [f"  resources: {now['resources_note']}"]
-    why = r["cannot_tell"]
-
-    def told(key: str, form: Callable[[Any], str]) -> str:
-        return form(r[key]) if r[key] is not None else f"cannot tell ({why.get(key, '?')})"
-
-    lines = [f"  resources: rss {told('rss_bytes', lambda b: f'{b / 1048576:.1f} MiB')}, "
-             f"threads {told('threads', str)}, "
-             f"cpu {told('cpu_user_s', lambda t: f'{t:.2f} s user')}"
-             + (f" + {r['cpu_system_s']:.2f} s system" if r["cpu_system_s"] is not None else "")]
-    for key, title, line in (("open_files", "open files", lambda f: f"fd {f['fd']} {printable(f['path'])}"),
-                             ("sockets", "sockets", lambda c: f"fd {c['fd']} {c['family']} {c['type']} "
-                              f"{printable(c['local'] or '-')} -> {printable(c['remote'] or '-')} {c['status']}")):
-        if r[key] is None:
-            lines.append(f"  {title}: cannot tell ({why.get(key, '?')})")
-            continue
-        shown = r[key]
-        lines.append(f"  {title}: {r[key + '_count']}" + (f" (first {len(shown)} shown)" if len(shown) < r[key + "_count"] else ""))
-        lines += ["    " + line(x) for x in shown]
-    return lines
-
-
-def _task_lines(task: dict) -> list[str]:
-    """A runtime-v2 task's shim, runc state and CRI checkpoint, as the restore sees them."""
-    P = printable
-    shim = task["shim"]
-    lines = [f"  shim: {_or(shim['state'], 'not judged')}" + _or(shim["pid"], "", ", pid {}")
-             + f"; address {P(shim['address']) if shim['address'] else '(' + P(shim['address_problem'] or '?') + ')'}"
-             + f"; socket {_or(shim['socket'] and P(shim['socket']), 'none')} ({shim['socket_state']})"]
-    runc = task["runc_state"]
-    lines.append("  runc state: " + ("not read" if runc is None else P(runc["path"]) + ": " + (
-        runc["problem"] or f"init pid {runc['pid']}, start tick {runc['start']}")))
-    cri = task["cri"]
-    if cri:
-        lines.append(f"  CRI: checkpoint {cri['state']} (pid {cri['pid']}, exit code {cri['exit_code']}); "
-                     f"CRI would: {cri['cri_would'] or 'cannot be told'}: {P(cri['why'])}")
-    if task.get("sandbox"):
-        lines.append(f"  pod sandbox: {P(task['sandbox'])} (its shim is the pod's)")
-    return lines
-
-
-def render_text(doc: dict, out: BinaryIO) -> None:
-    P = printable
-    name = doc["container"] if doc["namespace"] is None else f"{doc['namespace']}/{doc['container']}"
-    lines = [f"container {P(name)}" + (f"  process {P(doc['process'])}" if doc["process"] else ""),
-             f"root      {P(doc['root'])} ({doc['layout']}: {doc['daemon']} predicted)"]
-    h = doc["host"]
-    lines.append("host      " + (f"proc root {P(h['proc_root'])}, "
-                                f"{_or(h['btime'] and iso(h['btime']), 'boot time unknown', 'booted {}')}"
-                                f"{_or(h['btime'], '', ' (btime {})')}, CLK_TCK {h['clock_ticks']}"
-                                if h["proc_root"] else "offline: /proc not read"))
-    lines += ["", "== files"]
-    for d in doc["files"]:
-        lines.append(f"  {P(d['dir'])}/" + (f"  (cannot be opened: {d['error']})" if d.get("error") else ""))
-        for e in d["entries"]:
-            size = f"{e['size']} B" if e.get("size") is not None and e["type"] == "file" else ""
-            target = f" -> {P(e['target'])}" if e.get("target") else ""
-            lines.append(f"    {P(e['name']):<16} {e['type']:<8} {size:>9}  {e.get('mtime') or '':<29}{target}")
-            if e.get("parsed"):
-                lines.append(f"        = {P(e['parsed'])}")
-            lines += [f"        ! {P(x)}" for x in e["findings"]]
-    for p in doc["processes"]:
-        ev = p["evidence"]
-        lines += ["", f"== process {P(p['id'])}: {p['verdict']}"
-                  + (f" (exit status {p['exit_status']}, from {p['exit_status_source']})" if p["exit_status"] is not None else "")]
-        lines.append("  how the verdict was reached (the judge's checks, in its order; the first match decides):")
-        for step in ev["steps"]:
-            if not step["reached"]:
-                lines.append(f"    - {step['check']}: not reached")
-                continue
-            said = step["why"][0] if step["why"] else None
-            label = f"YES -> {step['decided']}" if step["matched"] else "no"
-            lines.append(f"    - {step['check']}: {label}" + (f" ({P(said)})" if said else ""))
-            lines += [f"        {P(w)}" for w in step["why"][1:]]
-        rec = ev["recorded"]
-        lines.append(f"  recorded:  {_or(rec['pid'], 'no usable pid', 'pid {}')}, "
-                     f"{_or(rec['start_ticks'], 'no start tick', 'start tick {}')}"
-                     + (f" (= {rec['started_if_this_boot']} if from this boot)" if rec["started_if_this_boot"] else ""))
-        if ev["pid_source"] == "shim-child":
-            lines.append(f"  judged pid {ev['judged_pid']}: the only child of its shim (no usable pid file)")
-        now = ev["proc_now"]
-        lines.append("  /proc now: " + (
-            f"pid {now['pid']} state {now['state']}, ppid {now['ppid']}, comm {Q(now['comm'])}, "
-            f"start tick {now['start_ticks']}"
-            + _or(now["started"], " (when: the boot time is unknown)", " = {}") + _or(now["started_epoch"], "", " (epoch {})")
-            if now else ("nothing (not read)" if not doc["host"]["proc_root"] else "no such process")))
-        if now:
-            lines.append(f"  identity:  {ev['identity']}")
-            lines += _resource_lines(now)
-        par = ev["parent"]
-        if par:
-            argv = " ".join(par["argv"]) if par.get("argv") else "?"
-            lines.append(f"  parent:    pid {par['pid']} ({Q(par['comm'] or '?')}), "
-                         f"{'its shim' if par['is_its_shim'] else 'NOT its shim'}; argv {Q(argv)}, "
-                         f"cwd {Q(par.get('cwd') or '?')}")
-        shim = ev["shim"]
-        lines.append(f"  shim:      {shim['state'] or 'unknown'}" + (
-            f", pid {shim['pid']}, argv {Q(' '.join(shim.get('argv') or []) or '?')}, cwd {Q(shim.get('cwd') or '?')}"
-            if shim["pid"] else ""))
-        for name, log in p["logs"].items():
-            lines.append(f"  {name}: " + (log["error"] or ("" if log["entries"] else "empty")))
-            lines += ["    " + _log_line(x) for x in log["entries"]]
-        lines.append(f"  {doc['daemon']} would: {p['containerd_would'] or 'cannot be told'}: {P(p['containerd_why'])}")
-        if p["findings"]:
-            lines.append("  findings:")
-            lines += [f"    {f['code']} {f['severity']:<7} {P(f['message'])}" for f in p["findings"]]
-    lines += ["", f"== {doc['daemon']} on restart, for the container: {doc['containerd_would'] or 'cannot be told'}"]
-    if doc["containerd_why"]:
-        lines.append(f"  {P(doc['containerd_why'])}")
-    task = doc["task"]
-    if task:
-        lines += _task_lines(task)
-    lines += [f"  {f['code']} {f['severity']:<7} {P(f['message'])}" for f in doc["container_findings"]]
-    lines += ["", "== recover repair would (default options, dry run):"]
-    if doc["repair_would"] is None:
-        lines.append(f"  nothing: repair refuses {doc['layout']} roots (it judges them)")
-    else:
-        lines += [f"  {P(a['process'] or '(container)')}: {a['action']}" + (f" {P(a['value'])}" if a["value"] else "")
-                  + f" - {P(a['reason'])}" for a in doc["repair_would"]] or ["  nothing"]
-    if doc["namespace"] is None:
-        lines += ["", "== events.log (this container)" + (f": {doc['events_note']}" if doc["events_note"] else "")]
-        lines += ["  " + P(" ".join(f"{k}={_shown(v)}" for k, v in e.items())) for e in doc["events"]] or ["  none"]
-    lines += ["", "== timeline"]
-    lines += [f"  {_or(t['time'], t['epoch'])}  " + (f"{P(t['path'])}: " if t["path"] else "") + P(t["what"])
-              for t in doc["timeline"]]
-    out.write(("\n".join(line.rstrip() for line in lines) + "\n").encode("utf-8", "backslashreplace"))
-
-
 def build_explanation(scan: Scan, target: str) -> dict:
     """The explanation of `target` (ID[/PROCESS], NAMESPACE/ID[/PROCESS]) as a document;
     ExplainError if it names none."""
     if not target.partition("/")[0]:
         raise ExplainError("no container id given (ID[/PROCESS])")
     return explain(scan, target)
-
-
-def render_explanation(doc: dict, out: BinaryIO, fmt: str) -> None:
-    if fmt == "json":
-        out.write(orjson.dumps(doc) + b"\n")
-    else:
-        render_text(doc, out)

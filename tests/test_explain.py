@@ -21,7 +21,8 @@ from fuzzing import snapshot
 from procs import dead_pid, ticks
 from recover.builder import RootBuilder, become_subreaper
 from recover.cli import app
-from recover.explain import EVENTS_TAIL, parse_log_objects, rfc3339
+from recover.explain import parse_log_objects, rfc3339
+from recover.generations.containerd_0_2.explain import EVENTS_TAIL
 from reference import CACHE, CRON, WEB, WORKER
 
 runner = CliRunner()
@@ -443,7 +444,7 @@ def test_resources_of_a_live_process(tmp_path):
 
 
 def test_resources_cannot_be_told_of_a_captured_proc_or_a_moved_pid(reference, tmp_path):
-    from recover.explain import process_resources
+    from recover.resources import process_resources
 
     now = ref(reference, CRON)["processes"][0]["evidence"]["proc_now"]
     assert now["resources"] is None and "live /proc" in now["resources_note"]
@@ -458,7 +459,7 @@ def test_resources_cannot_be_told_of_a_captured_proc_or_a_moved_pid(reference, t
 
 @pytest.mark.skipif(os.stat("/proc/1").st_uid == os.geteuid(), reason="needs a process of another user (run as non-root)")
 def test_resources_of_another_users_process_cannot_be_told_without_root(tmp_path):
-    from recover.explain import process_resources
+    from recover.resources import process_resources
 
     r = process_resources(1, ticks(1))
     assert r["cannot_tell"]["open_files"].startswith("access denied") and r["open_files"] is None

@@ -123,6 +123,11 @@ class Generation(Protocol):
 
     def has_process_dir(self, reader: Reader, key: str, process: str) -> bool: ...
 
+    @property
+    def explainer(self) -> Any:
+        """recover/explain.py's Explainer for this generation's files."""
+        ...
+
 
 def gather_with(ctx: Context, record: ContainerRecord, rules: Iterable[tuple[str, ShimRule, int | None]]
                 ) -> dict[str, ProcessFacts]:

@@ -94,6 +94,13 @@ class Containerd02:
                 return ShimClaim(argv[i + 1], process, shim_root(shim.cwd))
         return None
 
+    @property
+    def explainer(self) -> Any:
+        """What `recover explain` says of this generation's files (loaded with that command only)."""
+        from .explain import EXPLAINER
+
+        return EXPLAINER
+
     def accounts_for(self, verdict: str) -> bool:
         return verdict != "exited"  # a 0.2 shim exits once it has recorded its process's exit
 

@@ -147,6 +147,13 @@ class RuntimeV2:
             return None
         return ShimClaim(f"{ns}/{tid}", None, task_root(shim.cwd))
 
+    @property
+    def explainer(self) -> Any:
+        """What `recover explain` says of this generation's files (loaded with that command only)."""
+        from .explain import EXPLAINER
+
+        return EXPLAINER
+
     def accounts_for(self, verdict: str) -> bool:
         return True  # a runtime-v2 shim lives on after its processes exit, holding their statuses
 
