@@ -471,7 +471,7 @@ def repair(
     with _open_scan(root, proc_root, False, container, containerd_version=containerd_version,
                     not_a_root=refuse) as s:
         meta["root"] = s.root.path
-        if not s.generation.writable:
+        if s.generation.repairer is None:
             raise refuse(f"refusing: {s.root.path} is a {s.generation.name} root ({s.generation.daemon}); repair writes only "
                          "in containerd 0.2 roots (`recover scan` judges it)")
         if quarantine is not None:
@@ -491,7 +491,7 @@ def repair(
                 _note(f"recover: note: a containerd daemon runs on this root ({daemons[0]}); --apply will refuse")
             if no_kills:
                 _note(f"recover: note: --apply will refuse to kill: {no_kills}")
-            actions = list(rp.run(judged, opts, None))
+            actions = list(rp.run(s.generation.repairer, judged, opts, None))
             _write_out(lambda out: REPAIR_RENDERERS[fmt](actions, meta, out, display=display))
             return
         if no_kills:
@@ -510,7 +510,7 @@ def repair(
                       + (f": {action.detail}" if action.detail else ""))
 
         try:
-            actions = rp.apply_plan(judged, s.root.real, proc_root, opts, journal_path, said)
+            actions = rp.apply_plan(s.generation.repairer, judged, s.root.real, proc_root, opts, journal_path, said)
         except rp.Refused as e:
             raise refuse(f"refusing: {e}") from None
         except rp.CannotWrite as e:

@@ -27,7 +27,7 @@ from .fsread import MAX_FILE_BYTES, json_safe, json_text, kind_of, printable, re
 from .host import HostView, ProcessFacts
 from .judge import ContainerJudgement, ProcessJudgement
 from .records import ContainerRecord, ProcessRecord
-from .repair import Options, own_procfs, plan_repair
+from .repair import Options, own_procfs
 from .resources import process_resources
 from .scan import Scan, SelectionError, select_containers
 from .value import Value
@@ -542,8 +542,9 @@ def explain(s: Scan, target: str) -> dict:
             "containerd_why": safe_text(explainer.containerd_reason(p, j, f, host, judged)),
             "findings": [_finding_json(x) for x in j.findings],
         })
-    if s.generation.writable:
-        plan = [a for a in plan_repair([judged], Options()) if not process_id or a.process in (None, process_id)]
+    repairer = s.generation.repairer
+    if repairer is not None:
+        plan = [a for a in repairer.plan(judged, Options()) if not process_id or a.process in (None, process_id)]
         repair_would = [{"process": None if a.process is None else json_text(a.process), "action": a.kind,
                          "value": None if a.value is None else safe_text(a.value), "reason": safe_text(a.reason)}
                         for a in plan]

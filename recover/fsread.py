@@ -27,6 +27,7 @@ _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_N
 
 # a dir below the root: never through a link
 OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+RECOVER_TEMP_PREFIX = ".recover-tmp-"  # a file `recover repair` writes before it publishes it: never state
 
 
 @contextmanager

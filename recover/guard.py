@@ -388,7 +388,7 @@ def _repair(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> list
     from . import repair as rp
 
     with open_scan() as scan:
-        if not scan.generation.writable:
+        if scan.generation.repairer is None:
             say(f"no repair: repair writes only in containerd 0.2 roots ({scan.root.path} is {scan.generation.name})")
             return None
         if not scan.host_facts.live or scan.host is None:
@@ -408,7 +408,8 @@ def _repair(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> list
                 say(f"repair: {action.result} {action.kind} {printable(action.rel)}{detail}")
 
         try:
-            actions = rp.apply_plan(judged, scan.root.real, proc_root, opts, rp.default_journal(scan.root.real), said)
+            actions = rp.apply_plan(scan.generation.repairer, judged, scan.root.real, proc_root, opts,
+                                    rp.default_journal(scan.root.real), said)
         except (rp.Refused, rp.CannotWrite) as e:
             say(f"no repair: {e}")
             return None

@@ -613,10 +613,10 @@ def test_undo_leaves_a_file_changed_since_alone(tmp_path):
 # --- a crash at each step of the publish sequence ------------------------------------------
 
 def _publish_steps() -> list[str]:
-    """Every step named by a _fault(...) call in repair.py, file-name steps expanded."""
-    source = Path(rp.__file__).read_text()
-    steps = set(re.findall(r'_fault\("([^"{}]+)"\)', source))
-    for template in re.findall(r'_fault\(f"\{name\}([^"]+)"\)', source):
+    """Every step named by a fault(...) call in the repair machinery, file-name steps expanded."""
+    source = "".join(Path(rp.__file__).with_name(n).read_text() for n in ("apply.py", "files.py"))
+    steps = set(re.findall(r'\bfault\("([^"{}]+)"\)', source))
+    for template in re.findall(r'\bfault\(f"\{name\}([^"]+)"\)', source):
         steps |= {name + template for name in ("exitStatus", "pid", "starttime")}
     return sorted(steps)
 

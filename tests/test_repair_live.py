@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from fuzzing import snapshot
 from procs import dead_pid
 from recover import repair as rp
+from recover.generations.containerd_0_2.repair import REPAIRER
 from recover.builder import RootBuilder, become_subreaper, process_json
 from recover.cli import app
 from recover.scan import Scan
@@ -288,13 +289,13 @@ def test_a_file_that_appears_meanwhile_is_never_clobbered(world):
     b, _ = world
     target = b.root / VANISHED / "init"
     with Scan(str(b.root)) as s:
-        plan = list(rp.plan_repair(s.containers(), rp.Options()))
+        plan = list((a for c in s.containers() for a in REPAIRER.plan(c, rp.Options())))
     action = next(a for a in plan if a.container == VANISHED and a.kind == "write-exit-status")
     (target / "exitStatus").write_bytes(b"7")  # the shim got there first
     journal = rp.Journal(str(b.root.parent / "j.jsonl"))
     applier = rp.Applier(os.path.realpath(b.root), "/proc", journal)
     try:
-        result = applier.apply(action)
+        result = applier.apply(REPAIRER, action)
     finally:
         applier.close()
         journal.close()
@@ -306,13 +307,13 @@ def test_a_file_that_appears_meanwhile_is_never_clobbered(world):
 def test_kill_reverifies_and_never_signals_a_changed_pid(world):
     b, procs = world
     with Scan(str(b.root)) as s:
-        plan = list(rp.plan_repair(s.containers(), rp.Options(kill_orphans=True)))
+        plan = list((a for c in s.containers() for a in REPAIRER.plan(c, rp.Options(kill_orphans=True))))
     action = next(a for a in plan if a.kind == "kill-orphan")
     forged = replace(action, start_ticks=1)
     journal = rp.Journal(str(b.root.parent / "j.jsonl"))
     applier = rp.Applier(os.path.realpath(b.root), "/proc", journal)
     try:
-        result = applier.apply(forged)  # as if the pid now held a process with other start ticks
+        result = applier.apply(REPAIRER, forged)  # as if the pid now held a process with other start ticks
     finally:
         applier.close()
         journal.close()
@@ -349,11 +350,11 @@ def test_apply_never_rewrites_a_valid_status_nor_kills_through_a_foreign_proc(wo
     foreign = rp.Applier(os.path.realpath(b.root), str(tmp_path), journal)  # not our procfs
     try:
         stale = rp.Action(EXITED, "init", "rewrite-exit-status", "255", "test")
-        assert applier.apply(stale).result == "skipped" and (target / "exitStatus").read_bytes() == b"3"
+        assert applier.apply(REPAIRER, stale).result == "skipped" and (target / "exitStatus").read_bytes() == b"3"
         with Scan(str(b.root)) as s:
-            kill = next(a for a in rp.plan_repair(s.containers(), rp.Options(kill_orphans=True))
+            kill = next(a for a in (a for c in s.containers() for a in REPAIRER.plan(c, rp.Options(kill_orphans=True)))
                         if a.kind == "kill-orphan")
-        assert foreign.apply(kill).result == "skipped" and alive(procs["orphan"].pid)
+        assert foreign.apply(REPAIRER, kill).result == "skipped" and alive(procs["orphan"].pid)
     finally:
         applier.close()
         foreign.close()

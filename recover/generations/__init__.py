@@ -87,7 +87,6 @@ class Generation(Protocol):
     name: str  # the value of --layout, and of "layout" in the JSON output
     shim_depth: int  # how many dirs above a shim's working dir the state root is
     daemon: str  # which daemon's restore is predicted
-    writable: bool  # whether `recover repair` may write in such a root
 
     def open(self, root: OpenRoot, around: Surroundings) -> Reader: ...
 
@@ -126,6 +125,11 @@ class Generation(Protocol):
     @property
     def explainer(self) -> Any:
         """recover/explain.py's Explainer for this generation's files."""
+        ...
+
+    @property
+    def repairer(self) -> Any:
+        """recover/repair's Repairer for this generation; None: repair refuses its roots."""
         ...
 
 

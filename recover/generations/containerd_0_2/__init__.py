@@ -60,7 +60,6 @@ class Containerd02:
     name = "containerd-0.2"
     daemon = "containerd 0.2.9"
     shim_depth = Shim.depth
-    writable = True
 
     def open(self, root: OpenRoot, around: Any) -> Reader:
         return Reader(root, runc_dir(around))
@@ -93,6 +92,13 @@ class Containerd02:
                 process = shim.cwd.rstrip("/").rsplit("/", 1)[-1] if shim.cwd else None
                 return ShimClaim(argv[i + 1], process, shim_root(shim.cwd))
         return None
+
+    @property
+    def repairer(self) -> Any:
+        """What `recover repair` does here (loaded with that command only)."""
+        from .repair import REPAIRER
+
+        return REPAIRER
 
     @property
     def explainer(self) -> Any:

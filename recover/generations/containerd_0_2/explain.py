@@ -10,7 +10,7 @@ import os
 import stat
 
 from ...explain import ExplainedFiles, ExplainError, file_rows, list_dir, plain, read_log, shown
-from ...fsread import MAX_FILE_BYTES, OPEN_DIR, json_text, printable
+from ...fsread import MAX_FILE_BYTES, OPEN_DIR, RECOVER_TEMP_PREFIX, json_text, printable
 from ...host import ProcessFacts
 from ...judge import ContainerJudgement, ProcessJudgement
 from ...records import ContainerRecord, ProcessRecord
@@ -122,7 +122,7 @@ def _other_file_meaning(entry: dict, logs: dict[str, dict]) -> str | None:
         return f"{n} entr{'y' if n == 1 else 'ies'}" + (f", {raw} not decodable (shown raw)" if raw else "") if n else "empty"
     if name == layout.PID_TEMP_FILE:
         return "left over: the runtime died while writing the pid"
-    if name.startswith(layout.RECOVER_TEMP_PREFIX):
+    if name.startswith(RECOVER_TEMP_PREFIX):
         return "left over by an interrupted `recover repair`"
     if kind == "dir":
         return "a dir inside a process dir: containerd ignores it"

@@ -33,8 +33,6 @@ EVENTS_LOG = "events.log"
 RUNTIME_LOG = "log.json"  # runc --log-format json: one object a line, says why a start failed
 INIT_PROCESS = "init"
 PROCESS_FILES = (PROCESS_FILE, PID_FILE, STARTTIME_FILE, EXIT_STATUS_FILE)
-# recover repair publishes through temp files with this prefix; never read as state
-RECOVER_TEMP_PREFIX = ".recover-tmp-"
 
 UINT32_MAX = (1 << 32) - 1
 UINT64_MAX = (1 << 64) - 1  # start ticks are an unsigned long long in the kernel

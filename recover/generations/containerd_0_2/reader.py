@@ -13,7 +13,8 @@ import operator
 import os
 import stat
 
-from ...fsread import OPEN_DIR, FileFact, OpenRoot, RootError, kind_of, printable, read_regular, unreadable
+from ...fsread import (OPEN_DIR, RECOVER_TEMP_PREFIX, FileFact, OpenRoot, RootError, kind_of, printable, read_regular,
+                      unreadable)
 from ...records import ContainerRecord, ProcessRecord
 from ...rules import Finding, finding
 from ...value import Value
@@ -43,7 +44,7 @@ class ContainerFiles(Value):
     labels: tuple[str, ...]
 
 
-_is_recover_temp = operator.methodcaller("startswith", files.RECOVER_TEMP_PREFIX)
+_is_recover_temp = operator.methodcaller("startswith", RECOVER_TEMP_PREFIX)
 _STATE_FILES = (files.STATE_FILE,)
 _RUNTIME_LOGS = (files.RUNTIME_LOG,)
 

@@ -75,7 +75,6 @@ class RuntimeV2:
     name = "containerd-runtime-v2"
     daemon = "containerd 1.6, 1.7 or 2.x"
     shim_depth = Shim.depth
-    writable = False  # what repair may safely write here is not decided yet: it refuses
 
     def open(self, root: OpenRoot, around: Any) -> StateDir:
         return StateDir(root, Paths(runc_root=around.runc_root, read_runc=around.read_runc,
@@ -146,6 +145,10 @@ class RuntimeV2:
         if ns is None or tid is None:
             return None
         return ShimClaim(f"{ns}/{tid}", None, task_root(shim.cwd))
+
+    @property
+    def repairer(self) -> Any:
+        return None  # repair refuses this layout (scan, check, explain and guard judge it)
 
     @property
     def explainer(self) -> Any:
