@@ -22,8 +22,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-
-from .fsread import MAX_FILE_BYTES, json_safe, json_text, kind_of, printable, read_regular
+from .fsread import (
+    MAX_FILE_BYTES,
+    json_safe,
+    json_text,
+    kind_of,
+    printable,
+    read_regular,
+)
 from .host import HostView, ProcessFacts
 from .judge import ContainerJudgement, ProcessJudgement
 from .records import ContainerRecord, ProcessRecord
@@ -31,8 +37,14 @@ from .repair import Options, own_procfs
 from .resources import process_resources
 from .scan import Scan, SelectionError, select_containers
 from .value import Value
-from .verdicts import (PID_FILE_MTIME_SLACK_S, PREVIOUS_BOOT_MARGIN_S, VERDICT_CHECKS, HostFacts, identity_of,
-                       previous_boot_evidence)
+from .verdicts import (
+    PID_FILE_MTIME_SLACK_S,
+    PREVIOUS_BOOT_MARGIN_S,
+    VERDICT_CHECKS,
+    HostFacts,
+    identity_of,
+    previous_boot_evidence,
+)
 
 SCHEMA = "recover.explain/1"
 

@@ -342,3 +342,9 @@ def filesystem_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str |
         if inside and len(mount_point) >= len(best):
             best, best_type = mount_point, right.split()[0]
     return best_type
+
+
+def short_process(process_id: str) -> str:
+    """A process id as the table shows it: cut to 12 characters like a container id (Docker's and
+    CRI's exec ids are 64 hex digits); `explain` takes the prefix."""
+    return process_id[:12]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import msgspec
 import orjson
 
-from .fsread import json_safe, json_text, printable
+from .fsread import json_safe, json_text, printable, short_process
 from .judge import ContainerJudgement, ProcessJudgement
 from .rules import Finding, Rule
 from .scan import Scan
@@ -119,30 +119,6 @@ def short_id(key: str) -> str:
     """A container key as the table shows it: its id cut to 12 characters, after its namespace."""
     namespace, slash, cid = key.rpartition("/")
     return namespace + slash + cid[:12]
-
-
-def short_process(process_id: str) -> str:
-    """A process id as the table shows it: cut to 12 characters like a container id (Docker's and
-    CRI's exec ids are 64 hex digits); `explain` takes the prefix."""
-    return process_id[:12]
-
-
-def short_path(path: str) -> str:
-    """A path relative to the root as the table shows it: the container's id and the process's cut
-    to 12 characters (a runtime-v2 path: namespace/id, without the task dir every one of them
-    starts with; an exec's pid file `<exec id>.pid`)."""
-    from .generations.runtime_v2.reader import TASKS_DIR  # here: a 0.2 scan never loads runtime-v2
-
-    if path.startswith(TASKS_DIR + "/"):
-        namespace, _, rest = path[len(TASKS_DIR) + 1:].partition("/")
-        cid, slash, rest = rest.partition("/")
-        name, dot, suffix = rest.rpartition(".")
-        if dot and "/" not in rest and suffix == "pid":
-            rest = f"{short_process(name)}.pid"
-        return f"{namespace}/{cid[:12]}{slash}{rest}"
-    first, slash, rest = path.partition("/")
-    process, slash2, rest = rest.partition("/")
-    return first[:12] + slash + (short_process(process) if slash2 else process) + slash2 + rest
 
 
 class ScanFormat(str, enum.Enum):
@@ -295,7 +271,8 @@ def fitted(head: str, rest: str, severity: str, display: Display, indent: str = 
     return "\n".join(lines)
 
 
-def finding_line(f: Finding, display: Display = PLAIN, indent: str = "") -> str:
+def finding_line(f: Finding, short_path: Callable[[str], str], display: Display = PLAIN, indent: str = "") -> str:
+    """A finding as text output shows it, its path as its generation shortens it."""
     severity = f"{f.severity:<7}"
     return fitted(f"{f.code} {severity} ", f"{short_path(f.path) + ': ' if f.path else ''}{f.message}", severity,
                   display, indent)
@@ -317,7 +294,7 @@ def render_text(scan: Scan, out: BinaryIO, display: Display = PLAIN) -> None:
     every = [f for c in containers for f in (*c.findings, *(f for p in c.processes for f in p.findings))]
     every.extend(scan.findings)
     if every:
-        lines += ["", "findings:"] + [finding_line(f, display, "  ") for f in every]
+        lines += ["", "findings:"] + [finding_line(f, scan.generation.short_path, display, "  ") for f in every]
     out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
 
 

@@ -19,15 +19,14 @@ import msgspec
 from .around import Surroundings, daemon_findings
 from .classify import DEFAULT_ROOTS, Classification, classify
 from .fsread import OpenRoot, filesystem_type, printable
+from .generations import Context, Generation, ShimClaim, generation_named
 from .host import HostView, OwnRoot, ProcessFacts, ShimProcess, read_stat
 from .judge import ContainerJudgement, judge_container
-from .generations import Context, Generation, ShimClaim, generation_named
 from .pool import ordered_map, usable_cpus
 from .records import ContainerRecord
 from .rules import Finding, finding
 from .value import Value
 from .verdicts import HostFacts
-
 
 POOL_MIN_CONTAINERS = 512  # below this, forking workers costs more than it saves
 POOL_SHARD = 64  # containers a worker judges and sends at once

@@ -1,4 +1,4 @@
-"""Kubernetes pods on a lab daemon (recover/lab.py, created with `cri=True`), through the CRI API
+"""Kubernetes pods on a lab daemon (recover/generations/runtime_v2/lab, created with `cri=True`), through the CRI API
 as the kubelet calls it: a pod sandbox (the pause image: busybox sleeping) in the host's network
 (no CNI), and one container (busybox) whose init traps SIGTERM into exit 42.
 
@@ -18,11 +18,18 @@ import uuid
 from dataclasses import dataclass
 
 import grpc
-
 from cri_v1 import api_pb2 as pb
 from cri_v1 import api_pb2_grpc as pb_grpc
-from recover.lab import CRI_NAMESPACE, INIT_CMD, Containerd, HarnessError, proc_stat, wait_until
-from recover.lab_versions import BUSYBOX_IMAGE
+
+from recover.generations.runtime_v2.lab import (
+    CRI_NAMESPACE,
+    INIT_CMD,
+    Containerd,
+    HarnessError,
+    proc_stat,
+    wait_until,
+)
+from recover.generations.runtime_v2.lab.versions import BUSYBOX_IMAGE
 
 CALL_TIMEOUT = 60  # s: a pod start pulls nothing, but a busy 2-core host is slow
 

@@ -1,4 +1,4 @@
-"""The real-containerd lab (recover/lab.py) for pytest: a skip that names what is missing, a
+"""The real-containerd lab (recover/generations/runtime_v2/lab) for pytest: a skip that names what is missing, a
 module-scoped 1.6.20 daemon, and crash cycles run concurrently, one per version.
 
 Real daemons are slow (a restore blocks seconds per faulty task), so a test that needs one cycle
@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
 
-from recover.lab import VERSIONS, Containerd, missing
+from recover.generations.runtime_v2.lab import VERSIONS, Containerd, missing
 
 CYCLE_TIMEOUT = 300  # s for all cycles together: each lab operation has its own, shorter timeout
 

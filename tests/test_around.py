@@ -10,12 +10,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from reference import CACHE, CRON, WEB, WORKER, copy_reference
 from typer.testing import CliRunner
 
 from recover.around import in_image
-from recover.builder import RootBuilder, become_subreaper
+from recover.builders import become_subreaper
 from recover.cli import app
-from reference import CACHE, CRON, WEB, WORKER, copy_reference
+from recover.generations.containerd_0_2.builder import RootBuilder
 
 runner = CliRunner()
 DOCKER_ROOT = "var/run/docker/libcontainerd/containerd"

@@ -11,14 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-
 from procs import field, our_children, same_process_alive, session_members
-from recover.builder import (
+
+from recover.builders import become_subreaper, capture_proc
+from recover.generations.containerd_0_2.builder import (
     SHIM_NAME,
     SHIM_PATH,
     RootBuilder,
-    become_subreaper,
-    capture_proc,
     process_json,
     state_json,
 )

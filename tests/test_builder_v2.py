@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from procs import field, our_children, same_process_alive, session_members, ticks
-from recover.builder import become_subreaper
-from recover.builder_v2 import SHIM_V2_PATH, TaskBuilder
+
+from recover.builders import become_subreaper
+from recover.generations.runtime_v2.builder import SHIM_V2_PATH, TaskBuilder
 
 NS = "default"
 T = "v2builder-task"

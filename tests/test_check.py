@@ -8,13 +8,13 @@ import xml.etree.ElementTree as ET
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from reference import CACHE, CRON, FIXTURES
 from typer.testing import CliRunner
 
 from recover.check import Gate, Located, parse_codes
 from recover.cli import app
 from recover.render import _gh_data, _gh_property
 from recover.rules import RULES
-from reference import CACHE, CRON, FIXTURES
 
 runner = CliRunner()
 
@@ -203,7 +203,8 @@ def test_bad_root_check_is_deterministic(tmp_path):
 
 
 def test_check_on_a_built_root_with_live_processes(tmp_path):
-    from recover.builder import RootBuilder, become_subreaper
+    from recover.builders import become_subreaper
+    from recover.generations.containerd_0_2.builder import RootBuilder
 
     become_subreaper()
     cid = "cd" * 32

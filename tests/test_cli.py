@@ -10,11 +10,11 @@ import sys
 import orjson
 import pytest
 import typer
+from reference import CACHE, CRON, WEB, WORKER
 from typer.testing import CliRunner
 
 from recover import scan as scan_module
 from recover.cli import app
-from reference import CACHE, CRON, WEB, WORKER
 
 runner = CliRunner()
 
@@ -91,11 +91,12 @@ def test_python_dash_m_and_stdout_is_data_only(reference):
 
 def test_internal_error_exits_3_not_1(monkeypatch, reference):
     from recover import cli
+    from recover.cli import judging
 
     def boom(*a, **k):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(cli, "_open_scan", boom)
+    monkeypatch.setattr(judging, "_open_scan", boom)
     monkeypatch.setattr(sys, "argv", ["recover", "scan", str(reference / "root")])
     with pytest.raises(SystemExit) as e:
         cli.main()
@@ -163,12 +164,13 @@ def test_a_closed_stdout_ends_the_output_not_the_command(reference, command, cod
 STOPPED_MID_SCAN = """
 import os, signal, sys
 from recover import cli
+from recover.cli import judging
 
 def stopped(*args, **kwargs):  # the signal arrives while the command runs
     os.kill(os.getpid(), signal.%s)
     raise AssertionError("not stopped")
 
-cli._open_scan = stopped
+judging._open_scan = stopped
 sys.argv = ["recover", "check", "/nonexistent"]
 cli.main()
 """

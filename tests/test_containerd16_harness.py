@@ -1,12 +1,12 @@
-"""The real containerd 1.6 lab (recover/lab.py, tests/lab_fixtures.py): a crash cycle, and nothing left behind."""
+"""The real containerd 1.6 lab (recover/generations/runtime_v2/lab, tests/lab_fixtures.py): a crash cycle, and nothing left behind."""
 
 import os
 import signal
 
 import pytest
-
 from lab_fixtures import containerd16, skip_unless_usable  # noqa: F401
-from recover.lab import Containerd, alive, proc_stat
+
+from recover.generations.runtime_v2.lab import Containerd, alive, proc_stat
 
 # where a daemon escaping its private namespace would write on the host
 HOST_PATHS = ("/run/containerd", "/var/lib/containerd", "/opt/containerd")

@@ -305,7 +305,8 @@ def test_the_runtime_v2_demo_crashes_a_real_containerd_and_leaves_nothing():
     """The scene of today's layout: a real containerd (the newest the lab runs here) crashed, its
     tasks broken, scanned and restarted; what it did set against each prediction.  Nothing of the
     lab is left afterwards."""
-    from recover.demo_v2 import CannotRun, newest_runnable
+    from recover.generations import CannotRun
+    from recover.generations.runtime_v2.demo import newest_runnable
 
     argv = [sys.executable, "-m", "recover", "demo", "--layout", "containerd-runtime-v2"]
     try:

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from recover.cli import app
 from recover.generations.containerd_0_2.predict import CONTAINERD_WOULD
 from recover.generations.runtime_v2.predict import TASK_WOULD
-from recover.verdicts import VERDICT_CHECKS, VERDICTS
 from recover.render import ScanFormat
 from recover.rules import RULES
+from recover.verdicts import VERDICT_CHECKS, VERDICTS
 
 README = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
 

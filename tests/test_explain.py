@@ -15,15 +15,16 @@ import time
 
 import orjson
 import pytest
-from typer.testing import CliRunner
-
 from fuzzing import snapshot
 from procs import dead_pid, ticks
-from recover.builder import RootBuilder, become_subreaper
+from reference import CACHE, CRON, WEB, WORKER
+from typer.testing import CliRunner
+
+from recover.builders import become_subreaper
 from recover.cli import app
 from recover.explain import parse_log_objects, rfc3339
+from recover.generations.containerd_0_2.builder import RootBuilder
 from recover.generations.containerd_0_2.explain import EVENTS_TAIL
-from reference import CACHE, CRON, WEB, WORKER
 
 runner = CliRunner()
 C = "e" * 64

@@ -8,11 +8,12 @@ import os
 
 import orjson
 import pytest
+from procs import dead_pid, ticks
 from typer.testing import CliRunner
 
-from procs import dead_pid, ticks
-from recover.builder import RootBuilder, become_subreaper
+from recover.builders import become_subreaper
 from recover.cli import app
+from recover.generations.containerd_0_2.builder import RootBuilder
 
 runner = CliRunner()
 C = "c0ffee" + "0" * 58

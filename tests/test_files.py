@@ -12,14 +12,14 @@ import socket
 
 import orjson
 import pytest
+from reference import FIXTURES, REFERENCE
 from typer.testing import CliRunner
+from unprivileged import scan_as_nobody, world_readable
 
-from recover.generations.containerd_0_2 import files as layout
 from recover.cli import app
 from recover.fsread import MAX_FILE_BYTES, OpenRoot
+from recover.generations.containerd_0_2 import files as layout
 from recover.generations.containerd_0_2.reader import Reader
-from reference import FIXTURES, REFERENCE
-from unprivileged import scan_as_nobody, world_readable
 
 runner = CliRunner()
 PROC = str(REFERENCE / "proc")  # pid 30857 lives there, under another container's shim

@@ -13,7 +13,6 @@ import threading
 
 import orjson
 import pytest
-
 from fuzzing import mutate, snapshot
 from reference import copy_reference
 

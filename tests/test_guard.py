@@ -18,12 +18,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from conftest import record_emitted
 from procs import dead_pid, fake_containerd
-from recover.builder import RootBuilder, become_subreaper
-from recover.fsread import filesystem_type
 from reference_v2 import extract, state_dir
+
+from recover.builders import become_subreaper
+from recover.fsread import filesystem_type
+from recover.generations.containerd_0_2.builder import RootBuilder
 
 RUNNING, LIVE_EXIT, ZOMBIE, ORPHAN, BROKEN = ("%02d" % n + "a" * 62 for n in range(1, 6))
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recover.host import HostView, parse_stat, wait_status_to_exit
 from recover.generations.containerd_0_2 import is_shim_of
 from recover.generations.containerd_0_2.predict import _Panic, go_read_proc_stat_field
+from recover.host import HostView, parse_stat, wait_status_to_exit
 
 
 def stat_line(pid: int, comm: bytes, state=b"S", ppid=1, start=194198, exit_code=9) -> bytes:
@@ -78,7 +78,7 @@ def test_containerd_stat_parser_is_readprocstatfield_written_out(line, field):
 def test_shim_rule():
     cid = "c" * 64
     real = ["docker-containerd-shim", cid, "/bundle", "docker-runc"]
-    script = ["/usr/bin/python3", "/opt/recover/shim/containerd-shim", cid, "/b", "runc"]
+    script = ["/usr/bin/python3", "/opt/recover/generations/containerd_0_2/shim/containerd-shim", cid, "/b", "runc"]
     assert is_shim_of(real, f"/run/x/{cid}/init", "docker-containerd-shim", cid, "init")
     assert is_shim_of(real, None, "/usr/bin/docker-containerd-shim", cid, "init")  # cwd unreadable
     assert is_shim_of(real, f"/copy/{cid}/init", "", cid, "init")  # old root: shim name empty

@@ -8,13 +8,20 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recover.builder import process_json, state_json
 from recover.fsread import FileFact
+from recover.generations.containerd_0_2 import files as layout
+from recover.generations.containerd_0_2.builder import process_json, state_json
+from recover.generations.containerd_0_2.predict import (
+    CONTAINERD_WOULD,
+    predict_container,
+)
+from recover.generations.containerd_0_2.reader import (
+    ProcessFiles,
+    container_record,
+    process_record,
+)
 from recover.host import ProcessFacts, ProcStat
 from recover.judge import judge_container
-from recover.generations.containerd_0_2 import files as layout
-from recover.generations.containerd_0_2.reader import ProcessFiles, container_record, process_record
-from recover.generations.containerd_0_2.predict import CONTAINERD_WOULD, predict_container
 from recover.records import ContainerRecord, ProcessRecord
 from recover.verdicts import VERDICTS, HostFacts
 

@@ -1,4 +1,4 @@
-"""The lab runs each containerd version (recover/lab_versions.py): a task with an exec outlives a
+"""The lab runs each containerd version (recover/generations/runtime_v2/lab/versions.py): a task with an exec outlives a
 crash and is re-adopted, RUNNING, with the same init (and a task whose init exited while the
 daemon was down is kept by 1.6 only); a CRI pod runs and keeps its checkpoint.
 And a task 1.6.20 started is reconnected by 2.3.4 after an upgrade.  The cycles of all versions
@@ -13,10 +13,18 @@ import os
 import signal
 
 import pytest
-
 from lab_fixtures import run_concurrently, skip_unless_usable, unique
-from recover.lab import CRI_NAMESPACE, VERSIONS, Containerd, HarnessError, alive, proc_stat, wait_until
-from recover.lab_proc import SHIM
+
+from recover.generations.runtime_v2.lab import (
+    CRI_NAMESPACE,
+    VERSIONS,
+    Containerd,
+    HarnessError,
+    alive,
+    proc_stat,
+    wait_until,
+)
+from recover.generations.runtime_v2.lab.proc import SHIM
 
 VERSION_NAMES = list(VERSIONS)
 
@@ -175,8 +183,8 @@ def test_an_upgrade_to_2x_reconnects_a_task_a_16_shim_runs(cycles):
 
 def test_missing_names_what_a_version_lacks(tmp_path, monkeypatch):
     """Per version: root first, then what is not installed or not extracted, where it looks."""
-    from recover.lab_versions import BINARIES_ENV
-    from recover.lab_versions import missing as cached
+    from recover.generations.runtime_v2.lab.versions import BINARIES_ENV
+    from recover.generations.runtime_v2.lab.versions import missing as cached
 
     monkeypatch.setenv(BINARIES_ENV, str(tmp_path))  # a dir with no containerd-<version>/ in it
     reason = cached.__wrapped__("2.3.4")  # missing() keeps its first answer per version

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from recover.generations.containerd_0_2 import files as layout
-from recover.builder import process_json, state_json
 from recover.fsread import FileFact
+from recover.generations.containerd_0_2 import files as layout
+from recover.generations.containerd_0_2.builder import process_json, state_json
 
 
 def fact(data: bytes | None, rel="c/init/x", kind="file") -> FileFact:

@@ -9,12 +9,13 @@ import time
 
 import orjson
 import pytest
+from procs import dead_pid, ticks
 from typer.testing import CliRunner
 
-from procs import dead_pid, ticks
-from recover.builder import RootBuilder, become_subreaper, capture_proc
+from recover.builders import become_subreaper, capture_proc
 from recover.cli import app
 from recover.fsread import filesystem_type
+from recover.generations.containerd_0_2.builder import RootBuilder
 
 runner = CliRunner()
 C = "c0ffee" + "0" * 58  # a Docker-like 64 hex id

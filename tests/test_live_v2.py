@@ -1,5 +1,5 @@
 """runtime-v2 state dirs with live processes under the stand-in containerd-shim-runc-v2
-(recover/builder_v2.py), scanned through the CLI: every verdict and every restore prediction of
+(recover/generations/runtime_v2/builder.py), scanned through the CLI: every verdict and every restore prediction of
 SPEC-v2 §3, for the faults containerd 1.6 was seen handling (§2).  Runs as root or not, without
 containerd installed."""
 
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from typer.testing import CliRunner
-
 from procs import ticks
-from recover.builder import become_subreaper
-from recover.builder_v2 import TaskBuilder
-from recover.cli import app
+from typer.testing import CliRunner
 from unprivileged import cli_as_nobody
+
+from recover.builders import become_subreaper
+from recover.cli import app
+from recover.generations.runtime_v2.builder import TaskBuilder
 
 runner = CliRunner()
 NS = "default"

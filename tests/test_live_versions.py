@@ -1,5 +1,5 @@
 """What containerd 1.6, 1.7 and 2.x each do to the same task (recover/generations/runtime_v2/predict.py),
-on trees with live processes under the stand-in shim (recover/builder_v2.py), judged with
+on trees with live processes under the stand-in shim (recover/generations/runtime_v2/builder.py), judged with
 --containerd-version: the rules where the versions differ (SPEC-v2 §2a), and the advice that works
 on the version judged.  The real daemons are tests/test_restart_versions.py's."""
 
@@ -12,9 +12,9 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from recover.builder import become_subreaper
-from recover.builder_v2 import TaskBuilder
+from recover.builders import become_subreaper
 from recover.cli import app
+from recover.generations.runtime_v2.builder import TaskBuilder
 
 runner = CliRunner()
 NS = "default"

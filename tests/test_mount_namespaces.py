@@ -20,12 +20,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from procs import named_process
 from typer.testing import CliRunner
 
-from procs import named_process
-from recover.builder import become_subreaper
-from recover.builder_v2 import TaskBuilder
+from recover.builders import become_subreaper
 from recover.cli import app
+from recover.generations.runtime_v2.builder import TaskBuilder
 from recover.generations.runtime_v2.reader import TASKS_DIR
 
 runner = CliRunner()

@@ -8,16 +8,17 @@ import shutil
 import orjson
 import psutil
 import pytest
+from reference import CRON, WEB
+from reference_v2 import extract, scan_args
 from typer.testing import CliRunner
 
 import recover.scan
-from recover.builder import RootBuilder, become_subreaper
+from recover.builders import become_subreaper
 from recover.cli import app
+from recover.generations.containerd_0_2.builder import RootBuilder
 from recover.pool import WorkerFailed
 from recover.render import render_json
 from recover.scan import Scan
-from reference import CRON, WEB
-from reference_v2 import extract, scan_args
 
 runner = CliRunner()
 

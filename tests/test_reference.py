@@ -5,10 +5,10 @@ import os
 import threading
 
 import orjson
+from reference import CACHE, CRON, WEB, WORKER
 from typer.testing import CliRunner
 
 from recover.cli import app
-from reference import CACHE, CRON, WEB, WORKER
 
 runner = CliRunner()
 

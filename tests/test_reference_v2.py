@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from reference_v2 import extract, scan_args, state_dir, truth
 from typer.testing import CliRunner
 
 from recover.cli import app
-from reference_v2 import extract, scan_args, state_dir, truth
 
 runner = CliRunner()
 

@@ -137,9 +137,14 @@ def test_containers_are_written_as_orjson_writes_the_same_objects(reference, tmp
     container with each finding as finding_json's object, writes the same bytes: a 0.2 root of
     every problem, a runtime-v2 capture, and names that are not UTF-8."""
     import msgspec
-
     from reference_v2 import extract, scan_args
-    from recover.render import _container_bytes, _container_line, container_json, finding_json
+
+    from recover.render import (
+        _container_bytes,
+        _container_line,
+        container_json,
+        finding_json,
+    )
     from recover.rules import Finding
     from recover.scan import Scan
 

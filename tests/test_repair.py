@@ -20,12 +20,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from procs import dead_pid, named_process, ticks
 from typer.testing import CliRunner
 
-from procs import dead_pid, named_process, ticks
 from recover import repair as rp
-from recover.builder import RootBuilder, become_subreaper, capture_proc, process_json
+from recover.builders import become_subreaper, capture_proc
 from recover.cli import app
+from recover.generations.containerd_0_2.builder import RootBuilder, process_json
 
 runner = CliRunner()
 

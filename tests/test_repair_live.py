@@ -13,14 +13,15 @@ from pathlib import Path
 
 import orjson
 import pytest
-from typer.testing import CliRunner
-
 from fuzzing import snapshot
 from procs import dead_pid
+from typer.testing import CliRunner
+
 from recover import repair as rp
-from recover.generations.containerd_0_2.repair import REPAIRER
-from recover.builder import RootBuilder, become_subreaper, process_json
+from recover.builders import become_subreaper
 from recover.cli import app
+from recover.generations.containerd_0_2.builder import RootBuilder, process_json
+from recover.generations.containerd_0_2.repair import REPAIRER
 from recover.scan import Scan
 
 runner = CliRunner()
@@ -255,7 +256,7 @@ def test_refuses_while_another_repair_holds_the_lock(world):
 
 def test_apply_needs_the_live_proc(world, tmp_path):
     b, _ = world
-    from recover.builder import capture_proc
+    from recover.builders import capture_proc
 
     proc = capture_proc(tmp_path / "proc", [1])
     assert repair(b.root, "--apply", "--proc-root", str(proc)).exit_code == 2

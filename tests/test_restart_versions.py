@@ -37,10 +37,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pytest
-
 from conftest import record_emitted
 from lab_fixtures import run_concurrently, unique
-from recover.lab import RUNTIME_DIR, VERSIONS, Containerd, Task, alive, proc_stat, wait_until
+
+from recover.generations.runtime_v2.lab import (
+    RUNTIME_DIR,
+    VERSIONS,
+    Containerd,
+    Task,
+    alive,
+    proc_stat,
+    wait_until,
+)
 
 LIVE = ("running", "orphaned")
 VERSION_NAMES = list(VERSIONS)

@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 import orjson
+from fuzzing import snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import FIXTURES, REFERENCE
 
-from fuzzing import snapshot
 from recover.render import render_json
 from recover.rules import RULES
 from recover.scan import NotAStateRoot, Scan
-from reference import FIXTURES, REFERENCE
 
 NAMES = st.sampled_from(["state.json", "process.json", "pid", "starttime", "exitStatus", ".pid", "exit",
                          "control", "init", "exec", "events.log", "..x", "a\nb", "\x1b[2J", os.fsdecode(b"\xff"),

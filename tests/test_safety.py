@@ -9,11 +9,12 @@ from pathlib import Path
 
 import orjson
 import pytest
+from procs import dead_pid
 from typer.testing import CliRunner
 
-from procs import dead_pid
-from recover.builder import RootBuilder, become_subreaper
+from recover.builders import become_subreaper
 from recover.cli import app
+from recover.generations.containerd_0_2.builder import RootBuilder
 
 runner = CliRunner()
 RUNNING = "a1" + "0" * 62
@@ -97,7 +98,7 @@ def test_a_copy_still_takes_file_writes(tmp_path):
 
 
 def test_kills_need_this_hosts_own_proc_and_evidence_of_the_live_root(tmp_path):
-    from recover.builder import capture_proc
+    from recover.builders import capture_proc
 
     with RootBuilder(tmp_path / "root") as b:
         orphan = b.start_process(ORPHAN, "init")
@@ -255,7 +256,7 @@ def test_orphan_shims_in_a_capture_are_this_roots_only_when_their_cwd_says_so(tm
     say which path that was; a shim working anywhere else belongs to another root."""
     import shutil
 
-    from recover.builder import capture_proc
+    from recover.builders import capture_proc
 
     with RootBuilder(tmp_path / "root") as b, RootBuilder(tmp_path / "other") as other:
         running = b.start_process(RUNNING, "init")
@@ -276,7 +277,7 @@ def test_orphan_shims_in_a_capture_are_this_roots_only_when_their_cwd_says_so(tm
 
 def test_a_captured_proc_dir_does_not_read_this_hosts_runc_state(tmp_path, monkeypatch):
     import recover.generations.containerd_0_2.around as around_02
-    from recover.builder import capture_proc
+    from recover.builders import capture_proc
 
     runc_root = tmp_path / "runc"
     monkeypatch.setattr(around_02, "RUNC_ROOT", str(runc_root))  # this host's runc state, here

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from procs import dead_pid
 from typer.testing import CliRunner
 
-from procs import dead_pid
 from recover.cli import app
 
 runner = CliRunner()

@@ -2,7 +2,7 @@
 binary (never run), from the unit that starts it, from the bundles, and when it cannot be told.
 
 The binaries are real: Debian's containerd 1.6.20 (`/usr/bin/containerd`, the package .ci/run
-installs) and the 1.7.34 and 2.3.4 releases the lab extracts (recover/lab_versions.py); a test
+installs) and the 1.7.34 and 2.3.4 releases the lab extracts (recover/generations/runtime_v2/lab/versions.py); a test
 whose binary is not here is skipped with its reason.
 """
 
@@ -17,14 +17,19 @@ import pytest
 from typer.testing import CliRunner
 
 from recover.cli import app
-from recover.generations.runtime_v2.version import behaviour_of, binary_version, parse_version, unit_exec_start
+from recover.generations.runtime_v2.version import (
+    behaviour_of,
+    binary_version,
+    parse_version,
+    unit_exec_start,
+)
 
 runner = CliRunner()
 DEBIAN = Path("/usr/bin/containerd")
 
 
 def lab_binary(version: str) -> Path:
-    from recover.lab_versions import VERSIONS
+    from recover.generations.runtime_v2.lab.versions import VERSIONS
 
     path = VERSIONS[version].bin_dir / "containerd"
     if not path.is_file():

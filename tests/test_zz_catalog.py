@@ -4,8 +4,8 @@ marked `emits` would produce is not asked for), and every emitted code is catalo
 import pathlib
 
 import pytest
-
 from conftest import EMITTED, EXCUSED
+
 from recover.rules import RULES
 
 

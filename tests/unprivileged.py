@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import orjson
-
 from conftest import record_emitted
 
 NOBODY = 65534

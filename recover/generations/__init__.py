@@ -49,6 +49,10 @@ class Daemon(Protocol):
     def json(self) -> dict: ...
 
 
+class CannotRun(Exception):
+    """A generation's demo cannot run here: it says why (not root, a daemon not installed...)."""
+
+
 class FixedDaemon(Value):
     """A layout's only daemon (containerd 0.2.9 for a 0.2 root)."""
 
@@ -132,6 +136,15 @@ class Generation(Protocol):
         """recover/repair's Repairer for this generation; None: repair refuses its roots."""
         ...
 
+    def short_path(self, path: str) -> str:
+        """A finding's path (relative to the root) as text output shows it: ids cut as the table cuts them."""
+        ...
+
+    def demo(self, out: Any, progress: Any, *, keep: bool, display: Any) -> None:
+        """`recover demo --layout <name>`: a root of this generation with real processes, scanned
+        and explained (CannotRun when it cannot run here)."""
+        ...
+
 
 def gather_with(ctx: Context, record: ContainerRecord, rules: Iterable[tuple[str, ShimRule, int | None]]
                 ) -> dict[str, ProcessFacts]:
@@ -164,3 +177,12 @@ def generation_named(name: str) -> Generation:
 
 
 GENERATION_NAMES = ("containerd-0.2", "containerd-runtime-v2")
+
+
+def daemon_version_problem(version: str) -> str | None:
+    """Why --containerd-version VERSION names no daemon recover judges, or None (the generation
+    whose daemons have versions to tell apart is asked)."""
+    from .runtime_v2.version import from_flag
+
+    judged = from_flag(version)
+    return judged if isinstance(judged, str) else None

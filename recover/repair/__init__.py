@@ -6,8 +6,19 @@ steps (files.py).  What to repair in a root, and how to re-verify each target, i
 generation's (its `repairer`, recover/generations/*/repair.py).
 """
 
-from .apply import (KILL_TIMEOUT_S, Applier, CannotWrite, Refused, Skip, apply_plan, default_journal, kill_refusal,
-                    lock_path, own_procfs, take_lock)
+from .apply import (
+                    KILL_TIMEOUT_S,
+                    Applier,
+                    CannotWrite,
+                    Refused,
+                    Skip,
+                    apply_plan,
+                    default_journal,
+                    kill_refusal,
+                    lock_path,
+                    own_procfs,
+                    take_lock,
+)
 from .files import FAULT_ENV, free_name, move_tree, read_small
 from .journal import Journal, NotAJournal, Reverted, read_journal, undo
 from .plan import NONE, Action, Options, Repairer, Result, run

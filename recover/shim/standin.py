@@ -1,4 +1,5 @@
-"""What the stand-in shims share (stdlib only): each shim script imports it from its own dir.
+"""What the stand-in shims share (stdlib only): each shim script (recover/generations/*/shim/) imports
+it from here.
 
 How a shim makes itself look like the real binary (comm, child subreaper), how it starts a
 container process the way runc leaves it (own session, default signal dispositions, pid file

@@ -7,14 +7,14 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from ...fsread import OpenRoot
+from ...fsread import OpenRoot, short_process
 from ...host import ProcessFacts, ShimProcess
 from ...judge import ContainerJudgement, Predictor
-from . import predict as predict_0_2
 from ...records import ContainerRecord
 from ...rules import Finding
 from ...value import Value
 from .. import Context, FixedDaemon, ShimClaim, gather_with
+from . import predict as predict_0_2
 from .around import Bundle, bundle_findings, look_at_bundle, runc_dir, runc_findings
 from .reader import Reader
 
@@ -99,6 +99,19 @@ class Containerd02:
         from .repair import REPAIRER
 
         return REPAIRER
+
+    @staticmethod
+    def short_path(path: str) -> str:
+        """A path relative to the root as text output shows it: the container's id, and a process
+        dir's name, cut to 12 characters as the table cuts them."""
+        first, slash, rest = path.partition("/")
+        process, slash2, rest = rest.partition("/")
+        return first[:12] + slash + (short_process(process) if slash2 else process) + slash2 + rest
+
+    def demo(self, out: Any, progress: Any, *, keep: bool, display: Any) -> None:
+        from .demo import run_demo
+
+        run_demo(out, progress, keep=keep, display=display)
 
     @property
     def explainer(self) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+
 import orjson
 
 from ...around import RUNC_ROOT, Surroundings, read_small

@@ -9,8 +9,22 @@ import json
 import os
 import stat
 
-from ...explain import ExplainedFiles, ExplainError, file_rows, list_dir, plain, read_log, shown
-from ...fsread import MAX_FILE_BYTES, OPEN_DIR, RECOVER_TEMP_PREFIX, json_text, printable
+from ...explain import (
+    ExplainedFiles,
+    ExplainError,
+    file_rows,
+    list_dir,
+    plain,
+    read_log,
+    shown,
+)
+from ...fsread import (
+    MAX_FILE_BYTES,
+    OPEN_DIR,
+    RECOVER_TEMP_PREFIX,
+    json_text,
+    printable,
+)
 from ...host import ProcessFacts
 from ...judge import ContainerJudgement, ProcessJudgement
 from ...records import ContainerRecord, ProcessRecord

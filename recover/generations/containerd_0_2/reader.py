@@ -13,14 +13,22 @@ import operator
 import os
 import stat
 
-from ...fsread import (OPEN_DIR, RECOVER_TEMP_PREFIX, FileFact, OpenRoot, RootError, kind_of, printable, read_regular,
-                      unreadable)
+from ...fsread import (
+    OPEN_DIR,
+    RECOVER_TEMP_PREFIX,
+    FileFact,
+    OpenRoot,
+    RootError,
+    kind_of,
+    printable,
+    read_regular,
+    unreadable,
+)
 from ...records import ContainerRecord, ProcessRecord
 from ...rules import Finding, finding
 from ...value import Value
 from . import files
 from .files import JsonDoc
-
 
 
 class ProcessFiles(Value):

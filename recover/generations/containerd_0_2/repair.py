@@ -15,7 +15,16 @@ from typing import Literal
 from ...fsread import RECOVER_TEMP_PREFIX, printable
 from ...host import read_stat, wait_status_to_exit
 from ...judge import ContainerJudgement, ProcessJudgement
-from ...repair import KILL_TIMEOUT_S, NONE, Action, Applier, Options, Skip, free_name, read_small
+from ...repair import (
+    KILL_TIMEOUT_S,
+    NONE,
+    Action,
+    Applier,
+    Options,
+    Skip,
+    free_name,
+    read_small,
+)
 from . import files as layout
 
 ActionKind = Literal["write-exit-status", "rewrite-exit-status", "kill-orphan", "rewrite-pid", "quarantine", "none"]

@@ -10,10 +10,15 @@ from typing import Any
 
 import msgspec
 
-from ...fsread import OpenRoot, printable
+from ...fsread import OpenRoot, printable, short_process
 from ...gobinary import GoBinary, read_go_binary
 from ...host import ProcessFacts, ShimProcess, find_shim, flag_value, shim_state
-from ...judge import ContainerJudgement, ContainerPrediction, Predictor, ProcessPrediction
+from ...judge import (
+    ContainerJudgement,
+    ContainerPrediction,
+    Predictor,
+    ProcessPrediction,
+)
 from ...records import ContainerRecord
 from ...rules import Finding, finding
 from .. import Context, ShimClaim, gather_with
@@ -149,6 +154,25 @@ class RuntimeV2:
     @property
     def repairer(self) -> Any:
         return None  # repair refuses this layout (scan, check, explain and guard judge it)
+
+    @staticmethod
+    def short_path(path: str) -> str:
+        """A path relative to the state dir as text output shows it: namespace/id (the id cut to 12
+        characters), without the task dir every one of them starts with; an exec's pid file
+        `<exec id>.pid` cut as the table cuts exec ids."""
+        if not path.startswith(TASKS_DIR + "/"):
+            return path
+        namespace, _, rest = path[len(TASKS_DIR) + 1:].partition("/")
+        cid, slash, rest = rest.partition("/")
+        name, dot, suffix = rest.rpartition(".")
+        if dot and "/" not in rest and suffix == "pid":
+            rest = f"{short_process(name)}.pid"
+        return f"{namespace}/{cid[:12]}{slash}{rest}"
+
+    def demo(self, out: Any, progress: Any, *, keep: bool, display: Any) -> None:
+        from .demo import run_demo
+
+        run_demo(out, progress, keep=keep, display=display)
 
     @property
     def explainer(self) -> Any:

@@ -22,7 +22,17 @@ from typing import Any, Literal
 
 import orjson
 
-from ...fsread import OPEN_DIR, FileFact, OpenRoot, dir_below, read_at, file_findings, kind_of, printable, read_regular
+from ...fsread import (
+    OPEN_DIR,
+    FileFact,
+    OpenRoot,
+    dir_below,
+    file_findings,
+    kind_of,
+    printable,
+    read_at,
+    read_regular,
+)
 from ...records import ContainerRecord, ProcessRecord
 from ...rules import Finding, finding
 from ...value import Value

@@ -1,6 +1,6 @@
 """`recover demo --layout containerd-runtime-v2`: today's containerd, for real.
 
-It starts a private containerd, the newest the lab can run here (recover/lab.py: 2.3.4 or 1.7.34
+It starts a private containerd, the newest the lab can run here (recover/generations/runtime_v2/lab: 2.3.4 or 1.7.34
 from the archives .ci/run extracts, else Debian's 1.6.20; runc and busybox-static, in a mount
 namespace of its own; the host's /run/containerd is never touched),
 runs a few containers, SIGKILLs the daemon, breaks each task the way a crash does, scans the
@@ -21,14 +21,11 @@ from typing import BinaryIO
 
 import orjson
 
+from ...stop import run_whole
+from .. import CannotRun
 from .lab import VERSIONS, Containerd, Task, alive, missing, wait_until
-from .stop import run_whole
 
 NAMESPACE = "demo"
-
-
-class CannotRun(Exception):
-    """The lab cannot run here (not root, the packages missing, no private mount namespace)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +109,8 @@ def newest_runnable() -> str:
                     + "; ".join(f"{v}: {r}" for v, r in reasons.items()))
 
 
-def run_demo_v2(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = False) -> None:
+def run_demo(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = False, display: object = None) -> None:
+    """The demo (module doc); `display` is unused: its tables are the scan's, 120 columns."""
     version = newest_runnable()
     lab: Containerd | None = None
 

@@ -1,4 +1,4 @@
-"""The containerd versions the lab (recover/lab.py) runs, where their binaries are, and the
+"""The containerd versions the lab (recover/generations/runtime_v2/lab) runs, where their binaries are, and the
 config each reads.
 
     1.6.20   Debian 12's package: /usr/bin/containerd, containerd-shim-runc-v2, ctr
@@ -25,7 +25,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lab_proc import is_static
+from .proc import is_static
 
 BUSYBOX = Path("/bin/busybox")  # busybox-static installs it here
 HOST_TOOLS = ("runc", "unshare", "nsenter", "chroot")

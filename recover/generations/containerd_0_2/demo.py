@@ -22,12 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .builder import RootBuilder, become_subreaper
-from .host import read_stat
-from .judge import ProcessJudgement
-from .render import PLAIN, RENDERERS, Display, ScanFormat
-from .scan import Scan
-from .stop import run_whole
+from ...builders import become_subreaper
+from ...host import read_stat
+from ...judge import ProcessJudgement
+from ...render import PLAIN, RENDERERS, Display, ScanFormat
+from ...scan import Scan
+from ...stop import run_whole
+from .builder import RootBuilder
 
 # Test hook: with RECOVER_DEMO_PAUSE set, run_demo waits after the root is built and before it
 # is scanned until its stdin is closed, so that a test can signal it while every process lives,

@@ -19,7 +19,7 @@ harness: its shims are told apart by their mount namespace).  The host's /run/co
 /var/lib/containerd are never touched.  `Containerd.in_ns` runs any command (recover itself)
 where it sees the paths as containerd does.
 
-Which containerd: recover/lab_versions.py (the binaries, the config each version reads, what is
+Which containerd: recover/generations/runtime_v2/lab/versions.py (the binaries, the config each version reads, what is
 missing); with `cri=True` the CRI plugin is on and the lab imports a pause and a busybox image
 (recover/lab_image.py) into `k8s.io` at its first start: tests/cri.py makes pods through the CRI
 API.  Several labs may run at once in threads of one process, each with its own base dir.
@@ -48,12 +48,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .lab_image import busybox_rootfs, image_archive
-from .lab_proc import (HarnessError, alive, cmdline, kill, mount_ns, pids, proc_stat, remove_cgroup,
-                       restore_subreaper, shim_args, stop_being_subreaper, traps_sigterm, wait_until)
-from .lab_proc import POLL as _POLL
-from .lab_versions import DEFAULT, VERSIONS, Version, missing
-from .lab_versions import version as find_version
+from .image import busybox_rootfs, image_archive
+from .proc import POLL as _POLL
+from .proc import (
+    HarnessError,
+    alive,
+    cmdline,
+    kill,
+    mount_ns,
+    pids,
+    proc_stat,
+    remove_cgroup,
+    restore_subreaper,
+    shim_args,
+    stop_being_subreaper,
+    traps_sigterm,
+    wait_until,
+)
+from .versions import DEFAULT, VERSIONS, Version, missing
+from .versions import version as find_version
 
 __all__ = ["RUNTIME_DIR", "CRI_NAMESPACE", "INIT_CMD", "EXEC_CMD", "Containerd", "HarnessError", "Paths",
            "Task", "VERSIONS", "Version", "alive", "busybox_rootfs", "cmdline", "image_archive", "missing", "proc_stat",

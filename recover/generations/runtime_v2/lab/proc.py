@@ -1,4 +1,4 @@
-"""Small process facts and chores for the lab (recover/lab.py): /proc/<pid>/stat, argv, mount
+"""Small process facts and chores for the lab (recover/generations/runtime_v2/lab): /proc/<pid>/stat, argv, mount
 namespaces, signals, waiting with a deadline, cgroup removal, and the subreaper switch that
 concurrent labs in one process share."""
 

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .lab_versions import BUSYBOX, BUSYBOX_IMAGE, PAUSE_IMAGE
+from .versions import BUSYBOX, BUSYBOX_IMAGE, PAUSE_IMAGE
 
 _lock = threading.Lock()  # labs in threads share what is built
 _top: Path | None = None

@@ -9,7 +9,7 @@ Linux only.  Everything lives under one dir `top`, laid out as containerd 1.6 la
     top/s/<sha256 of grpc/ns/id>                         shim sockets (containerd's are in /run/containerd/s)
     top/containerd.sock                                  the -address the shims are given (nothing listens)
 
-Each task runs under a stand-in shim (recover/shim/containerd-shim-runc-v2): a real process with
+Each task runs under a stand-in shim (shim/containerd-shim-runc-v2 beside this module): a real process with
 the real shim's argv and cwd, whose children are the task's init and execs; a pod's containers run
 under the pod's shim.  Faults are methods.  A caller that wants the orphans of killed shims to come
 back to it (instead of pid 1) calls become_subreaper() first.  Use the builder as a context
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from .builder import (
+from ...builders import (
     INIT_ENV,
     POLL,
     ProcessOwner,
@@ -45,7 +45,7 @@ from .builder import (
     wait_state,
     write_file,
 )
-from .generations.runtime_v2.reader import CRI_SANDBOX, CRI_TYPE, TASKS_DIR, socket_name
+from .reader import CRI_SANDBOX, CRI_TYPE, TASKS_DIR, socket_name
 
 SHIM_V2_PATH: Path = Path(__file__).resolve().parent / "shim" / "containerd-shim-runc-v2"
 CRI_CONTAINERS_DIR = Path("io.containerd.grpc.v1.cri") / "containers"
