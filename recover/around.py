@@ -118,7 +118,10 @@ def daemons_on_root(host: HostView, root: OwnRoot) -> DaemonsOnRoot:
         except FileNotFoundError:
             continue
         except (OSError, ValueError):
-            untold.append(f"{shown}; its state dir {printable(state_dir)} cannot be read")
+            # its own view cannot be read (another user's daemon): said only when the path it names
+            # is this root here too, or cannot be told; another path is another root's daemon
+            if not os.path.isabs(state_dir) or _names_here(state_dir, root):
+                untold.append(f"{shown}; its state dir {printable(state_dir)} cannot be read")
             continue
         if (st.st_dev, st.st_ino) == root.identity:
             on.append(shown)
@@ -128,6 +131,15 @@ def daemons_on_root(host: HostView, root: OwnRoot) -> DaemonsOnRoot:
         if not any(f.startswith(f"pid {recorded} ") for f in on):
             on.append(f"pid {recorded} (named by {pid_file})")
     return DaemonsOnRoot(tuple(on), tuple(untold))
+
+
+def _names_here(path: str, root: OwnRoot) -> bool:
+    """Whether `path`, in recover's own mount namespace, is the root's dir."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == root.identity
 
 
 DEFAULT_STATE_DIR = "/run/containerd"  # containerd 0.2's --state-dir, and 1.x/2.x's `state`

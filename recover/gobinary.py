@@ -4,7 +4,7 @@ version package keeps a default like containerd's (`Version = "1.7.34+unknown"`)
 
 Only the ELF headers, the `.go.buildinfo` section and, when asked, a search of `.rodata` are read
 (a daemon's binary is 40-60 MB: a whole read would cost every scan).  A file that is not an ELF
-Go binary, or is damaged, is `None` with the reason, never an exception.
+Go binary, or is damaged, is `NotGo` with the reason, never an exception; a FIFO is never opened.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import stat
 import struct
 
 from .value import Value
@@ -23,12 +24,9 @@ _SENTINEL = 16  # modinfo is framed by 16 bytes on each side
 
 class GoBinary(Value):
     path: str
-    go_version: str | None  # "go1.23.4"
     main_package: str | None  # build info's `path`: "github.com/containerd/containerd/v2/cmd/containerd"
-    main_module: str | None  # `mod`: the main module's path
-    main_version: str | None  # its version ("(devel)" when built from a checkout)
+    main_version: str | None  # the main module's version (`mod`): "(devel)" when built from a checkout
     ldflags: str | None  # the `-ldflags` build setting, where the build recorded it
-    identity: tuple[int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns): the file read
 
 
 class NotGo(Value):
@@ -36,40 +34,50 @@ class NotGo(Value):
     problem: str
 
 
-def read_go_binary(path: str) -> GoBinary | NotGo:
-    """The build info of the Go binary at `path` (a link is followed: /proc/<pid>/exe is one)."""
+def _open(path: str):
+    """A regular file opened for reading without blocking (a FIFO named where a binary is expected
+    is never waited on) and without a controlling terminal; ValueError when it is not one."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not (st.st_mode & 0o170000 == 0o100000):
-                return NotGo(path, "not a regular file")
-            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_go_binary(path: str) -> GoBinary | NotGo:
+    """The build info of the Go binary at `path` (a link is followed: /proc/<pid>/exe is one).
+    A file that is not a regular ELF Go binary, or whose headers lie, is NotGo with the reason."""
+    try:
+        with _open(path) as f:
             elf = _Elf.read(f)
             if isinstance(elf, str):
                 return NotGo(path, elf)
             section = elf.sections.get(".go.buildinfo")
             if section is None:
                 return NotGo(path, "no .go.buildinfo section: not a Go binary")
-            offset, size = section[1], min(section[2], MAX_BUILDINFO)
-            f.seek(offset)
-            data = f.read(size)
-            parsed = _parse_buildinfo(data, elf, f)
+            f.seek(section[1])
+            data = f.read(min(section[2], MAX_BUILDINFO))
+            modinfo, problem = _parse_buildinfo(data)
     except OSError as e:
         return NotGo(path, e.strerror or str(e))
-    if isinstance(parsed, str):
-        return NotGo(path, parsed)
-    go_version, modinfo = parsed
-    main_package = main_module = main_version = ldflags = None
+    except (ValueError, OverflowError, struct.error) as e:  # offsets out of range: a damaged file
+        return NotGo(path, f"damaged ({e})")
+    if modinfo is None:
+        return NotGo(path, problem)
+    main_package = main_version = ldflags = None  # all None: the build info of a Go before 1.18
     for line in modinfo.splitlines():
         kind, _, rest = line.partition("\t")
         if kind == "path":
             main_package = rest
         elif kind == "mod":
             fields = rest.split("\t")
-            main_module, main_version = fields[0], fields[1] if len(fields) > 1 else None
+            main_version = fields[1] if len(fields) > 1 else None
         elif kind == "build" and rest.startswith("-ldflags="):
             ldflags = _unquote(rest[len("-ldflags="):])
-    return GoBinary(path, go_version or None, main_package, main_module, main_version, ldflags, identity)
+    return GoBinary(path, main_package, main_version, ldflags)
 
 
 def ldflags_value(binary: GoBinary, variable: str) -> str | None:
@@ -85,7 +93,7 @@ def search_rodata(path: str, pattern: re.Pattern[bytes], anchor: bytes) -> list[
     package's default string, which a distribution's -X leaves in place).  Found by the anchor
     (a plain search) first: a regular expression over 40 MB would take half a second."""
     try:
-        with open(path, "rb") as f:
+        with _open(path) as f:
             elf = _Elf.read(f)
             if isinstance(elf, str):
                 return []
@@ -101,7 +109,7 @@ def search_rodata(path: str, pattern: re.Pattern[bytes], anchor: bytes) -> list[
                     found.extend(m.group() for m in pattern.finditer(window) if anchor in m.group())
                     at = data.find(anchor, at + len(anchor), end)
                 return found
-    except (OSError, ValueError):
+    except (OSError, ValueError, OverflowError, struct.error):
         return []
 
 
@@ -110,8 +118,8 @@ def search_rodata(path: str, pattern: re.Pattern[bytes], anchor: bytes) -> list[
 class _Elf:
     """The section headers of an ELF file: name -> (address, file offset, size)."""
 
-    def __init__(self, little: bool, is64: bool, sections: dict[str, tuple[int, int, int]]):
-        self.little, self.is64, self.sections = little, is64, sections
+    def __init__(self, sections: dict[str, tuple[int, int, int]]):
+        self.sections = sections
 
     @classmethod
     def read(cls, f) -> _Elf | str:
@@ -128,6 +136,9 @@ class _Elf:
             shentsize, shnum, shstrndx = struct.unpack_from(e + "HHH", head, 0x2E)
         if not shoff or not shnum or shnum > 4096 or shstrndx >= shnum or shentsize < (64 if is64 else 40):
             return "no section headers"
+        file_size = os.fstat(f.fileno()).st_size
+        if shoff + shentsize * shnum > file_size:
+            return "section headers beyond the end of the file"
         f.seek(shoff)
         table = f.read(shentsize * shnum)
         if len(table) < shentsize * shnum:
@@ -141,20 +152,16 @@ class _Elf:
                 name, _, _, addr, offset, size = struct.unpack_from(e + "IIIIII", table, at)
             raw.append((name, addr, offset, size))
         _, _, str_offset, str_size = raw[shstrndx]
+        if str_offset >= file_size:
+            return "section names beyond the end of the file"
         f.seek(str_offset)
         names = f.read(min(str_size, 1 << 16))
         sections = {}
-        for name, addr, offset, size in raw:
+        for name, addr, offset, length in raw:
             end = names.find(b"\0", name)
-            if 0 <= name < len(names) and end > name:
-                sections[names[name:end].decode("ascii", "replace")] = (addr, offset, size)
-        return cls(little, is64, sections)
-
-    def file_offset(self, address: int) -> int | None:
-        for addr, offset, size in self.sections.values():
-            if addr and addr <= address < addr + size:
-                return offset + address - addr
-        return None
+            if 0 <= name < len(names) and end > name and offset < file_size:
+                sections[names[name:end].decode("ascii", "replace")] = (addr, offset, min(length, file_size - offset))
+        return cls(sections)
 
 
 def _uvarint(data: bytes, at: int) -> tuple[int, int]:
@@ -169,44 +176,23 @@ def _uvarint(data: bytes, at: int) -> tuple[int, int]:
     raise ValueError("bad varint")
 
 
-def _parse_buildinfo(data: bytes, elf: _Elf, f) -> tuple[str, str] | str:
-    """(go version, modinfo) from the .go.buildinfo section: the inline strings of Go 1.18 and
-    later, or the pointers to Go strings of earlier releases."""
+def _parse_buildinfo(data: bytes) -> tuple[str | None, str]:
+    """(modinfo, why not) of a .go.buildinfo section: Go 1.18 and later keep varint-prefixed
+    strings after a 32-byte header.  Earlier releases point to Go strings instead: no modinfo is
+    read from them (their programs are told by what search_rodata finds)."""
     if len(data) < 32 or not data.startswith(BUILDINFO_MAGIC):
-        return "no build info"
-    ptr_size, flags = data[14], data[15]
+        return None, "no build info"
+    if not data[15] & 2:
+        return "", "the build info of a Go release before 1.18"
     try:
-        if flags & 2:  # Go 1.18+: varint-prefixed strings right after the 32-byte header
-            n, at = _uvarint(data, 32)
-            version = data[at:at + n].decode("utf-8", "replace")
-            n, at = _uvarint(data, at + n)
-            modinfo = data[at:at + n]
-        else:
-            if ptr_size not in (4, 8):
-                return "bad build info"
-            e = ("<" if not flags & 1 else ">") + ("Q" if ptr_size == 8 else "I")
-            version = _go_string(f, elf, struct.unpack_from(e, data, 16)[0], e, ptr_size)
-            modinfo = _go_string(f, elf, struct.unpack_from(e, data, 16 + ptr_size)[0], e, ptr_size).encode(
-                "utf-8", "surrogateescape")
-    except (ValueError, struct.error):
-        return "damaged build info"
+        n, at = _uvarint(data, 32)  # the Go version
+        n, at = _uvarint(data, at + n)
+    except ValueError:
+        return None, "damaged build info"
+    modinfo = data[at:at + n]
     if len(modinfo) > 2 * _SENTINEL:
         modinfo = modinfo[_SENTINEL:-_SENTINEL]
-    return version, modinfo.decode("utf-8", "replace")
-
-
-def _go_string(f, elf: _Elf, header: int, e: str, ptr_size: int) -> str:
-    """A Go string whose (pointer, length) header is at virtual address `header`."""
-    at = elf.file_offset(header)
-    if at is None:
-        raise ValueError("unmapped")
-    f.seek(at)
-    pointer, length = struct.unpack(e + e[-1], f.read(2 * ptr_size))
-    start = elf.file_offset(pointer)
-    if start is None or length > MAX_BUILDINFO:
-        raise ValueError("unmapped")
-    f.seek(start)
-    return f.read(length).decode("utf-8", "surrogateescape")
+    return modinfo.decode("utf-8", "replace"), ""
 
 
 def _unquote(value: str) -> str:

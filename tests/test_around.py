@@ -227,13 +227,17 @@ def test_a_daemon_whose_state_dir_cannot_be_read_is_neither_on_the_root_nor_off_
         root = Path(top) / "empty"
         root.mkdir()
         daemon = fake_containerd(tmp_path / "bin", "--state", str(root))
+        elsewhere = fake_containerd(tmp_path / "bin", "--state", str(tmp_path / "another-root"))
         try:
             doc = scan_as_nobody(str(root), "/proc")
         finally:
-            daemon.kill()
-            daemon.wait()
+            for p in (daemon, elsewhere):
+                p.kill()
+                p.wait()
         said = {f["code"]: f["message"] for f in doc["findings"]}
         assert "H009" not in said and f"pid {daemon.pid}" in said["H016"]
+        # a daemon whose state dir names another path here is another root's: not said at all
+        assert not any(f"pid {elsewhere.pid}" in f["message"] for f in doc["findings"])
     finally:
         shutil.rmtree(top)
 

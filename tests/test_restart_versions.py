@@ -178,15 +178,21 @@ def address_with_newline(d: Containerd, m: Made) -> None:
         path.write_text(path.read_text() + "\n")
 
 
-def address_as_json(version: int | None) -> Fault:
-    """1.7 may read JSON in `address`: of version 2 at most."""
+def address_as_json(version: int | None, protocol: str | None = "ttrpc", keys: str = "lower") -> Fault:
+    """JSON in `address` (1.7 may read it: version 2 exactly) or in bootstrap.json (2.x), with or
+    without a protocol, its keys as written (`title`: Version, Address, Protocol: Go's decoder
+    takes them whatever their case)."""
     def fault(d: Containerd, m: Made) -> None:
-        path = bundle(d, m) / "address"
-        doc = {"address": path.read_text(), "protocol": "ttrpc"}
+        name = "bootstrap.json" if d.version.writes_bootstrap_json else "address"
+        path = bundle(d, m) / name
+        text = path.read_text()
+        doc = {"address": json.loads(text)["address"] if text.startswith("{") else text}
+        if protocol is not None:
+            doc["protocol"] = protocol
         if version is not None:
             doc["version"] = version
-        path.write_text(json.dumps(doc))
-    fault.__name__ = f"address_as_json_v{version}"
+        path.write_text(json.dumps({k.title() if keys == "title" else k: v for k, v in doc.items()}))
+    fault.__name__ = f"address_as_json_v{version}_{protocol}_{keys}"
     return fault
 
 
@@ -442,9 +448,15 @@ def fault_cases(version: str, ns: str, hidden: str) -> list[Case]:
     if version.startswith("1."):
         cases += [(ns, "m-address-json-v2", address_as_json(2), True),
                   (ns, "n-address-json-v3", address_as_json(3), True),
-                  (ns, "o-address-json-no-version", address_as_json(None), True)]
+                  (ns, "o-address-json-no-version", address_as_json(None), True),
+                  (ns, "o1-address-json-v1", address_as_json(1), True)]
     else:
         cases += [(ns, "m-bootstrap-replaced-by-address", bootstrap_replaced_by_address, True)]
+    # JSON with no protocol; JSON whose keys are capitalized (1.7: in `address`; 2.x: bootstrap.json)
+    if not version.startswith("1.6"):
+        api = 3 if version.startswith("2.") else 2
+        cases += [(ns, "y-json-no-protocol", address_as_json(api, protocol=None), True),
+                  (ns, "z-json-keys-capitalized", address_as_json(api, keys="title"), True)]
     return cases
 
 
@@ -572,9 +584,12 @@ def test_each_prediction_is_what_the_restarted_daemon_does(cycles, version):
     assert would["d-init-exited"] == ("reconnect" if version.startswith("1.6") else "clean-up")
     if not version.startswith("1.6"):
         assert "R107" in said(outcome.judged[next(k for k in outcome.judged if k.endswith("/d-init-exited"))])
+    if not version.startswith("1.6"):  # JSON as Go decodes it: keys in any case, a protocol required
+        assert (would["y-json-no-protocol"], would["z-json-keys-capitalized"]) == ("kill-live-processes", "reconnect")
     if version.startswith("1.7"):
-        assert (would["m-address-json-v2"], would["n-address-json-v3"], would["o-address-json-no-version"]) == (
-            "reconnect", "kill-live-processes", "kill-live-processes")
+        assert (would["m-address-json-v2"], would["n-address-json-v3"], would["o-address-json-no-version"],
+                would["o1-address-json-v1"]) == ("reconnect", "kill-live-processes", "kill-live-processes",
+                                                 "kill-live-processes")
     elif version.startswith("1.6"):
         assert would["m-address-json-v2"] == "kill-live-processes"  # 1.6 reads no JSON
     else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -54,11 +56,15 @@ def test_a_distribution_binary_tells_the_upstream_version_its_own_string_leaves_
     assert binary_version(str(debian_binary())) == ("1.6.20", "")
 
 
+def test_dockerd_is_not_containerd_though_it_vendors_its_version_package():
+    dockerd = Path("/usr/sbin/dockerd")
+    if not dockerd.is_file():
+        pytest.skip(f"no {dockerd} (Debian's docker.io, which .ci/run installs as root)")
+    version, why = binary_version(str(dockerd))
+    assert version is None and "github.com/docker/docker/cmd/dockerd" in why
+
+
 def test_what_is_not_a_containerd_binary_says_why(tmp_path):
-    dockerd = Path("/usr/sbin/dockerd")  # vendors containerd's version package: still not containerd
-    if dockerd.is_file():
-        version, why = binary_version(str(dockerd))
-        assert version is None and "github.com/docker/docker/cmd/dockerd" in why
     (tmp_path / "script").write_text("#!/bin/sh\n")
     assert binary_version(str(tmp_path / "script")) == (None, "not an ELF file")
     assert binary_version(str(tmp_path / "absent"))[0] is None
@@ -114,9 +120,9 @@ def image_with_state(tmp_path: Path, bootstrap: bool = False) -> Path:
 
 
 def judged(image: Path, *args: str) -> dict:
-    """The daemon_version a scan of the image's /run/containerd reports, found as it would be there."""
-    env = {k: v for k, v in os.environ.items() if k != "RECOVER_CONTAINERD_VERSION"}
-    result = runner.invoke(app, ["scan", "--image-root", str(image), "-f", "json", *args], env=env)
+    """The daemon_version a scan of the image's /run/containerd reports, found as it would be there
+    (the test unsets RECOVER_CONTAINERD_VERSION: no_version_in_the_environment)."""
+    result = runner.invoke(app, ["scan", "--image-root", str(image), "-f", "json", *args])
     assert result.exit_code == 0, result.output
     return orjson.loads(result.stdout)
 
@@ -165,3 +171,36 @@ def test_without_a_binary_the_bundles_tell_2x_or_nothing(tmp_path, no_version_in
     doc = judged(image_with_state(tmp_path / "b"))
     assert (doc["daemon_version"]["source"], doc["daemon_version"]["judged_as"]) == ("unknown", ["1.6", "1.7", "2.x"])
     assert doc["daemon"] == "containerd 1.6-2.x" and "no containerd binary found" in doc["daemon_version"]["note"]
+
+
+def test_a_fifo_or_a_damaged_file_where_a_binary_belongs_is_said_never_waited_on(tmp_path):
+    """A FIFO named where a binary is expected (a unit's ExecStart, a bundle's shim-binary-path) is
+    never opened to wait on; an ELF file whose headers point past its end is no binary."""
+    os.mkfifo(tmp_path / "fifo")
+    assert binary_version(str(tmp_path / "fifo")) == (None, "damaged (not a regular file)")
+    real = Path("/bin/true").read_bytes()
+    for offset, value in ((0x28, 1 << 62), (0x28, len(real) - 8), (0x3C, 0xFFFF)):  # e_shoff, e_shnum
+        damaged = bytearray(real)
+        damaged[offset:offset + 8 if offset == 0x28 else offset + 2] = value.to_bytes(
+            8 if offset == 0x28 else 2, "little")
+        (tmp_path / "damaged").write_bytes(bytes(damaged))
+        version, why = binary_version(str(tmp_path / "damaged"))
+        assert version is None and why, (offset, value)
+
+
+def test_a_fifo_for_the_shim_binary_never_blocks_a_scan(tmp_path):
+    """The bundle's own `log` FIFO named in shim-binary-path, and in a unit's ExecStart inside an
+    image: the scan ends, offline and not."""
+    image = image_with_state(tmp_path)
+    bundle = image / "run" / "containerd" / "io.containerd.runtime.v2.task" / "default" / "t1"
+    os.mkfifo(bundle / "log")
+    (bundle / "shim-binary-path").write_text(str(bundle / "log"))
+    units = image / "etc" / "systemd" / "system"
+    units.mkdir(parents=True)
+    os.mkfifo(image / "fifo")
+    (units / "containerd.service").write_text("[Service]\nExecStart=/fifo\n")
+    for args in ([], ["--offline"], ["--proc-root", "/proc"]):
+        result = subprocess.run([sys.executable, "-m", "recover", "scan", "--image-root", str(image), "-f", "json",
+                                 *args], capture_output=True, timeout=60,
+                                env={k: v for k, v in os.environ.items() if k != "RECOVER_CONTAINERD_VERSION"})
+        assert result.returncode == 0, result.stderr

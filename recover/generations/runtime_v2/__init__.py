@@ -5,13 +5,14 @@ its CRI plugin (predict.py)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 import msgspec
 
 from ...fsread import OpenRoot, printable, short_process
-from ...gobinary import GoBinary, read_go_binary
+from ...gobinary import GoBinary, NotGo, read_go_binary
 from ...host import ProcessFacts, ShimProcess, find_shim, flag_value, shim_state
 from ...judge import (
     ContainerJudgement,
@@ -115,7 +116,8 @@ class RuntimeV2:
                         listened[f.socket_path] = (st.st_dev, st.st_ino) in listeners
                     except OSError:
                         listened[f.socket_path] = None
-        api, api_from = shim_api(ctx, task, shim_pid if shim is not None else None)
+        api, api_from = shim_api(ctx, task, shim_pid if shim is not None and shim_state(shim) in ("alive", "stopped")
+                                 else None)
         return facts, predict_v2.TaskHost(
             listened=listened, shim_api=api, shim_api_from=api_from,
             proc_read=ctx.facts.proc_read, shim_pid=shim_pid,
@@ -201,27 +203,37 @@ SHIM_PACKAGES = {"github.com/containerd/containerd/v2/": 3, "github.com/containe
 
 
 def shim_api(ctx: Context, task: TaskFiles, shim_pid: int | None) -> tuple[int | None, str]:
-    """The task API the task's shim serves (a 2.x shim serves v3 only, a 1.x shim v2), and how
-    that was told: the binary it runs (read from /proc/<pid>/exe on a live host, or the file
-    shim-binary-path names), else what its bundle shows (a 2.x shim writes bootstrap.json version
-    3; a bundle a 2.x daemon made holds the `s` link; a 1.x shim writes `address`)."""
-    binary, where = None, ""
-    if shim_pid is not None and ctx.host is not None:
-        binary, where = ctx.host.go_binary(shim_pid), f"its binary, /proc/{shim_pid}/exe"
-    if binary is None and task.shim_binary.startswith("/"):
-        binary, where = read_go_binary(ctx.around.path(task.shim_binary)), f"its binary, {task.shim_binary}"
-    if isinstance(binary, GoBinary):
+    """The task API the task's live shim serves (a 2.x shim serves v3 only, a 1.x shim v2), and how
+    that was told: the binary it runs (/proc/<pid>/exe, on a live host: what runs, not what would
+    start now), else what its bundle shows (a 2.x shim writes bootstrap.json version 3, a 1.x shim
+    `address`; a bundle a 2.x daemon made holds the `s` link or a `sandbox` file), else the file
+    shim-binary-path names (what would start now).  Asked only of a shim that lives: nothing else
+    is dialled."""
+    if shim_pid is None:
+        return None, "no live shim"
+    if ctx.host is not None and isinstance(binary := ctx.host.go_binary(shim_pid), GoBinary):
         for prefix, api in SHIM_PACKAGES.items():
             if (binary.main_package or "").startswith(prefix):
-                return api, f"{where}, is a containerd {'2.x' if api == 3 else '1.x'} shim"
+                return api, f"its binary, /proc/{shim_pid}/exe, is a containerd {'2.x' if api == 3 else '1.x'} shim"
     b = task.bootstrap
-    if b is not None and b.version in (2, 3):
+    if b is not None and b.version in (2, 3) and (b.version == 3 or task.address_file is not None):
         return b.version, f"its bootstrap.json says version {b.version}"
     if task.made_by_2x:
         return 3, "its bundle was made by containerd 2.x (the `s` link, or a `sandbox` file)"
     if task.address_file is not None:
         return 2, "its bundle holds `address`, which 1.x shims write"
+    if task.shim_binary.startswith("/") and isinstance(
+            binary := _binary_at(ctx.around.path(task.shim_binary)), GoBinary):
+        for prefix, api in SHIM_PACKAGES.items():
+            if (binary.main_package or "").startswith(prefix):
+                return api, f"shim-binary-path names a containerd {'2.x' if api == 3 else '1.x'} shim"
     return None, "cannot be told"
+
+
+@functools.lru_cache(maxsize=64)
+def _binary_at(path: str) -> GoBinary | NotGo:
+    """A shim binary on disk, read once per path in a scan's process (every task names the same)."""
+    return read_go_binary(path)
 
 
 def runc_findings(record: ContainerRecord, init_verdict: str | None, init_pid: int | None) -> list[Finding]:

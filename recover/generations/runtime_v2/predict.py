@@ -97,8 +97,10 @@ class As(Value):
 
 def dial(t: TaskFiles, b: Behaviour) -> Dial:
     """The shim's address as a daemon of behaviour `b` reads it (SPEC-v2 §2a 2-3; seen on real
-    1.6.20, 1.7.34 and 2.3.4).  Plain text is dialled as written, never trimmed: a newline after the
-    path names another, absent socket (seen on 1.6.20: the healthy task was SIGKILLed)."""
+    1.6.20, 1.7.34 and 2.3.4, and in their source).  Plain text is dialled as written, never
+    trimmed: a newline after the path names another, absent socket (seen on 1.6.20: the healthy
+    task was SIGKILLed).  JSON (keys matched as Go's decoder does, whatever their case) names the
+    task API `version` and the `protocol`, which must be ttrpc for a runc shim."""
     if t.listing_problem is not None:
         return Dial(None, None, None, f"the task dir cannot be listed ({t.listing_problem})")
     if b == "2.x" and t.bootstrap is not None:
@@ -110,27 +112,24 @@ def dial(t: TaskFiles, b: Behaviour) -> Dial:
         if f.version not in (2, 3):
             return Dial(f, f.address, None, f"bootstrap.json names task API version {f.version}, which containerd 2.x "
                                             "does not speak (2 or 3)")
-        if f.address != (f.address or "").strip():
-            return Dial(f, f.address, None, "bootstrap.json's address holds white space, which containerd dials as "
-                                            "written")
-        return Dial(f, f.address, f.version)
+        return _json_dial(f, f.version)
     f = t.address_file
     if f is None:
-        missing = "address is missing" if t.bootstrap is None or b == "2.x" else \
-            f"address is missing (containerd {b} reads no bootstrap.json)"
-        return Dial(None, None, None, missing if b != "2.x" else "neither bootstrap.json nor address is there")
+        if b == "2.x":
+            return Dial(None, None, None, "neither bootstrap.json nor address is there")
+        return Dial(None, None, None, "address is missing" + (
+            f" (containerd {b} reads no bootstrap.json)" if t.bootstrap is not None else ""))
     if f.problem is not None:
         return Dial(f, None, None, f.problem)
-    if f.is_json and b == "1.7":
-        if f.version is None:
-            return Dial(f, None, None, "address holds JSON without a version, which containerd 1.7 dials as written")
+    if f.is_json and b == "1.7" and (f.version or 0) >= 2:
         if f.version > 2:
             return Dial(f, f.address, None, f"address holds JSON of version {f.version}: containerd 1.7 takes "
                                             "version 2 at most")
-        if f.address != (f.address or "").strip():
-            return Dial(f, f.address, None, "address holds JSON whose address holds white space, which containerd "
-                                            "dials as written")
-        return Dial(f, f.address, 2)
+        return _json_dial(f, 2)
+    if f.is_json and b == "1.7":  # JSON below version 2 is no bootstrap to 1.7: the text is dialled
+        what = "without a version" if f.version is None else f"of version {f.version}"
+        return Dial(f, None, None, f"address holds JSON {what}, which containerd 1.7 dials as written (it takes "
+                                   "JSON of version 2 only)")
     if f.is_json:
         return Dial(f, None, None, f"address holds JSON, which containerd {b} dials as written")
     if not f.plain:
@@ -138,6 +137,19 @@ def dial(t: TaskFiles, b: Behaviour) -> Dial:
             "whitespace around the socket path"
         return Dial(f, None, None, f"address holds {around}, which containerd dials as written")
     return Dial(f, f.text, 2, migrated=b == "2.x")
+
+
+def _json_dial(f: AddressFile, api: int) -> Dial:
+    """What a daemon dials from JSON it takes: the address, if it is usable, over ttrpc."""
+    if f.address is None:
+        return Dial(f, None, None, f"{f.name} holds no address")
+    if f.address != f.address.strip():
+        return Dial(f, f.address, None, f"{f.name}'s address holds white space, which containerd dials as written")
+    if (f.protocol or "").lower() != "ttrpc":
+        said = f"protocol {f.protocol!r}" if f.protocol else "no protocol"
+        return Dial(f, f.address, None, f"{f.name} names {said}: containerd takes ttrpc or grpc, and a runc shim "
+                                        "serves ttrpc only")
+    return Dial(f, f.address, api)
 
 
 # --- the rules, in the daemon's order -------------------------------------------------------

@@ -359,12 +359,12 @@ class StateDir:
             return AddressFile(name, f"{name} is not valid JSON", text, is_json=True)
         if not isinstance(doc, dict):
             return AddressFile(name, f"{name} holds a JSON {type(doc).__name__}, not an object", text, is_json=True)
-        address = doc.get("address") if isinstance(doc.get("address"), str) and doc.get("address") else None
+        address, version, protocol = (_go_field(doc, key) for key in ("address", "version", "protocol"))
+        address = address if isinstance(address, str) and address else None
         if address is None:
             found.append(finding("F102", f"{name} holds no address", f"{rel}/{name}"))
-        version = doc.get("version") if isinstance(doc.get("version"), int) and not isinstance(
-            doc.get("version"), bool) else None
-        protocol = doc.get("protocol") if isinstance(doc.get("protocol"), str) else None
+        version = version if isinstance(version, int) and not isinstance(version, bool) else None
+        protocol = protocol if isinstance(protocol, str) else None
         return AddressFile(name, None if address else f"{name} holds no address", text, True, version, address,
                            protocol, **self._socket_fields(address))
 
@@ -528,6 +528,15 @@ def _json_object(fact: FileFact | None, found: list[Finding]) -> dict | None:
         found.append(finding("F102", f"{fact.name} holds a JSON {type(doc).__name__}, not an object", fact.rel))
         return None
     return doc
+
+
+def _go_field(doc: dict, key: str) -> Any:
+    """doc[key] as Go's encoding/json decodes it into a field of that name: the exact key, else
+    one that differs only in case (the last such, as Go's decoder leaves it)."""
+    if key in doc:
+        return doc[key]
+    matches = [v for k, v in doc.items() if isinstance(k, str) and k.lower() == key]
+    return matches[-1] if matches else None
 
 
 def _root_from_work_link(link: str | None, ns: str, tid: str) -> str | None:

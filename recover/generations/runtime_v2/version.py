@@ -101,8 +101,11 @@ def binary_version(path: str) -> tuple[str | None, str]:
     binary = read_go_binary(path)
     if not isinstance(binary, GoBinary):
         return None, binary.problem
-    if not (binary.main_package or "").endswith("/cmd/containerd"):
-        return None, f"a Go binary of {binary.main_package or 'an unknown package'}, not containerd"
+    if binary.main_package is None:  # a Go before 1.18 records no package we read: its name says it
+        if os.path.basename(path) != "containerd":
+            return None, "a Go binary of an unknown package, not named containerd"
+    elif not binary.main_package.endswith("/cmd/containerd"):
+        return None, f"a Go binary of {binary.main_package}, not containerd"
     if (given := ldflags_value(binary, "Version")) is not None:
         return given.lstrip("v"), ""
     if binary.main_version and binary.main_version != "(devel)":
