@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 
 from .fsread import filesystem_type
 from .gobinary import GoBinary, NotGo, read_go_binary
+from .sockets import held_sockets, unix_listeners
 from .value import Value
 
 ShimStateName = Literal["alive", "stopped", "zombie", "gone"]
@@ -118,52 +119,6 @@ def is_procfs(path: str) -> bool:
     return filesystem_type(os.path.realpath(path)) == "proc"
 
 
-_NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY = 4, 20
-_NLM_F_REQUEST, _NLM_F_DUMP, _NLMSG_ERROR, _NLMSG_DONE = 0x1, 0x300, 2, 3
-_UDIAG_SHOW_VFS, _UNIX_DIAG_VFS, _TCP_LISTEN = 0x2, 1, 10
-
-
-def unix_listeners() -> frozenset[tuple[int, int]] | None:
-    """The (st_dev, st_ino) of the file each listening unix socket of this network namespace was
-    bound at (sock_diag, UNIX_DIAG_VFS); None when the kernel cannot be asked."""
-    import socket
-    import struct
-
-    try:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
-    except OSError:
-        return None
-    found = set()
-    with s:
-        try:
-            request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0, _UDIAG_SHOW_VFS, 0, 0)
-            s.send(struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
-                   + request)
-            while True:
-                data = s.recv(1 << 16)
-                at = 0
-                while at + 16 <= len(data):
-                    length, kind = struct.unpack_from("=IH", data, at)
-                    if kind == _NLMSG_DONE:
-                        return frozenset(found)
-                    if kind == _NLMSG_ERROR or length < 16:
-                        return None
-                    attr, end = at + 16 + 16, at + length  # after nlmsghdr and unix_diag_msg
-                    while attr + 4 <= end:
-                        attr_len, attr_type = struct.unpack_from("=HH", data, attr)
-                        if attr_len < 4:
-                            break
-                        if attr_type == _UNIX_DIAG_VFS and attr_len >= 12:
-                            ino, kdev = struct.unpack_from("=II", data, attr + 4)
-                            found.add((os.makedev(kdev >> 20, kdev & 0xFFFFF), ino))  # the kernel's dev_t
-                        attr += (attr_len + 3) & ~3
-                    at += (length + 3) & ~3
-                if not data:
-                    return None
-        except OSError:
-            return None
-
-
 def read_stat(proc_root: str, pid: int) -> ProcStat | None:
     """A fresh, uncached read of /proc/<pid>/stat (repair re-verifies with this)."""
     if pid <= 0:
@@ -194,6 +149,7 @@ class ShimRule(Protocol):
     key: str  # the argv value the shim names its container by: where the host's index looks
     depth: int  # how many dirs above a shim's working dir its state root is
     home: tuple[int, int] | None  # the identity of the dir the shim must work in, when known
+    socket: str | None  # the socket file the daemon dials for it (a path here), when known
 
     def matches(self, argv: list[str], cwd: str | None) -> bool: ...
 
@@ -249,7 +205,8 @@ class HostView:
         self._shims: dict[str, list[int]] | None = None
         self._argv: dict[int, list[str]] | None = None
         self._own_mnt: str | None = None  # our mount namespace ("": cannot be told)
-        self._listeners: frozenset[tuple[int, int]] | None | bool = False  # False: not read yet
+        self._listeners: dict[tuple[int, int], int] | None | bool = False  # False: not read yet
+        self._sockets: dict[int, frozenset[int]] = {}
         self._children: dict[int, list[int]] | None = None
         self._roots: dict[tuple[int, int], tuple[int, int] | None] = {}
         self._binaries: dict[tuple[int, int, int, int], GoBinary | NotGo] = {}
@@ -353,7 +310,25 @@ class HostView:
         found = (self._shim_process(pid) for pid in pids)
         return [s for s in found if s is not None and looks_like_shim(list(s.argv))]
 
-    def listening_unix_sockets(self) -> frozenset[tuple[int, int]] | None:
+    def socket_inodes(self, pid: int) -> frozenset[int]:
+        """The inodes of the sockets pid holds open (`socket:[N]` among /proc/<pid>/fd), read once."""
+        if pid not in self._sockets:
+            self._sockets[pid] = held_sockets(os.path.join(self.proc_root, str(pid)))
+        return self._sockets[pid]
+
+    def listener_of(self, socket_file: str) -> int | None | bool:
+        """The inode of the socket listening on `socket_file` (a path here); False when nobody
+        listens; None where it cannot be told (see listening_unix_sockets; the file unreadable)."""
+        listeners = self.listening_unix_sockets()
+        if listeners is None:
+            return None
+        try:
+            st = os.lstat(socket_file)
+        except (OSError, ValueError):
+            return None
+        return listeners.get((st.st_dev, st.st_ino), False)
+
+    def listening_unix_sockets(self) -> dict[tuple[int, int], int] | None:
         """(st_dev, st_ino) of every socket file a live unix socket listens on, in recover's
         network namespace (the kernel's sock_diag, read once); None where it cannot be told (not
         this host's own /proc, or no sock_diag).  A socket FILE nobody listens on cannot be dialled:
@@ -550,13 +525,19 @@ def find_shim(host: HostView, root: OwnRoot, rule: ShimRule) -> ShimProcess | No
     """The shim the rule names, found by argv and cwd: one that works in another root is that
     root's (the same ids may live in two roots, and the same path may name another daemon's root
     in another mount namespace), and one that works in a removed dir of the same name is not the
-    shim of the dir there now; one whose working dir cannot be read may be ours."""
-    for candidate in host.shims_named(rule.key):
-        if (rule.matches(list(candidate.argv), candidate.cwd)
-                and host.works_in(candidate.pid, rule.depth, root) is not False
-                and not _works_elsewhere(host, candidate.pid, rule.home)):
-            return candidate
-    return None
+    shim of the dir there now, unless it is the one that listens on the socket the daemon will
+    dial; one whose working dir cannot be read may be ours."""
+    candidates = [c for c in host.shims_named(rule.key)
+                  if rule.matches(list(c.argv), c.cwd) and host.works_in(c.pid, rule.depth, root) is not False]
+    if rule.socket is not None and (len(candidates) > 1 or any(
+            _works_elsewhere(host, c.pid, rule.home) for c in candidates)):
+        # more than one, or one left in a removed dir: the one that listens on the task's socket is
+        # the shim the daemon will reach, wherever it works (a bundle made again under its live shim)
+        listener = host.listener_of(rule.socket)
+        for c in candidates:
+            if listener and listener in host.socket_inodes(c.pid):
+                return c
+    return next((c for c in candidates if not _works_elsewhere(host, c.pid, rule.home)), None)
 
 
 def _works_elsewhere(host: HostView, pid: int, home: tuple[int, int] | None) -> bool:

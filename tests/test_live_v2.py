@@ -510,3 +510,51 @@ def test_a_hidden_task_answers_to_its_own_id(builder):
                                      "--runc-root", str(builder.runc_root), "-f", "json"])
         assert result.exit_code == 0, result.output
         assert orjson.loads(result.stdout)["container"] == "." + tid
+
+
+
+def test_a_bundle_made_again_beside_its_hidden_twin_reaches_the_live_shim(builder):
+    """Docker's failed re-creation of a container whose task dir containerd had hidden (`.<id>`)
+    leaves a visible bundle whose `address` names the socket the hidden task's live shim listens
+    on: containerd 1.6 dials it and takes the task back with the exit the shim holds (real 1.6.20
+    under Docker 20.10: `ctr task ls` said STOPPED through that shim).  The shim works in the
+    hidden dir, yet it is the visible task's shim, found by the socket it listens on; the hidden
+    dir is skipped, and nothing of it is leaked or lost (tests/test_restart_versions.py: i2-i4)."""
+    t = builder.start_task(NS, T)
+    t.kill(sig=signal.SIGKILL)  # init exits under its live shim, which holds the status
+    visible = t.bundle
+    hidden = t.hide_bundle()
+    visible.mkdir()
+    for name in ("address", "config.json"):
+        shutil.copy2(hidden / name, visible / name)
+    doc = scan(builder)
+    c = task(doc)
+    assert c["shim"]["pid"] == t.shim.pid and c["shim"]["socket_listened"] is True
+    assert c["containerd_would"] == "reconnect", c.get("containerd_would_why")
+    (init,) = c["processes"]
+    assert (init["pid"], init["verdict"], init["exit_status_source"]) == (t.init, "exited", "shim-memory")
+    # the hidden twin is skipped, and nothing of it is leaked or lost: its shim is the visible task's
+    twin = task(doc, "." + T)
+    assert twin["containerd_would"] == "skip", twin["containerd_would_why"]
+    assert f"{NS}/{T}" in twin["containerd_would_why"]
+    assert not codes(twin) & {"R103", "R104", "R107"}
+    assert doc["orphan_shims"] == []
+
+
+def test_a_bundle_made_again_under_its_live_shim_is_that_shims_task(builder):
+    """An operator who copies a bundle aside, removes it and moves the copy back (`cp -a; rm -rf;
+    mv`) leaves its live shim working in a removed dir: still the shim that listens on the task's
+    socket, which containerd dials and reconnects.  Found by the socket it listens on, it is the
+    task's shim and no orphan."""
+    t = builder.start_task(NS, T)
+    copy = t.bundle.with_name("copy")
+    subprocess.run(["cp", "-a", str(t.bundle), str(copy)], check=True)  # its log FIFO too
+    shutil.rmtree(t.bundle)
+    copy.rename(t.bundle)
+    (t.bundle / "init.pid").unlink()  # found through runc's state or the socket the shim listens on
+    doc = scan(builder)
+    c = task(doc)
+    assert c["shim"]["pid"] == t.shim.pid
+    assert [(p["pid"], p["verdict"]) for p in c["processes"]] == [(t.init, "running")]
+    assert c["containerd_would"] == "reconnect"
+    assert doc["orphan_shims"] == []

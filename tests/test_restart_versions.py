@@ -82,27 +82,33 @@ CONSEQUENCES = {
                                              runc_kept=True, cleanup=False, cleanup_fails=False),
     "skip-and-leak": Consequences(listed=False, kills=False, bundle_kept=True, work_kept=False, runc_kept=True,
                                   cleanup=False, cleanup_fails=False),
+    # a hidden task whose shim its visible twin reaches: what happens to the task is the twin's
+    "skip": Consequences(listed=True, kills=False, bundle_kept=True, work_kept=True, runc_kept=True,
+                         cleanup=False, cleanup_fails=False),
     "block-then-kill": Consequences(listed=False, kills=True, bundle_kept=False, work_kept=False, runc_kept=False,
                                     cleanup=True, cleanup_fails=False, blocks=5),
 }
 
 
 def expected(c: dict, version: str) -> Consequences:
-    """The consequences of recover's prediction for a task, for the version judged: where its reason
-    names a variant (a leaked shim cleaned up; a stopped shim whose live exec makes its delete time
-    out), the variant's."""
+    """The consequences of recover's prediction for a task, for the version judged, with each variant
+    its reason names (a leaked shim cleaned up; a stopped shim whose live exec makes its delete time
+    out; a delete that fails or cannot remove the bundle)."""
     would, why = c["containerd_would"], c["containerd_would_why"]
-    base = CONSEQUENCES[would]
+    e = CONSEQUENCES[would]
     if '"cleaning leaked shim process"' in why and would == "clean-up-and-leak":
         # 1.7 without runc's state: the shim, which still watches live processes, stays; so does the bundle
-        return replace(base, bundle_kept=True, cleanup=False)
-    if '"cleaning leaked shim process"' in why:
-        return replace(base, shim_shut_down="the pod's shim lives on" not in why)
+        e = replace(e, bundle_kept=True, cleanup=False)
+    elif '"cleaning leaked shim process"' in why:
+        e = replace(e, shim_shut_down="the pod's shim lives on" not in why)
+    if "the shim's `delete` fails at once" in why:  # no `runtime` file in the bundle (1.6, 1.7)
+        e = replace(e, bundle_kept=True, runc_kept=True, cleanup_fails=True)
+    if "and that dir is there" in why:  # its hidden twin `.<id>` keeps the delete's rename from working
+        e = replace(e, bundle_kept=True, cleanup_fails=True)
     if would == "block-then-kill" and "the delete never finishes" in why:
         # 1.6 and 1.7 keep the bundle, 2.x removes it; runc's state is kept by all
-        return replace(base, bundle_kept=not version.startswith("2."), runc_kept=True, cleanup_fails=True,
-                       blocks=10)
-    return base
+        e = replace(e, bundle_kept=not version.startswith("2."), runc_kept=True, cleanup_fails=True, blocks=10)
+    return e
 
 
 # ---------------------------------------------------------------- tasks and their faults
@@ -122,7 +128,7 @@ class Made:
         return f"{self.ns_dir}/{self.task_dir}"
 
 
-Fault = Callable[[Containerd, Made], None]
+Fault = Callable[[Containerd, Made], Made | None]  # a fault may make a twin: another task dir of the task
 
 
 def kill_and_wait(pids: list[int], sig: int = signal.SIGKILL) -> None:
@@ -228,6 +234,30 @@ def bundle_hidden(d: Containerd, m: Made) -> None:
     b.rename(b.with_name(m.task_dir))
 
 
+def hidden_and_made_again(d: Containerd, m: Made) -> Made:
+    """Docker's failed re-creation of a container whose task dir containerd had hidden: a visible
+    bundle of the same id again, naming the socket the hidden task's live shim listens on (its
+    `address` or bootstrap.json, and config.json).  The visible twin is a task of its own."""
+    visible = bundle(d, m)
+    bundle_hidden(d, m)
+    hidden = visible.with_name(m.task_dir)
+    visible.mkdir()
+    for name in ("address", "bootstrap.json", "config.json"):
+        if (hidden / name).exists():
+            shutil.copy2(hidden / name, visible / name)
+    return replace(m, task_dir=m.task.id)
+
+
+def hidden_twin_init_exited(d: Containerd, m: Made) -> Made:
+    init_exited(d, m)
+    return hidden_and_made_again(d, m)
+
+
+def hidden_twin_shim_killed(d: Containerd, m: Made) -> Made:
+    shim_killed(d, m)
+    return hidden_and_made_again(d, m)
+
+
 def namespace_hidden(d: Containerd, m: Made) -> None:
     """The whole namespace dir renamed `.<ns>` (its only task is this one)."""
     tasks = d.paths.state / RUNTIME_DIR
@@ -287,9 +317,11 @@ def make(d: Containerd, cases: list[Case]) -> dict[str, tuple[Made, Fault]]:
 
 def crash_and_break(d: Containerd, made: dict[str, tuple[Made, Fault]]) -> dict[str, Made]:
     d.crash()
+    tasks = {}
     for m, fault in made.values():
-        fault(d, m)
-    return {m.key: m for m, _ in made.values()}
+        twin = fault(d, m)
+        tasks.update({t.key: t for t in (m, twin) if t is not None})
+    return tasks
 
 
 # ---------------------------------------------------------------- recover, and what is seen
@@ -361,6 +393,12 @@ def mismatches(d: Containerd, version: str, tasks: dict[str, Made], judged: dict
     for key, m in sorted(tasks.items()):
         c = judged[key]
         would = c["containerd_would"]
+        if would == "skip":  # skipped, and its shim reached through its twin, judged as a task of its own
+            if not (d.paths.state / RUNTIME_DIR / m.ns_dir / m.task_dir).is_dir():
+                wrong.append(f"{key} (predicted skip): its bundle was removed")
+            if logged(log, "cleaning up after shim disconnected", m.task_dir):
+                wrong.append(f"{key} (predicted skip): cleaned up")
+            continue
         if would not in CONSEQUENCES:
             wrong.append(f"{key}: recover predicted {would!r}")
             continue
@@ -401,7 +439,7 @@ def mismatches(d: Containerd, version: str, tasks: dict[str, Made], judged: dict
     if restart_took < blocks:
         wrong.append(f"a stopped shim blocks the restart {blocks} s: it took {restart_took:.1f} s")
     for ns in listed:  # whatever happened to a task, its container stays in the metadata store
-        if sorted(d.containers(ns)) != sorted(m.task.id for m in tasks.values() if m.task.namespace == ns):
+        if sorted(d.containers(ns)) != sorted({m.task.id for m in tasks.values() if m.task.namespace == ns}):
             wrong.append(f"namespace {ns}: `ctr containers ls` lost containers: {d.containers(ns)}")
     return wrong
 
@@ -438,6 +476,9 @@ def fault_cases(version: str, ns: str, hidden: str) -> list[Case]:
         (ns, "g-socket-removed", socket_removed, True),
         (ns, "h-bundle-emptied", bundle_emptied, True),
         (ns, "i-bundle-hidden", bundle_hidden, True),
+        (ns, "i2-hidden-twin", hidden_and_made_again, True),
+        (ns, "i3-hidden-twin-init-exited", hidden_twin_init_exited, True),
+        (ns, "i4-hidden-twin-shim-killed", hidden_twin_shim_killed, True),
         (ns, "j-shim-stopped", shim_stopped, True),  # a live exec: the delete times out too
         (ns, "j2-shim-stopped-no-exec", shim_stopped, False),
         (ns, "k-pid-reused", pid_reused, True),

@@ -48,6 +48,7 @@ class Shim(Value):
     process: str
     depth: ClassVar[int] = 2  # <root>/<container>/<process>
     home: ClassVar[None] = None  # a 0.2 shim is found by its process dir's path
+    socket: ClassVar[None] = None  # and reached through FIFOs, not a socket
 
     def matches(self, argv: list[str], cwd: str | None) -> bool:
         return is_shim_of(argv, cwd, self.name, self.key, self.process)

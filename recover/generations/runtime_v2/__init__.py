@@ -52,12 +52,13 @@ class Shim:
 
     depth = 3  # <state>/io.containerd.runtime.v2.task/<ns>/<id>
 
-    def __init__(self, namespace: str, shim_id: str, socket: str | None = None,
-                 home: tuple[int, int] | None = None):
+    def __init__(self, namespace: str, shim_id: str, socket_name: str | None = None,
+                 home: tuple[int, int] | None = None, socket: str | None = None):
         self.key = shim_id
         self._namespace = namespace
-        self._socket = socket  # the socket name the task's address names: sha256 of <-address>/<ns>/<id>
+        self._socket_name = socket_name  # what the task's address names: sha256 of <-address>/<ns>/<id>
         self.home = home  # the identity of the bundle it works in: <state>/io.containerd.runtime.v2.task/<ns>/<id>
+        self.socket = socket  # that socket's file, here (or in the image)
 
     def matches(self, argv: list[str], cwd: str | None) -> bool:
         if not argv or not os.path.basename(argv[0]).startswith(SHIM_PREFIX):
@@ -65,7 +66,8 @@ class Shim:
         if flag_value(argv, "-namespace") != self._namespace or flag_value(argv, "-id") != self.key:
             return False
         grpc = flag_value(argv, "-address")
-        if self._socket is not None and grpc is not None and socket_name(grpc, self._namespace, self.key) != self._socket:
+        if self._socket_name is not None and grpc is not None and \
+                socket_name(grpc, self._namespace, self.key) != self._socket_name:
             return False  # the shim of another daemon (another grpc address) with the same namespace and id
         if cwd is None:
             return True
@@ -94,7 +96,8 @@ class RuntimeV2:
         task: TaskFiles = record.files
         named = task.bootstrap if task.bootstrap is not None and task.bootstrap.address else task.address_file
         rule = Shim(task.namespace, task.shim_id, _socket_of(named.address if named is not None else None),
-                    ctx.reader.bundle_identity(record.namespace or "", task.sandbox or record.id))
+                    ctx.reader.bundle_identity(record.namespace or "", task.sandbox or record.id),
+                    named.socket_path if named is not None and named.socket == "present" else None)
         facts = gather_with(ctx, record, [(p.id, rule, None) for p in record.processes])
         shim_pid = next((f.shim_pid for f in facts.values() if f.shim_pid is not None), None)
         shim = None
@@ -106,19 +109,22 @@ class RuntimeV2:
         runc_init = None
         if task.runc is not None and task.runc.pid is not None and ctx.host is not None and ctx.facts.proc_read:
             runc_init = ctx.host.stat(task.runc.pid)
-        listened = {}  # whether a live socket listens on each socket file named: only asked of a live shim
-        if shim is not None and ctx.host is not None and ctx.host.in_our_network_namespace(shim.pid) \
-                and (listeners := ctx.host.listening_unix_sockets()) is not None:
-            for f in (task.bootstrap, task.address_file):
-                if f is not None and f.socket == "present" and f.socket_path is not None:
-                    try:
-                        st = os.lstat(f.socket_path)
-                        listened[f.socket_path] = (st.st_dev, st.st_ino) in listeners
-                    except OSError:
-                        listened[f.socket_path] = None
+        # whether a live socket listens on each socket file named: only asked of a live shim
+        heard = shim is not None and ctx.host is not None and ctx.host.in_our_network_namespace(shim.pid)
+        listened = {}
+        for f in (task.bootstrap, task.address_file) if heard else ():
+            if f is not None and f.socket == "present" and f.socket_path is not None:
+                inode = ctx.host.listener_of(f.socket_path)
+                listened[f.socket_path] = None if inode is None else bool(inode)
+        # the same task under a hidden and a visible dir: containerd knows the visible one only
+        name = os.path.basename(task.dir)
+        twin_key = f"{task.namespace}/{unhidden(name)}" if task.hidden else ""
+        dot_twin = f"{record.namespace}/.{name}" if not task.hidden else ""
         api, api_from = shim_api(ctx, task, shim_pid if shim is not None and shim_state(shim) in ("alive", "stopped")
                                  else None)
         return facts, predict_v2.TaskHost(
+            twin_key=twin_key if ctx.reader.holds(twin_key) else "",
+            dot_twin=dot_twin if ctx.reader.holds(dot_twin) else "",
             listened=listened, shim_api=api, shim_api_from=api_from,
             proc_read=ctx.facts.proc_read, shim_pid=shim_pid,
             # a bundle that cannot be listed hides a pod container's sandbox id: which shim is its own

@@ -26,6 +26,8 @@ import os
 from collections.abc import Callable
 from typing import Literal
 
+import msgspec
+
 from ...fsread import printable
 from ...judge import ContainerPrediction, ProcessPrediction
 from ...records import ContainerRecord
@@ -36,11 +38,11 @@ from .reader import DEFAULT_GRPC_ADDRESS, AddressFile, TaskFiles, address_for
 from .version import BEHAVIOURS, Behaviour, DaemonVersion
 
 TaskWould = Literal["reconnect", "kill-live-processes", "clean-up", "clean-up-and-leak",
-                    "delete-silently-and-leak", "skip-and-leak", "block-then-kill"]
+                    "delete-silently-and-leak", "skip-and-leak", "skip", "block-then-kill"]
 TASK_WOULD: tuple[TaskWould, ...] = ("reconnect", "kill-live-processes", "clean-up", "clean-up-and-leak",
-                                     "delete-silently-and-leak", "skip-and-leak", "block-then-kill")
+                                     "delete-silently-and-leak", "skip-and-leak", "skip", "block-then-kill")
 # how bad each outcome is, where versions differ and the worst leads
-HARM: dict[TaskWould | None, int] = {None: -1, "reconnect": 0, "clean-up": 1, "skip-and-leak": 2,
+HARM: dict[TaskWould | None, int] = {None: -1, "reconnect": 0, "skip": 0, "clean-up": 1, "skip-and-leak": 2,
                                      "delete-silently-and-leak": 2, "clean-up-and-leak": 2,
                                      "kill-live-processes": 3, "block-then-kill": 4}
 CriWould = Literal["keep-running", "record-exit", "record-255-unknown"]
@@ -64,6 +66,9 @@ class TaskHost(Value):
     listened: dict[str, bool | None] = {}  # socket file -> a live socket listens on it (None: not told)
     shim_api: int | None = None  # the task API its shim serves: 3 (a 2.x shim), 2 (1.x); None: unknown
     shim_api_from: str = ""  # how that was told
+    # the same task under two dirs (Docker re-creates a container whose dir containerd had hidden):
+    twin_key: str = ""  # of a hidden task: the visible dir of its namespace and id, when there is one
+    dot_twin: str = ""  # of a visible task: the `.<id>` beside it, when there is one
 
 
 class Dial(Value):
@@ -81,6 +86,7 @@ class TaskPrediction(Value):
     would: TaskWould | None  # None: cannot be told
     why: str
     cause: str | None = None  # for a clean-up: why the shim cannot be reached
+    keeps_bundle: bool = False  # a clean-up that leaves the bundle (a delete that never finishes)
 
 
 class As(Value):
@@ -161,6 +167,10 @@ def _hidden(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
     if not t.hidden:
         return None
     where = "its namespace" if t.hidden_namespace else "the task dir"
+    if h.twin_key:
+        return TaskPrediction("skip", f"{where} is a dot-name: containerd skips it, but {h.twin_key} is the same "
+                              "task to it (the same runc state, the same shim and socket): what becomes of the "
+                              f"task is said there")
     return TaskPrediction("skip-and-leak", f"{where} is a dot-name: containerd skips it, and {_leaks(h)}")
 
 
@@ -207,7 +217,7 @@ def _unreachable(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
                  f"({h.shim_api_from})")
     if cause is None:
         return None
-    return _clean_up(cause, h)
+    return _clean_up(cause, t, h, who)
 
 
 # What a stopped shim's task is left as, when a live exec kept its delete from finishing (seen on
@@ -235,11 +245,11 @@ def _stopped(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
     execs = [p for p, v in h.verdicts.items() if p != "init" and v in LIVE]
     shim = f"its shim (pid {h.shim_pid}) is stopped"
     if execs:
-        return TaskPrediction("block-then-kill", f"{shim}: the restart blocks about 10 s (the shim's load and its "
-                              f"delete time out, 5 s each by default), runc SIGKILLs {live}, which stay zombies "
-                              f"under the stopped shim ({' and '.join(execs)} keep the init from dying, so the "
-                              f"delete never finishes); the task is not listed after the restart: "
-                              f"{STOPPED_AFTERMATH[who.b]}")
+        return TaskPrediction("block-then-kill", keeps_bundle=who.b != "2.x", why=(
+            f"{shim}: the restart blocks about 10 s (the shim's load and its delete time out, 5 s each by "
+            f"default), runc SIGKILLs {live}, which stay zombies under the stopped shim ({' and '.join(execs)} "
+            "keep the init from dying, so the delete never finishes); the task is not listed after the restart: "
+            f"{STOPPED_AFTERMATH[who.b]}"))
     return TaskPrediction("block-then-kill", f"{shim}: the restart blocks about 5 s (the shim's load times out, 5 s "
                           f"by default), then runc SIGKILLs {live or 'what runs'} (a zombie under the stopped shim) "
                           "and the task is removed (bundle, work dir, runc's state); once resumed the shim lives on "
@@ -263,11 +273,11 @@ def _leaked_shim(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
     shim = "the pod's shim lives on (it serves the sandbox)" if t.sandbox else f"its shim (pid {h.shim_pid}) is shut down"
     live = _live(h)
     if live and who.b == "1.7" and t.runc is not None and t.runc.problem == "missing":
-        return TaskPrediction("clean-up-and-leak", f"runc has no state for the task, so its shim reports nothing of it "
-                              f"running: {who.name} drops it as a leaked shim (\"cleaning leaked shim process\"), but "
-                              f"the shim (pid {h.shim_pid}), which still watches {live}, does not shut down: the task "
-                              "is no longer listed and its work dir is removed, its bundle is left, and nothing is "
-                              "killed: its processes and its shim live on, untracked")
+        return TaskPrediction("clean-up-and-leak", keeps_bundle=True, why=(
+            f"runc has no state for the task, so its shim reports nothing of it running: {who.name} drops it as a "
+            f"leaked shim (\"cleaning leaked shim process\"), but the shim (pid {h.shim_pid}), which still watches "
+            f"{live}, does not shut down: the task is no longer listed and its work dir is removed, its bundle is "
+            "left, and nothing is killed: its processes and its shim live on, untracked"))
     if live:
         return None
     exited = " and ".join(p for p, v in h.verdicts.items() if v in ("exited", "zombie"))
@@ -304,8 +314,23 @@ TASK_RULES: tuple[tuple[str, frozenset[Behaviour], Rule], ...] = (
 def predict_task(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction:
     for _, behaviours, rule in TASK_RULES:
         if who.b in behaviours and (p := rule(t, h, who)) is not None:
-            return p
+            return _blocked_delete(p, h)
     raise AssertionError("the last rule always decides")  # pragma: no cover
+
+
+CLEAN_UPS = ("kill-live-processes", "clean-up", "clean-up-and-leak", "block-then-kill")
+
+
+def _blocked_delete(p: TaskPrediction, h: TaskHost) -> TaskPrediction:
+    """containerd deletes a bundle by renaming it `.<id>` first: where that dir is there (a hidden
+    twin), the rename fails and the bundle stays (seen on real 1.7.34 and 2.3.4: "failed to clean up
+    after shim disconnected": "rename ...: file exists"), to be cleaned up again at every restart."""
+    if not h.dot_twin or p.would not in CLEAN_UPS or p.keeps_bundle:
+        return p
+    return msgspec.structs.replace(p, keeps_bundle=True, why=(
+        f"{p.why}; but the bundle stays: containerd deletes it by renaming it {h.dot_twin} first, and that dir "
+        "is there (\"failed to clean up after shim disconnected\": file exists), so every restart cleans it up "
+        f"again until {h.dot_twin} is removed"))
 
 
 def _live(h: TaskHost) -> str:
@@ -337,11 +362,21 @@ def _leaks(h: TaskHost) -> str:
     return f"{leaked} {'live' if live else 'lives'} on, untracked" if leaked else "nothing of it runs"
 
 
-def _clean_up(cause: str, h: TaskHost) -> TaskPrediction:
+def _clean_up(cause: str, t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction:
     live = _live(h)
     # the clean-up runs a new shim binary's `delete`: a live shim that cannot be reached is left running
     shim = (f"; its shim (pid {h.shim_pid}) is left running, untracked (it later reports exit 137 for a task "
             "containerd no longer lists)" if h.shim_state in ("alive", "stopped") and h.shim_pid is not None else "")
+    if t.runtime_file is False and who.b in ("1.6", "1.7"):
+        # a 1.x shim's `delete` reads the bundle's `runtime` first, and fails without it (2.x takes
+        # runc): runc is never asked to delete, and containerd stops before removing the bundle
+        # (seen on real 1.6.20 and 1.7.34: a bundle made again by Docker without one)
+        left = f"{live} live on, untracked" if live else "nothing runs, and the exit status is lost"
+        return TaskPrediction("clean-up-and-leak" if live else "clean-up", keeps_bundle=True, cause=cause, why=(
+            f"{cause}: containerd cleans the task up, but the shim's `delete` fails at once (the bundle has no "
+            f"`runtime` file, which a {who.b} shim reads first: \"failed to clean up after shim disconnected\"), "
+            f"so runc kills nothing: {left}; the bundle and runc's state stay and its work dir is removed, and "
+            f"every restart tries again{shim}"))
     if live and h.runc_init is not None:
         return TaskPrediction("kill-live-processes", f"{cause}: containerd cleans the task up, and `runc delete "
                               f"--force` SIGKILLs {live}; no exit event is published{shim}", cause)
@@ -370,6 +405,8 @@ def predict_cri(t: TaskFiles, task: TaskPrediction, init_verdict: str | None) ->
         return "keep-running", "the task is re-adopted running"
     if task.would is None:
         return None, "what containerd does with the task cannot be told"
+    if task.would == "skip":
+        return None, "its visible twin is the task CRI sees"
     return "record-255-unknown", ("the task is gone after the restore: CRI records exit code 255, reason "
                                   "\"Unknown\", finished now, and keeps the stale pid")
 
@@ -450,7 +487,7 @@ def _outcome(record: ContainerRecord, decisions: dict[str, Decision], h: TaskHos
         found.append(finding("R102", task.why, record.rel))
     elif task.would in _LEAKS:
         found.append(finding("R103" if any(_running_on(h)) else "R104", task.why, record.rel))
-    if held and task.would not in ("reconnect", None):
+    if held and task.would not in ("reconnect", "skip", None):
         cri = " (CRI then records 255 \"Unknown\")" if cri_would == "record-255-unknown" else ""
         found.append(finding("R107", f"{task.why}; the exit of {' and '.join(held)}, which only its live shim "
                              f"(pid {h.shim_pid}) holds, is lost{cri}", record.rel))

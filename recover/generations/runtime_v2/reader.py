@@ -148,6 +148,7 @@ class TaskFiles(Value):
     work_dir_exists: bool | None
     containerd_root: str | None  # the root dir, as the work link (or --containerd-root) names it
     runtime_binary: str  # the `runtime` file: runc binary override ("" = runc)
+    runtime_file: bool | None  # whether the bundle holds a `runtime` file (None: it cannot be listed)
     options: dict[str, Any] | None
     log_error: str | None  # the last error of runc's log.json
     made_by_2x: bool = False  # what only containerd 2.x puts in a bundle: the `s` link, a `sandbox` file
@@ -198,6 +199,7 @@ class StateDir:
         self._runc_here: bool | None = None  # the state dir holds runc's root (a default state dir does)
         self.findings: list[Finding] = []
         self._keys: list[str] | None = None
+        self._key_set: frozenset[str] | None = None
 
     def containers(self) -> list[str]:
         """Every task dir, hidden ones too (containerd mishandles exactly those), as `ns/id`, sorted."""
@@ -223,6 +225,12 @@ class StateDir:
                                          "shim: they are not judged", V1_TASKS_DIR))
         self._keys = sorted(keys)
         return self._keys
+
+    def holds(self, key: str) -> bool:
+        """Whether `ns/id` is one of the task dirs (see containers)."""
+        if self._key_set is None:
+            self._key_set = frozenset(self.containers())
+        return key in self._key_set
 
     def bundle_identity(self, ns: str, tid: str) -> tuple[int, int] | None:
         """(st_dev, st_ino) of the bundle dir <ns>/<tid> (a pod's shim works in its sandbox's)."""
@@ -298,6 +306,7 @@ class StateDir:
             sandbox=sandbox if sandbox != tid else None, container_type=ctype, runc=runc, cri=cri,
             work_link=work_link, work_dir_exists=work_exists, containerd_root=containerd_root,
             runtime_binary=_text(facts.get("runtime")), options=options,
+            runtime_file=None if listing_problem else "runtime" in entries,
             log_error=_last_error(facts.get("log.json")),
             made_by_2x=entries.get("s") == "symlink" or entries.get("sandbox") == "file")
         processes = self._processes(rel, facts, entries, task_files, found)
