@@ -204,17 +204,19 @@ class Connection:
         SO_PEERCRED and closes): say so when that is why, before it ever answered."""
         if self._answered == 0:
             peer = self._peer()
-            if peer is not None and peer[1:] != (os.geteuid(), os.getegid()):
-                pid, uid, gid = peer
-                return ShimError("denied", f"{self.path}: {what}: the shim (pid {pid}) runs as uid {uid} gid "
-                                           f"{gid} and answers only its own user and group; we are uid "
+            if peer is not None and peer != (os.geteuid(), os.getegid()):
+                return ShimError("denied", f"{self.path}: {what}: the shim listens as uid {peer[0]} gid {peer[1]} "
+                                           "and answers only its own user and group; we are uid "
                                            f"{os.geteuid()} gid {os.getegid()}")
         return ShimError("protocol", f"{self.path}: {method}: {what}")
 
-    def _peer(self) -> tuple[int, int, int] | None:
-        """The server's pid, uid and gid when it listened (SO_PEERCRED), or None."""
+    def _peer(self) -> tuple[int, int] | None:
+        """The uid and gid that listened on the socket (SO_PEERCRED), or None.  Its pid is not
+        told: it is the `containerd-shim-runc-v2 start` that made the socket and handed it to the
+        shim before it exited."""
         try:
             raw = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         except OSError:
             return None
-        return struct.unpack("3i", raw)
+        _pid, uid, gid = struct.unpack("3i", raw)
+        return uid, gid
