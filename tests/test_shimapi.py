@@ -1,0 +1,285 @@
+"""The shim task API client (recover/generations/runtime_v2/shimapi): ttrpc framing and every
+failure against a fake shim on a real socket (tests/fake_ttrpc.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from fake_ttrpc import FakeShim, frame, respond, state, tasks
+from recover.generations.runtime_v2.shimapi import (NAMESPACE_METADATA, PidInfo, ProcessState, ShimAnswer,
+                                                    ShimFailure, ask_shim)
+from recover.generations.runtime_v2.shimapi.messages import shim_v2_pb2, shim_v3_pb2
+from recover.generations.runtime_v2.shimapi.ttrpc import MAX_DATA, Connection
+
+RUNNING, STOPPED = 2, 3  # containerd.v1.types.Status
+NOBODY = 65534
+TIMEOUT = 1.0  # s: the client's timeout where a test waits it out
+SLACK = 1.0  # s: how much later than its timeout a call may return (a loaded 2-core machine)
+
+
+def ask(path, exec_ids=(), api=None, timeout=5.0, namespace="ns", task="t1") -> ShimAnswer:
+    return ask_shim(str(path), namespace, task, list(exec_ids), api, timeout)
+
+
+def sock_path(tmp_path: Path) -> Path:
+    return tmp_path / "shim.sock"
+
+
+# ---------------------------------------------------------------- a well-behaved shim
+
+
+def test_it_asks_state_of_init_and_execs_then_pids_on_odd_rising_streams(tmp_path):
+    states = {"": state(RUNNING, 100), "e1": state(RUNNING, 101)}
+    pids = [(100, None, None), (101, "e1", None), (102, None, "other.Type")]
+    with FakeShim(sock_path(tmp_path), tasks(3, states, pids)) as shim:
+        answer = ask(shim.path, ["e1"], api=3, namespace="k8s.io", timeout=5)
+    assert answer == ShimAnswer(3, None, ProcessState("RUNNING", 100, 0, None),
+                                (("e1", ProcessState("RUNNING", 101, 0, None)),),
+                                (PidInfo(100, None), PidInfo(101, "e1"), PidInfo(102, None)))
+    assert answer.exec("e1") == ProcessState("RUNNING", 101, 0, None) and answer.exec("e2") is None
+    assert [s for s, _ in shim.requests] == [1, 3, 5]
+    assert [(r.service, r.method) for _, r in shim.requests] == [
+        ("containerd.task.v3.Task", "State"), ("containerd.task.v3.Task", "State"), ("containerd.task.v3.Task", "Pids")]
+    asked = [shim_v3_pb2.StateRequest.FromString(r.payload) for _, r in shim.requests[:2]]
+    assert [(a.id, a.exec_id) for a in asked] == [("t1", ""), ("t1", "e1")]
+    for _, r in shim.requests:
+        assert [(kv.key, kv.value) for kv in r.metadata] == [(NAMESPACE_METADATA, "k8s.io")]
+        assert 0 < r.timeout_nano <= 5e9, "the shim is told when we give up"
+
+
+def test_an_exited_process_has_its_status_and_exit_time_in_ns(tmp_path):
+    states = {"": state(STOPPED, 100, 42, (1_796_671_709, 170_774_642)), "e1": state(STOPPED, 101, 137, None)}
+    with FakeShim(sock_path(tmp_path), tasks(2, states)) as shim:
+        answer = ask(shim.path, ["e1"], api=2)
+    assert answer.init == ProcessState("STOPPED", 100, 42, 1_796_671_709_170_774_642)
+    assert answer.exec("e1") == ProcessState("STOPPED", 101, 137, None), "no exited_at at all: None"
+    assert answer.pids == ()
+
+
+def test_a_status_this_client_does_not_name_is_kept_as_its_number(tmp_path):
+    with FakeShim(sock_path(tmp_path), tasks(3, {"": state(9, 100)})) as shim:
+        assert ask(shim.path).init.status == "STATUS_9"
+
+
+def test_without_api_it_tries_3_then_2_on_the_same_connection(tmp_path):
+    with FakeShim(sock_path(tmp_path), tasks(2, {"": state(RUNNING, 7), "e1": state(RUNNING, 8)})) as shim:
+        answer = ask(shim.path, ["e1"], api=None)
+    assert answer.api == 2 and answer.init.pid == 7 and answer.exec("e1").pid == 8
+    assert [(s, r.service, r.method) for s, r in shim.requests] == [
+        (1, "containerd.task.v3.Task", "State"), (3, "containerd.task.v2.Task", "State"),
+        (5, "containerd.task.v2.Task", "State"), (7, "containerd.task.v2.Task", "Pids")]
+
+
+@pytest.mark.parametrize("api", [2, None])
+def test_the_wrong_api_is_unimplemented_and_nothing_more_is_asked(tmp_path, api):
+    with FakeShim(sock_path(tmp_path), tasks(4, {"": state(RUNNING, 7)})) as shim:
+        answer = ask(shim.path, ["e1"], api=api)
+    assert answer.api is None and answer.failure.kind == "unimplemented" and answer.failure.code == 12
+    assert answer.init == answer.failure == answer.exec("e1") == answer.pids
+    assert "service containerd.task.v2.Task" in answer.failure.message
+    assert len(shim.requests) == (1 if api else 2)
+
+
+def test_an_error_status_is_that_process_s_answer_and_the_rest_goes_on(tmp_path):
+    with FakeShim(sock_path(tmp_path), tasks(3, {"": state(RUNNING, 7)}, [(7, None, None)])) as shim:
+        answer = ask(shim.path, ["gone", "also-gone"])
+    assert answer.failure is None and answer.api == 3 and answer.init.pid == 7
+    assert answer.exec("gone") == ShimFailure("error", "process does not exist gone: not found", 5)
+    assert answer.exec("also-gone").code == 5 and answer.pids == (PidInfo(7, None),)
+
+
+def test_the_messages_name_no_method_but_state_and_pids():
+    for module in (shim_v2_pb2, shim_v3_pb2):
+        assert list(module.DESCRIPTOR.services_by_name["Task"].methods_by_name) == ["State", "Pids"]
+
+
+def test_an_answer_is_a_frozen_value_that_encodes():
+    answer = ShimAnswer(3, None, ProcessState("RUNNING", 1, 0, None), (("e1", ShimFailure("error", "x", 5)),), ())
+    with pytest.raises(AttributeError):
+        answer.api = 2
+    assert hash(answer) == hash(ShimAnswer(3, None, ProcessState("RUNNING", 1, 0, None),
+                                           (("e1", ShimFailure("error", "x", 5)),), ()))
+    assert msgspec.json.decode(msgspec.json.encode(answer))["execs"][0][1]["kind"] == "error"
+
+
+def test_arguments_that_make_no_sense_are_the_caller_s_error(tmp_path):
+    with pytest.raises(ValueError, match="version 2 or 3"):
+        ask(tmp_path / "s", api=1)
+    with pytest.raises(ValueError, match="positive"):
+        ask(tmp_path / "s", timeout=0)
+
+
+# ---------------------------------------------------------------- what real shims never send
+
+
+def misbehaving(what: str):
+    """A shim that answers its first request by doing `what`."""
+    def handle(conn, stream, request) -> bool:
+        if what == "oversized":
+            frame(conn, stream, b"", length=MAX_DATA + 1)  # and never the 4 MiB: nothing waits for them
+        elif what == "other-stream":
+            respond(conn, stream + 2, shim_v3_pb2.StateResponse(pid=1).SerializeToString())
+        elif what == "data-frame":
+            frame(conn, stream, b"", kind=3)
+        elif what == "truncated":
+            frame(conn, stream, b"\x0a\x05", length=100)
+            return False
+        elif what == "closed":
+            return False
+        elif what == "garbage-response":
+            frame(conn, stream, b"\xff\xff\xff\xff")
+        elif what == "garbage-payload":
+            respond(conn, stream, b"\x0a\xff\xff\xff\xff")  # field 1, a length past the end
+        elif what == "silent":
+            pass
+        return True
+    return handle
+
+
+@pytest.mark.parametrize("what, says", [
+    ("oversized", f"a frame of {MAX_DATA + 1} bytes"),
+    ("other-stream", "an answer on stream 3, asked on 1"),
+    ("data-frame", "a frame of type 3"),
+    ("truncated", "closed after 2 of 100 bytes"),
+    ("closed", "the connection was closed"),
+    ("garbage-response", "not a ttrpc Response"),
+])
+def test_a_broken_frame_is_a_protocol_failure_that_ends_the_conversation(tmp_path, what, says):
+    with FakeShim(sock_path(tmp_path), misbehaving(what)) as shim:
+        t0 = time.monotonic()
+        answer = ask(shim.path, ["e1"], api=3, timeout=5)
+        took = time.monotonic() - t0
+    assert answer.failure.kind == "protocol" and says in answer.failure.message
+    assert answer.init == answer.failure == answer.exec("e1") == answer.pids and answer.api is None
+    assert len(shim.requests) == 1, "nothing more is asked on a connection in an unknown state"
+    assert took < 5, "it did not wait for what was never coming"
+
+
+def test_a_payload_that_does_not_parse_is_that_call_s_protocol_failure(tmp_path):
+    with FakeShim(sock_path(tmp_path), misbehaving("garbage-payload")) as shim:
+        answer = ask(shim.path, api=3, timeout=5)
+    assert answer.init.kind == "protocol" and "not a StateResponse" in answer.init.message
+
+
+def test_a_shim_that_never_answers_times_out_on_the_read(tmp_path):
+    with FakeShim(sock_path(tmp_path), misbehaving("silent")) as shim:
+        t0 = time.monotonic()
+        answer = ask(shim.path, ["e1"], api=None, timeout=TIMEOUT)
+        took = time.monotonic() - t0
+    assert answer.failure.kind == "timeout" and "no answer to State" in answer.failure.message
+    assert answer.init == answer.exec("e1") == answer.pids == answer.failure
+    assert TIMEOUT <= took < TIMEOUT + SLACK
+    assert len(shim.requests) == 1
+
+
+# ---------------------------------------------------------------- reaching the socket
+
+
+def test_no_socket_at_the_path(tmp_path):
+    answer = ask(tmp_path / "absent", ["e1"])
+    assert answer.failure.kind == "no-socket" and answer.init == answer.exec("e1") == answer.pids == answer.failure
+    (tmp_path / "file").write_text("")
+    assert ask(tmp_path / "file").failure == ShimFailure("no-socket", f"{tmp_path / 'file'}: not a socket")
+    assert ask(tmp_path / "file" / "below").failure.kind == "no-socket"
+
+
+def test_a_socket_file_nobody_listens_on_is_refused(tmp_path):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(sock_path(tmp_path)))  # the file stays when its socket is closed, as a dead shim's
+    answer = ask(sock_path(tmp_path))
+    assert answer.failure.kind == "refused" and "nobody listens" in answer.failure.message
+
+
+def test_a_full_listen_backlog_is_a_timeout_at_once(tmp_path):
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(sock_path(tmp_path)))
+        listener.listen(0)  # and never accepts
+        queued = []
+        try:
+            while True:  # fill the backlog (a stopped shim's, after many tries)
+                c = socket.socket(socket.AF_UNIX)
+                queued.append(c)
+                c.setblocking(False)
+                c.connect(str(sock_path(tmp_path)))
+        except BlockingIOError:
+            pass
+        t0 = time.monotonic()
+        answer = ask(sock_path(tmp_path), timeout=30)
+        took = time.monotonic() - t0
+        for c in queued:
+            c.close()
+    assert answer.failure.kind == "timeout" and "backlog is full" in answer.failure.message
+    assert took < 5
+
+
+def test_a_path_too_long_for_a_unix_address_is_reached_through_its_dir(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "shim.sock"
+    assert len(str(path)) > 108
+    with FakeShim(path, tasks(3, {"": state(RUNNING, 5)})) as shim:
+        assert ask(shim.path).init.pid == 5
+    assert ask(deep / "absent").failure.kind == "no-socket"
+
+
+def test_a_connection_is_closed_whatever_happens(tmp_path):
+    before = set(os.listdir("/proc/self/fd"))
+    with FakeShim(sock_path(tmp_path), misbehaving("garbage-response")) as shim:
+        for _ in range(3):
+            ask(shim.path, api=3)
+        ask(tmp_path / "absent")
+        with Connection(str(shim.path), time.monotonic() + 5) as conn:
+            pass
+        assert conn._sock.fileno() == -1
+    assert set(os.listdir("/proc/self/fd")) <= before, "the fake's are closed: what is left is the client's"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may connect to any socket whatever its mode")
+def test_a_socket_we_may_not_use_is_denied(tmp_path):
+    with FakeShim(sock_path(tmp_path), tasks(3, {"": state(RUNNING, 5)})) as shim:
+        os.chmod(shim.path, 0)
+        assert ask(shim.path).failure.kind == "denied"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the fake shim runs as nobody")
+def test_a_shim_of_another_user_that_hangs_up_is_denied():
+    """As a ttrpc server does (UnixSocketRequireSameUser): accept, read SO_PEERCRED, close."""
+    top = tempfile.mkdtemp()
+    os.chmod(top, 0o777)
+    path = os.path.join(top, "s")
+    ready_r, ready_w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            with socket.socket(socket.AF_UNIX) as listener:
+                listener.bind(path)
+                listener.listen(1)
+                os.write(ready_w, b"1")
+                listener.settimeout(20)
+                conn, _ = listener.accept()
+                struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+                conn.close()
+        finally:
+            os._exit(0)
+    try:
+        os.close(ready_w)
+        assert os.read(ready_r, 1) == b"1"
+        answer = ask(path, timeout=10)
+    finally:
+        os.close(ready_r)
+        os.waitpid(child, 0)
+        os.unlink(path)
+        os.rmdir(top)
+    assert answer.failure.kind == "denied", answer.failure
+    assert f"uid {NOBODY} gid {NOBODY}" in answer.failure.message and "we are uid 0 gid 0" in answer.failure.message
