@@ -1,9 +1,14 @@
 """The shim task API client (recover/generations/runtime_v2/shimapi): ttrpc framing and every
-failure against a fake shim on a real socket (tests/fake_ttrpc.py)."""
+failure against a fake shim on a real socket (tests/fake_ttrpc.py), then real shims of containerd
+1.6.20, 1.7.34 and 2.3.4 with their daemon SIGKILLed (one lab per version, all at once): what each
+answers for a healthy task, an init that exited 42, the wrong API version, a stopped shim, a dead
+one, another user; and that asking changes nothing the daemon then does (SPEC-v2 §5)."""
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import socket
 import struct
 import tempfile
@@ -14,10 +19,12 @@ import msgspec
 import pytest
 
 from fake_ttrpc import FakeShim, frame, respond, state, tasks
+from lab_fixtures import run_concurrently, unique
 from recover.generations.runtime_v2.shimapi import (NAMESPACE_METADATA, PidInfo, ProcessState, ShimAnswer,
                                                     ShimFailure, ask_shim)
 from recover.generations.runtime_v2.shimapi.messages import shim_v2_pb2, shim_v3_pb2
 from recover.generations.runtime_v2.shimapi.ttrpc import MAX_DATA, Connection
+from recover.lab import VERSIONS, Containerd, alive, proc_stat, wait_until
 
 RUNNING, STOPPED = 2, 3  # containerd.v1.types.Status
 NOBODY = 65534
@@ -283,3 +290,245 @@ def test_a_shim_of_another_user_that_hangs_up_is_denied():
         os.rmdir(top)
     assert answer.failure.kind == "denied", answer.failure
     assert f"uid {NOBODY} gid {NOBODY}" in answer.failure.message and "we are uid 0 gid 0" in answer.failure.message
+
+
+# ---------------------------------------------------------------- real shims
+
+
+def api_of(version: str) -> int:
+    return 3 if VERSIONS[version].major >= 2 else 2
+
+
+def all_stopped(pid: int) -> bool:
+    """Every thread of the process is stopped: SIGSTOP reaches a Go process's threads one by one,
+    and one still running would answer."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return False
+    return all((st := proc_stat(int(t))) is not None and st.state in ("T", "t") for t in threads)
+
+
+def all_gone(pid: int) -> bool:
+    """The process is reaped, or a zombie whose every thread is gone.  Its leader turns zombie
+    while other threads still exit with the files they share: a shim's listener stays open that
+    long, and a connection queued on it then is reset, not refused."""
+    st = proc_stat(pid)
+    try:
+        return st is None or (st.state in ("Z", "X") and os.listdir(f"/proc/{pid}/task") == [str(pid)])
+    except FileNotFoundError:  # reaped meanwhile
+        return True
+
+
+def reaped(pid: int, start: int) -> bool:
+    st = proc_stat(pid)
+    return st is None or st.start != start
+
+
+def ask_as_nobody(path: str, namespace: str, task_id: str) -> dict:
+    """ask_shim from a child that dropped root, as far as the socket (the lab's dirs opened up)."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            with os.fdopen(write_end, "wb") as out:
+                out.write(msgspec.json.encode(ask_shim(path, namespace, task_id, [], None, 5).failure))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read()
+    os.waitpid(child, 0)
+    return msgspec.json.decode(data)
+
+
+def shim_cycle(version: str) -> dict:
+    """Tasks made, the daemon SIGKILLed, each shim asked (or not) in each state, the daemon
+    started again: what was answered, how long the stopped shim took, what the daemon then did."""
+    ns = unique("shimapi")
+    api = api_of(version)
+    with Containerd.create(version=version, namespace=ns) as d:
+        d.start()
+        healthy = d.run("healthy")
+        exits = d.run("exits")  # e1 exits 43 on SIGTERM; e2 dies with the init (SIGKILL: 137)
+        d.ctr("task", "exec", "-d", "--exec-id", "e2", "exits", "/bin/sh", "-c", "sleep 1000000")
+        e2 = int(wait_until(lambda: _text(d.paths.bundle(ns, "exits") / "e2.pid"), 10, "e2.pid"))
+        twins = {name: d.run(name, exec_id=None) for name in ("twin-asked", "twin-unasked")}
+        dead = d.run("dead", exec_id=None)
+        socket_of = {t: str(d.paths.shim_socket(ns, t)) for t in ("healthy", "exits", "twin-asked", "dead")}
+        d.crash()
+        seen: dict = {"healthy_task": healthy, "exits_task": exits, "e2": e2, "twins": twins, "api": api}
+
+        def asked(task, exec_ids=(), api=api, timeout=5.0) -> ShimAnswer:
+            return ask_shim(socket_of[task], ns, task, list(exec_ids), api, timeout)
+
+        seen["healthy"] = asked("healthy", ["e1"])
+        seen["healthy_any_api"] = asked("healthy", ["e1"], api=None)
+        seen["healthy_wrong_api"] = asked("healthy", ["e1"], api=5 - api)
+        messages = shim_v3_pb2 if api == 3 else shim_v2_pb2
+        with Connection(socket_of["healthy"], time.monotonic() + 5) as conn:  # no metadata at all
+            service = f"containerd.task.v{api}.Task"
+            seen["state_without_metadata"] = messages.StateResponse.FromString(
+                conn.call(service, "State", messages.StateRequest(id="healthy").SerializeToString()))
+            seen["pids_without_metadata"] = messages.PidsResponse.FromString(
+                conn.call(service, "Pids", messages.PidsRequest(id="healthy").SerializeToString()))
+
+        # an init that exits 42 under its live shim, its execs before it (43) and with it (137)
+        e1_start = proc_stat(exits.execs["e1"]).start
+        os.kill(exits.execs["e1"], signal.SIGTERM)
+        wait_until(lambda: reaped(exits.execs["e1"], e1_start), 10, "e1 to be reaped")
+        os.kill(exits.init, signal.SIGTERM)
+        wait_until(lambda: reaped(exits.init, exits.init_start), 10, "the init to be reaped")
+
+        def once_stopped(task: str, exec_ids=()) -> ShimAnswer:
+            """Asked until init and execs are STOPPED: a shim records an exit just after reaping it."""
+            def answer() -> ShimAnswer | None:
+                a = asked(task, exec_ids)
+                processes = [a.init, *(a.exec(e) for e in exec_ids)]
+                return a if all(isinstance(p, ProcessState) and p.status == "STOPPED" for p in processes) else None
+            return wait_until(answer, 10, f"{task}'s shim to report every process stopped")
+
+        seen["exits"] = once_stopped("exits", ["e1", "e2"])
+
+        # twins: the same fault; one is asked, the other never
+        for twin in twins.values():
+            os.kill(twin.init, signal.SIGTERM)
+        for twin in twins.values():
+            wait_until(lambda twin=twin: reaped(twin.init, twin.init_start), 10, "a twin's init to be reaped")
+        seen["twin_asked"] = once_stopped("twin-asked")
+
+        # a stopped shim: the connection is accepted, nothing answers
+        os.kill(healthy.shim, signal.SIGSTOP)
+        wait_until(lambda: all_stopped(healthy.shim), 10, "the shim to stop")
+        t0 = time.monotonic()
+        seen["stopped"] = asked("healthy", ["e1"], api=None, timeout=TIMEOUT)
+        seen["stopped_took"] = time.monotonic() - t0
+        os.kill(healthy.shim, signal.SIGCONT)
+        wait_until(lambda: not all_stopped(healthy.shim), 10, "the shim to resume")
+        seen["resumed"] = asked("healthy", ["e1"])
+
+        # a dead shim's socket file, a socket that was never there, another user
+        os.kill(dead.shim, signal.SIGKILL)
+        wait_until(lambda: all_gone(dead.shim), 10, "the shim to die")
+        seen["dead"] = asked("dead")
+        seen["missing"] = ask_shim(str(d.paths.run_containerd / "s" / ("0" * 64)), ns, "nothing", [], None, 5)
+        for p in (d.paths.base, d.paths.run_containerd / "s"):
+            os.chmod(p, 0o711)  # nobody may reach the socket: the shim itself decides
+        os.chmod(socket_of["healthy"], 0o666)
+        seen["as_nobody"] = ask_as_nobody(socket_of["healthy"], ns, "healthy")
+        seen["twin_shims_before"] = {name: alive(t.shim) for name, t in twins.items()}
+
+        d.start()
+        seen["after"] = d.task_list()
+        if version.startswith("1.6"):
+            # ctr logs the status of the task it deletes: "task <id> exit with non-zero exit code 42"
+            seen["rm"] = {name: d.ctr("task", "rm", name).stderr for name in twins}
+        else:  # 1.7 and 2.x shut the shims down: wait for it
+            for t in twins.values():
+                wait_until(lambda t=t: not alive(t.shim), 10, "a twin's shim to exit")
+        seen["twin_bundles_after"] = {name: d.paths.bundle(ns, name).exists() for name in twins}
+        seen["twin_shims_after"] = {name: alive(t.shim) for name, t in twins.items()}
+        seen["healthy_alive_after"] = alive(healthy.init, healthy.init_start) and alive(healthy.execs["e1"])
+    return seen
+
+
+def _text(path: Path) -> str | None:
+    try:
+        return path.read_text() or None
+    except FileNotFoundError:
+        return None
+
+
+@pytest.fixture(scope="module")
+def cycles():
+    return run_concurrently({v: functools.partial(shim_cycle, v) for v in VERSIONS})
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_healthy_task_is_running_with_its_pids(cycles, version):
+    seen = cycles[version]
+    task = seen["healthy_task"]
+    answer = seen["healthy"]
+    assert answer.api == seen["api"] and answer.failure is None
+    assert answer.init == ProcessState("RUNNING", task.init, 0, None), "Go's zero time: no exit"
+    assert answer.exec("e1") == ProcessState("RUNNING", task.execs["e1"], 0, None)
+    pids = {p.pid: p.exec_id for p in answer.pids}
+    assert pids[task.init] is None and pids[task.execs["e1"]] == "e1"
+    assert len(pids) == 4, "init, exec, and the sleep each of them runs"
+    assert seen["healthy_any_api"] == answer, "api=None finds the version the shim serves"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_state_and_pids_need_no_namespace_metadata(cycles, version):
+    seen = cycles[version]
+    state_ = seen["state_without_metadata"]
+    assert (state_.pid, state_.status) == (seen["healthy_task"].init, RUNNING)
+    assert {p.pid for p in seen["pids_without_metadata"].processes} == {p.pid for p in seen["healthy"].pids}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_an_init_that_exited_under_its_live_shim_is_stopped_with_its_status(cycles, version):
+    seen = cycles[version]
+    answer, task = seen["exits"], seen["exits_task"]
+    init, e1, e2 = answer.init, answer.exec("e1"), answer.exec("e2")
+    assert (init.status, init.pid, init.exit_status) == ("STOPPED", task.init, 42)
+    assert (e1.status, e1.pid, e1.exit_status) == ("STOPPED", task.execs["e1"], 43), "exited on SIGTERM"
+    assert (e2.status, e2.pid, e2.exit_status) == ("STOPPED", seen["e2"], 137), "killed with its pid namespace"
+    assert e1.exited_at < init.exited_at and e1.exited_at < e2.exited_at, "e1 was reaped before the others died"
+    assert abs(init.exited_at - time.time_ns()) < 86400e9, "ns since the epoch"
+    assert answer.pids == () and answer.failure is None
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_wrong_api_version_is_unimplemented(cycles, version):
+    seen = cycles[version]
+    failure = seen["healthy_wrong_api"].failure
+    other = 5 - seen["api"]
+    assert failure == ShimFailure("unimplemented", f"service containerd.task.v{other}.Task", 12)
+    assert seen["healthy_wrong_api"].init == failure and seen["healthy_wrong_api"].api is None
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_stopped_shim_times_out_and_is_unharmed(cycles, version):
+    seen = cycles[version]
+    answer = seen["stopped"]
+    assert answer.failure.kind == "timeout" and answer.init == answer.failure == answer.pids
+    assert TIMEOUT <= seen["stopped_took"] < TIMEOUT + SLACK
+    assert seen["resumed"] == seen["healthy"], "after SIGCONT it answers as before"
+    task = seen["healthy_task"]
+    assert seen["after"]["healthy"] == (task.init, "RUNNING") and seen["healthy_alive_after"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_dead_shim_s_socket_is_refused_and_a_missing_one_is_no_socket(cycles, version):
+    seen = cycles[version]
+    assert seen["dead"].failure.kind == "refused", seen["dead"].failure
+    assert seen["missing"].failure.kind == "no-socket"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_shim_answers_only_its_own_user(cycles, version):
+    failure = cycles[version]["as_nobody"]
+    # it accepts, reads SO_PEERCRED and hangs up (a reset, or a broken pipe if we wrote late)
+    assert failure["kind"] == "denied" and "listens as uid 0 gid 0" in failure["message"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_asking_changes_nothing_the_daemon_then_does(cycles, version):
+    """Twins with the same fault (the init exited 42 under its live shim), one asked: 1.6 keeps
+    both STOPPED with 42; 1.7 and 2.x clean both up (SPEC-v2 §2a.1)."""
+    seen = cycles[version]
+    assert seen["twin_asked"].init.exit_status == 42 and seen["twin_asked"].init.status == "STOPPED"
+    assert seen["twin_shims_before"] == {"twin-asked": True, "twin-unasked": True}
+    after = {name: seen["after"].get(name) for name in seen["twins"]}
+    if version.startswith("1.6"):
+        assert after == {name: (t.init, "STOPPED") for name, t in seen["twins"].items()}
+        for name, said in seen["rm"].items():
+            assert f"task {name} exit with non-zero exit code 42" in said
+    else:
+        assert after == {"twin-asked": None, "twin-unasked": None}
+        assert seen["twin_bundles_after"] == seen["twin_shims_after"] == {"twin-asked": False, "twin-unasked": False}
