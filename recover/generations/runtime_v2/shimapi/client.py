@@ -28,8 +28,8 @@ from recover.value import Value
 
 from .messages import shim_v2_pb2, shim_v3_pb2
 from .messages.runc_pb2 import ProcessDetails
-from .messages.task_pb2 import Status
-from .ttrpc import Connection, FailureKind, ShimError
+from .messages.task_pb2 import ProcessInfo, Status
+from .ttrpc import Connection, FailureKind, Metadata, ShimError
 
 # The task API each version serves (SPEC-v2 §5): 1.6 and 1.7 shims v2, 2.x shims v3; each refuses
 # the other with code 12.
@@ -103,7 +103,7 @@ def ask_shim(socket_path: str, namespace: str, task_id: str, exec_ids: list[str]
         raise ValueError(f"the shim's task API is version 2 or 3, not {api!r}")
     if timeout <= 0:
         raise ValueError(f"a timeout is a positive number of seconds, not {timeout!r}")
-    metadata = ((NAMESPACE_METADATA, namespace),)
+    metadata: Metadata = ((NAMESPACE_METADATA, namespace),)
     deadline = time.monotonic() + timeout
     try:
         conn = Connection(socket_path, deadline)
@@ -121,7 +121,7 @@ def ask_shim(socket_path: str, namespace: str, task_id: str, exec_ids: list[str]
 
 
 def _ask_init(conn: Connection, task_id: str, api: int | None,
-              metadata) -> tuple[ProcessState | ShimFailure, int]:
+              metadata: Metadata) -> tuple[ProcessState | ShimFailure, int]:
     """The init's state, in the version asked, or in 3 then 2 (the version that answered)."""
     if api is not None:
         return _state(conn, api, task_id, "", metadata), api
@@ -135,7 +135,7 @@ def _ask_init(conn: Connection, task_id: str, api: int | None,
     return second, 2
 
 
-def _state(conn: Connection, api: int, task_id: str, exec_id: str, metadata) -> ProcessState | ShimFailure:
+def _state(conn: Connection, api: int, task_id: str, exec_id: str, metadata: Metadata) -> ProcessState | ShimFailure:
     messages = _MESSAGES[api]
     request = messages.StateRequest(id=task_id, exec_id=exec_id).SerializeToString()
     try:
@@ -158,7 +158,7 @@ def _status_name(value: int) -> str:
     return Status.Name(value) if value in Status.values() else f"STATUS_{value}"
 
 
-def _pids(conn: Connection, api: int, task_id: str, metadata) -> tuple[PidInfo, ...] | ShimFailure:
+def _pids(conn: Connection, api: int, task_id: str, metadata: Metadata) -> tuple[PidInfo, ...] | ShimFailure:
     messages = _MESSAGES[api]
     try:
         payload = conn.call(SERVICES[api], "Pids", messages.PidsRequest(id=task_id).SerializeToString(), metadata)
@@ -172,7 +172,7 @@ def _pids(conn: Connection, api: int, task_id: str, metadata) -> tuple[PidInfo, 
         return ShimFailure("protocol", f"Pids: the payload is not a PidsResponse: {e}")
 
 
-def _exec_id(info) -> str | None:
+def _exec_id(info: ProcessInfo) -> str | None:
     """The exec a pid is, from its ProcessDetails (a runc shim's `info`), else None."""
     if not info.HasField("info") or info.info.type_url.rsplit("/", 1)[-1] != _DETAILS:
         return None
@@ -185,6 +185,6 @@ def _failure(e: ShimError) -> ShimFailure:
     return ShimFailure(e.kind, e.message, e.code)
 
 
-def _unanswered(failure: ShimFailure, exec_ids) -> ShimAnswer:
+def _unanswered(failure: ShimFailure, exec_ids: list[str] | tuple[str, ...]) -> ShimAnswer:
     """Nothing could be asked: every item says why."""
     return ShimAnswer(None, failure, failure, tuple((e, failure) for e in exec_ids), failure)

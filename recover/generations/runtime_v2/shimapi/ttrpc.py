@@ -38,6 +38,7 @@ UNIMPLEMENTED = 12  # the status code (grpc's) of a service or method the server
 _SUN_PATH_MAX = 107  # sockaddr_un's sun_path holds 108 bytes, the last a NUL
 
 FailureKind = Literal["no-socket", "refused", "timeout", "denied", "unimplemented", "error", "protocol"]
+Metadata = tuple[tuple[str, str], ...]  # ttrpc's request metadata: (key, value) pairs
 
 
 class ShimError(Exception):
@@ -124,8 +125,7 @@ class Connection:
 
     # -- calls
 
-    def call(self, service: str, method: str, payload: bytes,
-             metadata: tuple[tuple[str, str], ...] = ()) -> bytes:
+    def call(self, service: str, method: str, payload: bytes, metadata: Metadata = ()) -> bytes:
         """One unary call: the response's payload, or ShimError."""
         if self.broken is not None:
             raise self.broken
@@ -136,7 +136,7 @@ class Connection:
                 self.broken = e
             raise
 
-    def _call(self, service: str, method: str, payload: bytes, metadata: tuple[tuple[str, str], ...]) -> bytes:
+    def _call(self, service: str, method: str, payload: bytes, metadata: Metadata) -> bytes:
         stream, self._stream = self._stream, self._stream + 2
         request = Request(service=service, method=method, payload=payload,
                           # the shim gives up too when we do (ttrpc sets the handler's deadline)
