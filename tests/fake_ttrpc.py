@@ -27,6 +27,7 @@ from recover.generations.runtime_v2.shimapi.messages.ttrpc_pb2 import Request, R
 HEADER = struct.Struct(">IIBB")
 MESSAGES = {2: shim_v2_pb2, 3: shim_v3_pb2}
 IO_TIMEOUT = 10  # s: a test that waits this long has failed anyway
+POLL = 0.005  # s: how often the server's loops look whether the test is over (a hundred fakes a test)
 
 Handler = Callable[[socket.socket, int, Request], bool]
 
@@ -56,7 +57,7 @@ class FakeShim:
         finally:
             os.close(dir_fd)
         self._listener.listen(8)
-        self._listener.settimeout(0.05)  # the accept loop looks at _stop this often
+        self._listener.settimeout(POLL)  # the accept loop looks at _stop this often
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="fake-shim", daemon=True)
         self._thread.start()
@@ -87,7 +88,7 @@ class FakeShim:
                     self.errors.append(e)
 
     def _converse(self, conn: socket.socket) -> None:
-        conn.settimeout(0.05)
+        conn.settimeout(POLL)
         while not self._stop.is_set():
             try:
                 header = _read(conn, HEADER.size, self._stop)

@@ -17,12 +17,15 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fake_ttrpc import FakeShim, frame, respond, state, tasks
 from lab_fixtures import run_concurrently, unique
 from recover.generations.runtime_v2.shimapi import (NAMESPACE_METADATA, PidInfo, ProcessState, ShimAnswer,
                                                     ShimFailure, ask_shim)
 from recover.generations.runtime_v2.shimapi.messages import shim_v2_pb2, shim_v3_pb2
+from recover.generations.runtime_v2.shimapi.messages.ttrpc_pb2 import Response
 from recover.generations.runtime_v2.shimapi.ttrpc import MAX_DATA, Connection
 from recover.lab import VERSIONS, Containerd, alive, proc_stat, wait_until
 
@@ -174,6 +177,55 @@ def test_a_payload_that_does_not_parse_is_that_call_s_protocol_failure(tmp_path)
     with FakeShim(sock_path(tmp_path), misbehaving("garbage-payload")) as shim:
         answer = ask(shim.path, api=3, timeout=5)
     assert answer.init.kind == "protocol" and "not a StateResponse" in answer.init.message
+
+
+def answering(frames: dict[str, bytes], then_hang_up: bool = False):
+    """A shim that answers each method with the raw bytes given (header and all), and hangs up
+    after a method it has none for (or after every answer: what was cut short stays short)."""
+    def handle(conn, stream, request) -> bool:
+        raw = frames.get(request.method)
+        if raw is None:
+            return False
+        conn.sendall(raw.replace(b"<stream>", struct.pack(">I", stream)))
+        return not then_hang_up
+    return handle
+
+
+def respond_bytes(payload: bytes, status: tuple[int, str] | None = None) -> bytes:
+    """A response frame holding `payload`, on the stream the handler fills in."""
+    response = Response(payload=payload)
+    if status:
+        response.status.code, response.status.message = status
+    data = response.SerializeToString()
+    return struct.pack(">I", len(data)) + b"<stream>" + b"\x02\x00" + data
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(first=st.binary(max_size=40), state_payload=st.binary(max_size=40), pids_payload=st.binary(max_size=40),
+       status=st.none() | st.tuples(st.integers(-2**31, 2**31 - 1), st.text(max_size=10)))
+def test_nothing_a_shim_sends_makes_it_raise(first, state_payload, pids_payload, status):
+    """Raw bytes for a first answer; garbage State and Pids payloads inside good frames; any
+    status: always an answer, never an exception."""
+    with tempfile.TemporaryDirectory() as top:
+        for handler in (answering({"State": first}, then_hang_up=True),
+                        answering({"State": respond_bytes(state_payload, status), "Pids": respond_bytes(pids_payload)})):
+            with FakeShim(Path(top) / "s", handler) as shim:
+                answer = ask(shim.path, ["e1"], api=3, timeout=5)
+            assert isinstance(answer, ShimAnswer)
+            msgspec.json.encode(answer)
+            os.unlink(Path(top) / "s")
+
+
+def test_garbled_process_details_are_a_protocol_failure_of_pids(tmp_path):
+    pids = shim_v3_pb2.PidsResponse()
+    info = pids.processes.add(pid=7).info
+    info.type_url, info.value = "containerd.runc.v1.ProcessDetails", b"\x0a\xff"  # a length past the end
+    state_ = shim_v3_pb2.StateResponse(pid=7, status=RUNNING).SerializeToString()
+    frames = {"State": respond_bytes(state_), "Pids": respond_bytes(pids.SerializeToString())}
+    with FakeShim(sock_path(tmp_path), answering(frames)) as shim:
+        answer = ask(shim.path, api=3)
+    assert answer.init.pid == 7 and answer.failure is None
+    assert answer.pids.kind == "protocol" and "ProcessDetails does not parse" in answer.pids.message
 
 
 def test_a_shim_that_never_answers_times_out_on_the_read(tmp_path):

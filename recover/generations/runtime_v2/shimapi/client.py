@@ -167,9 +167,12 @@ def _pids(conn: Connection, api: int, task_id: str, metadata: Metadata) -> tuple
     response = messages.PidsResponse()
     try:
         response.ParseFromString(payload)
-        return tuple(PidInfo(p.pid, _exec_id(p)) for p in response.processes)
     except DecodeError as e:
         return ShimFailure("protocol", f"Pids: the payload is not a PidsResponse: {e}")
+    try:
+        return tuple(PidInfo(p.pid, _exec_id(p)) for p in response.processes)
+    except DecodeError as e:
+        return ShimFailure("protocol", f"Pids: a pid's {_DETAILS} does not parse: {e}")
 
 
 def _exec_id(info: ProcessInfo) -> str | None:
@@ -177,7 +180,7 @@ def _exec_id(info: ProcessInfo) -> str | None:
     if not info.HasField("info") or info.info.type_url.rsplit("/", 1)[-1] != _DETAILS:
         return None
     details = ProcessDetails()
-    details.ParseFromString(info.info.value)  # a DecodeError is the caller's: a garbled payload
+    details.ParseFromString(info.info.value)
     return details.exec_id or None
 
 
