@@ -166,3 +166,19 @@ def test_a_root_reached_through_proc_pid_root_is_that_namespaces_root(hosts):
     (c,) = doc["containers"]
     assert (c["namespace"], c["id"], c["shim"]["pid"], c["shim"]["state"]) == ("other", "ns2box", ns2box, "alive")
     assert doc["orphan_shims"] == []
+
+    # the paths its files name are read in that namespace too: a socket that is there only, and
+    # runc's state under a --runc-root that is there only
+    sock = b.state / "s" / "ns2box.sock"
+    runc_root = b.state / "runc-inside"
+    ns.run(sys.executable, "-c", "import os, socket, sys; os.makedirs(os.path.dirname(sys.argv[1])); "
+           "socket.socket(socket.AF_UNIX).bind(sys.argv[1])", str(sock))
+    ns.run("mkdir", "-p", str(runc_root / "other" / "ns2box"))
+    ns.run("sh", "-c", """printf '{"init_process_pid": 1, "init_process_start": 1}' > "$0" """,
+           str(runc_root / "other" / "ns2box" / "state.json"))
+    ns.run("sh", "-c", f'printf %s "unix://{sock}" > "$0"', str(b.state / TASKS_DIR / "other" / "ns2box" / "address"))
+    assert not sock.exists() and not runc_root.exists()  # on the host, S holds neither
+    doc = scan(Path(through), "--runc-root", str(runc_root))
+    (c,) = doc["containers"]
+    assert (c["shim"]["socket"], c["shim"]["socket_state"]) == (f"{through}/s/ns2box.sock", "present")
+    assert (c["runc_state"]["pid"], c["runc_state"]["problem"]) == (1, None), c["runc_state"]

@@ -190,6 +190,15 @@ def _resolve_root(root: str | None, around=None) -> str:
     return found
 
 
+def namespace_root(root: str | None) -> str | None:
+    """`/proc/<pid>/root` when root is a path under it (another mount namespace's view), else None."""
+    parts = (root or "").split("/")
+    if len(parts) >= 4 and parts[:2] == ["", "proc"] and (parts[2].isdigit() or parts[2] == "self") \
+            and parts[3] == "root":
+        return "/".join(parts[:4])
+    return None
+
+
 def _check_proc_root(proc_root: str | None, offline: bool) -> None:
     """A --proc-root that is not a proc would judge every process `vanished`: a usage error."""
     from ..host import proc_root_problem
@@ -223,10 +232,14 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
     containerd_version = containerd_version or os.environ.get("RECOVER_CONTAINERD_VERSION") or None
     if containerd_version is not None and (problem := daemon_version_problem(containerd_version)):
         raise _fail(problem)
-    around = Surroundings(image_root, runc_root, read_runc, containerd_root, containerd_version, unit)
+    # a root reached through /proc/<pid>/root is that process's mount namespace's: every path its
+    # files name (sockets, runc's state, the root dir, the daemon's binary) is read there too, with
+    # this host's live /proc
+    ns_root = namespace_root(root) if image_root is None else None
+    around = Surroundings(image_root or ns_root, runc_root, read_runc, containerd_root, containerd_version, unit)
     for flag, value in (("--runc-root", runc_root), ("--containerd-root", containerd_root)):
-        if value is not None and image_root is not None and not os.path.isdir(around.path(value)):
-            raise _fail(f"{flag} {value}: with --image-root it is a path inside the image, and "
+        if value is not None and around.image_root is not None and not os.path.isdir(around.path(value)):
+            raise _fail(f"{flag} {value}: it is a path inside {around.image_root}, and "
                         f"{around.path(value)} is no directory")
     path = _resolve_root(root, around)
     if proc_root is None:  # a disk image has no /proc of its own: the host's would be wrong
