@@ -166,6 +166,21 @@ def test_a_stopped_shim_blocks_the_restart_and_keeps_its_zombie(builder):
     assert {"L004", "H001"} <= codes(c)
 
 
+def test_an_exec_left_a_zombie_under_a_stopped_shim_keeps_the_delete_from_finishing(builder):
+    """An exec that exited while its shim is stopped stays a zombie the shim cannot reap; in the
+    task's pid namespace it keeps the killed init from dying, so the delete times out as with a
+    live exec (Docker's 1.6.20 blocked 10 s and kept the bundle)."""
+    t = builder.start_task(NS, T)
+    t.exec("e1")
+    t.shim.stop()
+    t.send_signal("e1", signal.SIGKILL)
+    t.wait_state("e1", "Z")
+    c = task(scan(builder))
+    assert procs(c)["e1"]["verdict"] == "zombie"
+    r105 = message(c, "R105")
+    assert "about 10 s" in r105 and "e1 keep the init from dying" in r105, r105
+
+
 def test_a_missing_address_gets_a_healthy_task_killed_and_recover_says_what_to_write(builder):
     t = builder.start_task(NS, T)
     t.exec("e1")

@@ -270,6 +270,14 @@ def shim_stopped(d: Containerd, m: Made) -> None:
     wait_until(lambda: proc_stat(m.task.shim).state == "T", 10, "the shim to stop")
 
 
+def shim_stopped_exec_zombie(d: Containerd, m: Made) -> None:
+    """The shim stopped, then its exec killed: a zombie the stopped shim cannot reap."""
+    shim_stopped(d, m)
+    (exec_pid,) = m.task.execs.values()
+    os.kill(exec_pid, signal.SIGKILL)
+    wait_until(lambda: proc_stat(exec_pid).state == "Z", 10, "the exec to be a zombie")
+
+
 def pid_reused(d: Containerd, m: Made) -> None:
     """Shim and init killed, then init.pid names an unrelated live process."""
     shim_and_init_killed(d, m)
@@ -481,6 +489,7 @@ def fault_cases(version: str, ns: str, hidden: str) -> list[Case]:
         (ns, "i4-hidden-twin-shim-killed", hidden_twin_shim_killed, True),
         (ns, "j-shim-stopped", shim_stopped, True),  # a live exec: the delete times out too
         (ns, "j2-shim-stopped-no-exec", shim_stopped, False),
+        (ns, "j3-shim-stopped-exec-zombie", shim_stopped_exec_zombie, True),
         (ns, "k-pid-reused", pid_reused, True),
         (ns, "p-runc-state-removed", runc_state_removed, True),
         (ns, "q-runc-state-removed-shim-killed", runc_state_removed_shim_killed, True),

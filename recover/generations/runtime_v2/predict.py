@@ -242,12 +242,15 @@ def _stopped(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
     if h.shim_state != "stopped":
         return None
     live = _live(h)
-    execs = [p for p, v in h.verdicts.items() if p != "init" and v in LIVE]
+    # an exec is a child of the shim in the task's pid namespace: alive, or a zombie the stopped shim
+    # cannot reap, it keeps the dying init from finishing (seen on Docker's 1.6.20: a zombie exec)
+    execs = [p for p, v in h.verdicts.items() if p != "init" and (v in LIVE or v == "zombie")]
     shim = f"its shim (pid {h.shim_pid}) is stopped"
     if execs:
         return TaskPrediction("block-then-kill", keeps_bundle=who.b != "2.x", why=(
             f"{shim}: the restart blocks about 10 s (the shim's load and its delete time out, 5 s each by "
-            f"default), runc SIGKILLs {live}, which stay zombies under the stopped shim ({' and '.join(execs)} "
+            f"default), runc SIGKILLs {live or 'what runs'}, which stay zombies under the stopped shim "
+            f"({' and '.join(execs)} "
             "keep the init from dying, so the delete never finishes); the task is not listed after the restart: "
             f"{STOPPED_AFTERMATH[who.b]}"))
     return TaskPrediction("block-then-kill", f"{shim}: the restart blocks about 5 s (the shim's load times out, 5 s "
