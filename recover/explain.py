@@ -495,7 +495,6 @@ def resolve_target(s: Scan, target: str) -> tuple[str, str | None]:
     longest head of the target that names exactly one container is the container."""
     keys = s.reader.containers()
     parts = target.split("/")
-    ambiguous = None  # the longest head that matched several: said when no longer one matches one
     for n in range(len(parts), 0, -1):
         head, rest = "/".join(parts[:n]), "/".join(parts[n:])
         if not head:
@@ -503,11 +502,11 @@ def resolve_target(s: Scan, target: str) -> tuple[str, str | None]:
         try:
             (key,) = select_containers(keys, [head])
         except SelectionError as e:
-            if "ambiguous" in str(e) and ambiguous is None:
-                ambiguous = str(e)
+            if e.matches:  # the longest head that names containers names several: say which
+                raise ExplainError(str(e)) from None
             continue
         return key, rest or None
-    raise ExplainError(f"no container matches '{printable(target)}'" + (f" ({ambiguous})" if ambiguous else ""))
+    raise ExplainError(f"no container matches '{printable(target)}'")
 
 
 def explain(s: Scan, target: str) -> dict:
@@ -580,9 +579,19 @@ def explain(s: Scan, target: str) -> dict:
     }
 
 
+def target_problem(target: str) -> str | None:
+    """Why `target` cannot name a container, whatever the root holds (None: it may)."""
+    if target.startswith("/") and os.path.isdir(target):
+        return (f"'{printable(target)}' is a path, not a container: name the container (ID[/PROCESS]) and the "
+                "root with --root")
+    if not target.partition("/")[0]:
+        return "no container id given (ID[/PROCESS])"
+    return None
+
+
 def build_explanation(scan: Scan, target: str) -> dict:
     """The explanation of `target` (ID[/PROCESS], NAMESPACE/ID[/PROCESS]) as a document;
     ExplainError if it names none."""
-    if not target.partition("/")[0]:
-        raise ExplainError("no container id given (ID[/PROCESS])")
+    if (problem := target_problem(target)) is not None:
+        raise ExplainError(problem)
     return explain(scan, target)

@@ -33,7 +33,11 @@ POOL_SHARD = 64  # containers a worker judges and sends at once
 
 
 class SelectionError(Exception):
-    """A --container value matches no container, or more than one."""
+    """A --container value matches no container, or more than one (`matches`: those)."""
+
+    def __init__(self, message: str, matches: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.matches = matches
 
 
 class NotAStateRoot(Exception):
@@ -319,25 +323,40 @@ def _names(key: str) -> tuple[str, str]:
 
 
 def select_containers(keys: list[str], wanted: list[str] | None) -> list[str]:
-    """Resolve --container values against the root's keys: an id, namespace/id, or a unique
-    prefix of either (a hidden task dir or namespace answers to its name without the dot too)."""
+    """Resolve --container values against the root's keys: namespace/id or id, exactly as the dir is
+    named, else without the dots that hide a task or namespace dir (a hidden task is still its
+    container's: Docker's id finds it), else a unique prefix of either, in that order: the first
+    way that matches decides (Docker's id names `<id>` when both `<id>` and `.<id>` are there)."""
     if not wanted:
         return keys
     chosen = set()
     for w in wanted:
-        if w in keys:
-            chosen.add(w)
-            continue
-        exact = [k for k in keys if w in _names(k)]
-        matches = exact or [k for k in keys if k.startswith(w) or k.rpartition("/")[2].startswith(w)
-                            or any(name.startswith(w) for name in _names(k))]
+        matches: list[str] = []
+        for way in _MATCHES:
+            matches = [k for k in keys if way(k, w)]
+            if matches:
+                break
         if not matches:
             raise SelectionError(f"no container matches '{printable(w)}'")
         if len(matches) > 1:
-            shown = ", ".join(printable(m) for m in matches[:10])
-            raise SelectionError(f"'{printable(w)}' is ambiguous: it matches {shown}")
+            shown = ", ".join(printable(m) for m in matches[:10]) + (", ..." if len(matches) > 10 else "")
+            raise SelectionError(f"'{printable(w)}' is ambiguous: it matches {shown}", tuple(matches))
         chosen.add(matches[0])
     return sorted(chosen)
+
+
+def _prefix_of(names: tuple[str, str], w: str) -> bool:
+    """w begins the id, or (naming a namespace) namespace/id: a namespace alone names no container."""
+    key, cid = names
+    return cid.startswith(w) or ("/" in w and key.startswith(w))
+
+
+_MATCHES = (
+    lambda k, w: w in (k, k.rpartition("/")[2]),
+    lambda k, w: w in _names(k),
+    lambda k, w: _prefix_of((k, k.rpartition("/")[2]), w),
+    lambda k, w: _prefix_of(_names(k), w),
+)
 
 
 def default_root(around: Surroundings = Surroundings()) -> str | None:

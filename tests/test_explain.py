@@ -179,6 +179,12 @@ def test_bad_targets_are_usage_errors(reference, target, message):
     assert result.exit_code == 2 and message in result.stderr and result.stdout == ""
 
 
+def test_a_root_given_as_the_target_is_said_to_be_a_path(reference):
+    result = runner.invoke(app, ["explain", str(reference / "root")])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "is a path, not a container" in result.stderr and "--root" in result.stderr
+
+
 def test_explain_never_writes(reference):
     before = snapshot(reference / "root")
     for target in (WEB, CRON, CACHE, WORKER, f"{WEB}/debug-shell"):

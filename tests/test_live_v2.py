@@ -554,6 +554,15 @@ def test_a_bundle_made_again_beside_its_hidden_twin_reaches_the_live_shim(builde
     assert f"{NS}/{T}" in twin["containerd_would_why"]
     assert not codes(twin) & {"R103", "R104", "R107"}
     assert doc["orphan_shims"] == []
+    # Docker's id (whole or cut) names the visible dir; `.<id>` the hidden one; a namespace is no id
+    for wanted, key in ((T, T), (T[:8], T), (f"{NS}/{T}", T), ("." + T, "." + T)):
+        doc = scan(builder, "--container", wanted)
+        assert [c["id"] for c in doc["containers"]] == [key], wanted
+        result = runner.invoke(app, ["explain", f"{wanted}/init", "--root", str(builder.state),
+                                     "--runc-root", str(builder.runc_root), "-f", "json"])
+        assert result.exit_code == 0 and orjson.loads(result.stdout)["container"] == key, result.output
+    result = runner.invoke(app, ["explain", f"{NS}/0000000", "--root", str(builder.state)])
+    assert result.exit_code == 2 and result.stderr == f"recover: no container matches '{NS}/0000000'\n"
 
 
 def test_a_bundle_made_again_under_its_live_shim_is_that_shims_task(builder):

@@ -147,11 +147,13 @@ def explain(
     each verdict step by step, the runtime's and the shim's logs, its events, a timeline, and what
     containerd and `recover repair` would do.
     """
-    from ..explain import ExplainError, build_explanation
+    from ..explain import ExplainError, build_explanation, target_problem
     from ..explain_text import render_explanation
 
     if format not in ("text", "json"):
         raise _fail("--format must be one of: text, json")
+    if (problem := target_problem(target)) is not None:
+        raise _fail(problem)
     with _open_scan(root, proc_root, offline, None, image_root, runc_root, containerd_root, layout,
                     containerd_version=containerd_version) as s:
         try:
