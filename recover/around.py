@@ -62,6 +62,7 @@ class Surroundings(Value):
     read_runc: bool = True  # false beside a captured proc dir: this host's runc state is not the capture's
     containerd_root: str | None = None  # --containerd-root (runtime-v2); None: from each task's work link
     containerd_version: str | None = None  # --containerd-version (runtime-v2): the daemon that will start
+    containerd_version_source: str = "flag"  # or "environment": $RECOVER_CONTAINERD_VERSION gave it
     unit: str | None = None  # the systemd unit whose start is judged (guard --unit): its ExecStart is read
 
     def path(self, host_path: str) -> str:

@@ -88,11 +88,12 @@ class ExplainError(Exception):
 
 # --- small helpers -------------------------------------------------------------------------
 
-def iso(epoch: float | None) -> str | None:
+def iso(epoch: float | None, precision: str = "milliseconds") -> str | None:
+    """An epoch as ISO 8601 UTC, to `precision` (isoformat's timespec): no finer than it is known."""
     if epoch is None:
         return None
     try:
-        return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec="milliseconds")
+        return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).isoformat(timespec=precision)
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -445,11 +446,11 @@ def evidence(p: ProcessRecord, facts: ProcessFacts, host: HostFacts, s: Scan) ->
 def timeline(files: list[dict], host: HostFacts, processes: list[dict], events: list[dict],
              now: float, written: dict[str, str]) -> list[dict]:
     """Everything with a time, sorted: files written (mtime), process starts, log lines, events, now."""
-    items: list[tuple[float, int, str, str | None]] = []  # epoch, order, what, path
+    items: list[tuple[float, int, str, str | None, str]] = []  # epoch, order, what, path, precision
 
-    def add(when: float | None, what: str, path: str | None) -> None:
+    def add(when: float | None, what: str, path: str | None, precision: str = "milliseconds") -> None:
         if when is not None and math.isfinite(when):
-            items.append((when, len(items), what, path))
+            items.append((when, len(items), what, path, precision))
 
     for d in files:
         for e in d["entries"]:
@@ -473,14 +474,15 @@ def timeline(files: list[dict], host: HostFacts, processes: list[dict], events: 
         for name, log in p["logs"].items():
             for entry in log["entries"]:
                 when = rfc3339(entry.get("time"))
-                if when is not None:
-                    add(when, f"{name}: {entry.get('level', '?')} {shown(entry.get('msg', ''))}", path)
+                if when is not None:  # runc writes whole seconds: shown as such, never as .000
+                    add(when, f"{name}: {entry.get('level', '?')} {shown(entry.get('msg', ''))}", path,
+                        "milliseconds" if "." in str(entry.get("time")) else "seconds")
     for e in events:
         detail = " ".join(f"{k}={shown(e[k])}" for k in ("pid", "status") if k in e)
         add(rfc3339(e.get("timestamp")), f"event {shown(e.get('type'))} {detail}".rstrip(), None)
     add(now, "now", None)
-    return [{"time": iso(t), "epoch": round(t, 3), "what": safe_text(what), "path": path}
-            for t, _, what, path in sorted(items)]
+    return [{"time": iso(t, precision), "epoch": round(t, 3), "what": safe_text(what), "path": path}
+            for t, _, what, path, precision in sorted(items)]
 
 
 # --- the whole explanation -----------------------------------------------------------------

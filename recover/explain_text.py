@@ -54,7 +54,7 @@ def render_text(doc: dict, out: BinaryIO) -> None:
              f"root      {P(doc['root'])} ({doc['layout']}: {doc['daemon']} predicted)"]
     h = doc["host"]
     lines.append("host      " + (f"proc root {P(h['proc_root'])}, "
-                                f"{told(h['btime'] and iso(h['btime']), 'boot time unknown', 'booted {}')}"
+                                f"{told(h['btime'] and iso(h['btime'], 'seconds'), 'boot time unknown', 'booted {}')}"
                                 f"{told(h['btime'], '', ' (btime {})')}, CLK_TCK {h['clock_ticks']}"
                                 if h["proc_root"] else "offline: /proc not read"))
     lines += ["", "== files"]

@@ -289,8 +289,8 @@ def render_text(scan: Scan, out: BinaryIO, display: Display = PLAIN) -> None:
         age = _age(o.started)
         watched = printable(short_id(o.container)) + (f"/{printable(short_process(o.process))}"
                                                       if o.process is not None else "")
-        lines.append(f"orphan shim: pid {o.pid} {watched} "
-                     f"({o.state}{f', {age:.0f} s old' if age is not None else ''}): {o.reason}")
+        lines.append(fitted("orphan shim: ", f"pid {o.pid} {watched} "
+                            f"({o.state}{f', {age:.0f} s old' if age is not None else ''}): {o.reason}", "", display))
     every = [f for c in containers for f in (*c.findings, *(f for p in c.processes for f in p.findings))]
     every.extend(scan.findings)
     if every:

@@ -254,6 +254,10 @@ def test_orphan_shim_has_a_start_time_and_an_age(tmp_path):
         assert o["started"] > 1e9 and 0 <= o["age_s"] < 60
         table = runner.invoke(app, ["scan", str(b.root)]).stdout
         assert f"orphan shim: pid {live.shim.pid}" in table and "s old" in table
+        narrow = runner.invoke(app, ["scan", str(b.root)], env={"COLUMNS": "40"}).stdout
+        (start,) = [i for i, line in enumerate(narrow.splitlines()) if line.startswith("orphan shim: ")]
+        said = narrow.splitlines()[start:start + 3]
+        assert all(len(line) <= 40 for line in said) and said[1].startswith("    "), said
 
 
 def test_orphan_shim_whose_process_already_has_an_exit_status(tmp_path):

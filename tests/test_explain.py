@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from recover.builders import become_subreaper
 from recover.cli import app
-from recover.explain import parse_log_objects, rfc3339
+from recover.explain import parse_log_objects, rfc3339, timeline
 from recover.generations.containerd_0_2.builder import RootBuilder
 from recover.generations.containerd_0_2.explain import EVENTS_TAIL
 
@@ -286,6 +286,17 @@ def test_live_verdicts(tmp_path):
 ])
 def test_log_objects(data, expected):
     assert parse_log_objects(data) == expected
+
+
+def test_a_log_time_in_whole_seconds_is_shown_to_the_second(tmp_path):
+    """runc's log.json says whole seconds: the timeline shows no milliseconds it does not know."""
+    entries = [{"level": "error", "msg": "whole", "time": "2026-12-07T19:31:02Z"},
+               {"level": "info", "msg": "fine", "time": "2026-12-07T19:31:02.288Z"}]
+    process = {"dir": "p", "verdict": "exited", "evidence": {"proc_now": None, "recorded": {"start_ticks": None}},
+               "logs": {"log.json": {"entries": entries}}}
+    shown = {t["what"]: t["time"] for t in timeline([], None, [process], [], 1.8e9, {})}
+    assert shown["log.json: error whole"] == "2026-12-07T19:31:02+00:00"
+    assert shown["log.json: info fine"] == "2026-12-07T19:31:02.288+00:00"
 
 
 def test_hostile_logs_in_json_and_text(tmp_path):

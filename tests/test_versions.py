@@ -151,8 +151,15 @@ def test_the_units_exec_start_names_the_binary_that_will_start(tmp_path, no_vers
     doc = judged(image)
     assert (doc["daemon"], doc["daemon_version"]["judged_as"]) == ("containerd 2.3.4", ["2.x"])
     assert unit_exec_start("containerd.service", lambda p: str(image) + p) == str(image / "opt/ctrd/bin/containerd")
-    # the flag wins
+    # the flag wins, then the variable, each said as what it is
     assert judged(image, "--containerd-version", "1.7.34")["daemon_version"]["source"] == "flag"
+    os.environ["RECOVER_CONTAINERD_VERSION"] = "1.7.34"  # the fixture puts the variable back after
+    by_env = judged(image)["daemon_version"]
+    assert (by_env["version"], by_env["source"]) == ("1.7.34", "environment")
+    assert "RECOVER_CONTAINERD_VERSION" in by_env["note"]
+    os.environ["RECOVER_CONTAINERD_VERSION"] = "9.9"
+    bad = runner.invoke(app, ["scan", "--image-root", str(image)])
+    assert bad.exit_code == 2 and bad.stderr.startswith("recover: $RECOVER_CONTAINERD_VERSION 9.9: not a")
 
 
 def test_without_a_unit_containerd_on_systemds_path_is_read(tmp_path, no_version_in_the_environment):

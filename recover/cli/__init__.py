@@ -229,14 +229,16 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
     # runc's state is this host's, beside its live /proc, or the image's own: never a capture's
     read_runc = runc_root is not None or image_root is not None or proc_root is None or is_procfs(proc_root)
     # not typer's envvar=: `guard --install` would write a variable of the shell into the drop-in
+    version_source = "flag" if containerd_version else "environment"
     containerd_version = containerd_version or os.environ.get("RECOVER_CONTAINERD_VERSION") or None
-    if containerd_version is not None and (problem := daemon_version_problem(containerd_version)):
+    if containerd_version is not None and (problem := daemon_version_problem(containerd_version, version_source)):
         raise _fail(problem)
     # a root reached through /proc/<pid>/root is that process's mount namespace's: every path its
     # files name (sockets, runc's state, the root dir, the daemon's binary) is read there too, with
     # this host's live /proc
     ns_root = namespace_root(root) if image_root is None else None
-    around = Surroundings(image_root or ns_root, runc_root, read_runc, containerd_root, containerd_version, unit)
+    around = Surroundings(image_root or ns_root, runc_root, read_runc, containerd_root, containerd_version,
+                          version_source, unit)
     for flag, value in (("--runc-root", runc_root), ("--containerd-root", containerd_root)):
         if value is not None and around.image_root is not None and not os.path.isdir(around.path(value)):
             raise _fail(f"{flag} {value}: it is a path inside {around.image_root}, and "

@@ -179,10 +179,10 @@ def generation_named(name: str) -> Generation:
 GENERATION_NAMES = ("containerd-0.2", "containerd-runtime-v2")
 
 
-def daemon_version_problem(version: str) -> str | None:
-    """Why --containerd-version VERSION names no daemon recover judges, or None (the generation
-    whose daemons have versions to tell apart is asked)."""
+def daemon_version_problem(version: str, source: str = "flag") -> str | None:
+    """Why --containerd-version VERSION (source "environment": its variable) names no daemon
+    recover judges, or None (the generation whose daemons have versions to tell apart is asked)."""
     from .runtime_v2.version import from_flag
 
-    judged = from_flag(version)
+    judged = from_flag(version, source)
     return judged if isinstance(judged, str) else None

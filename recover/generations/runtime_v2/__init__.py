@@ -90,7 +90,8 @@ class RuntimeV2:
                                     resolve=around.path if around.image_root is not None else None))
 
     def judge_daemon(self, reader: StateDir, around: Any) -> DaemonVersion:
-        return judge_version(around.containerd_version, around.path, around.unit, reader.holds_bootstrap)
+        return judge_version(around.containerd_version, around.path, around.unit, reader.holds_bootstrap,
+                             around.containerd_version_source)
 
     def gather(self, ctx: Context, record: ContainerRecord) -> tuple[dict[str, ProcessFacts], Any]:
         task: TaskFiles = record.files

@@ -23,7 +23,8 @@ from ...value import Value
 Behaviour = Literal["1.6", "1.7", "2.x"]
 BEHAVIOURS: tuple[Behaviour, ...] = ("1.6", "1.7", "2.x")
 SEEN_ON: dict[Behaviour, str] = {"1.6": "1.6.20", "1.7": "1.7.34", "2.x": "2.3.4"}  # the real daemons checked
-Source = Literal["flag", "binary", "bundles", "unknown"]
+Source = Literal["flag", "environment", "binary", "bundles", "unknown"]
+ENV_VERSION = "RECOVER_CONTAINERD_VERSION"  # the flag's default, read by the CLI
 
 UNIT = "containerd.service"
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system", "/lib/systemd/system",
@@ -81,17 +82,19 @@ def behaviour_of(version: str) -> tuple[Behaviour, str] | None:
 EVERY_VERSION = "all"  # --containerd-version all: judge each known behaviour, as when it cannot be told
 
 
-def from_flag(version: str) -> DaemonVersion | str:
-    """--containerd-version; a message when it names no containerd 1.x/2.x."""
+def from_flag(version: str, source: Source = "flag") -> DaemonVersion | str:
+    """--containerd-version (or its variable, source "environment"); a message when it names no
+    containerd 1.x/2.x."""
+    given = "--containerd-version" if source == "flag" else f"${ENV_VERSION}"
     if version == EVERY_VERSION:
-        return DaemonVersion(None, BEHAVIOURS, "flag", note="--containerd-version all: each known behaviour is "
+        return DaemonVersion(None, BEHAVIOURS, source, note=f"{given} all: each known behaviour is "
                              "judged (1.6, 1.7, 2.x), the worst outcome leading")
     judged = behaviour_of(version)
     if judged is None:
-        return (f"--containerd-version {version}: not a containerd 1.x or 2.x version (such as 1.6.20, 1.7.34, 2.3.4), "
+        return (f"{given} {version}: not a containerd 1.x or 2.x version (such as 1.6.20, 1.7.34, 2.3.4), "
                 f"nor `{EVERY_VERSION}`")
     behaviour, note = judged
-    return DaemonVersion(version.lstrip("v"), (behaviour,), "flag", note=note or "given with --containerd-version")
+    return DaemonVersion(version.lstrip("v"), (behaviour,), source, note=note or f"given with {given}")
 
 
 def binary_version(path: str) -> tuple[str | None, str]:
@@ -167,12 +170,12 @@ def _on_path(program: str, resolve: Callable[[str], str]) -> str | None:
 
 
 def judge_version(flag: str | None, resolve: Callable[[str], str], unit: str | None,
-                  bundles_hold_bootstrap: Callable[[], bool]) -> DaemonVersion:
+                  bundles_hold_bootstrap: Callable[[], bool], flag_source: Source = "flag") -> DaemonVersion:
     """The containerd that will start (module doc).  `resolve` maps a host path to the path to
     open (inside --image-root); `bundles_hold_bootstrap` says whether any task bundle holds a
     bootstrap.json (asked only when no binary tells)."""
     if flag is not None:
-        judged = from_flag(flag)
+        judged = from_flag(flag, flag_source)
         assert isinstance(judged, DaemonVersion), "the CLI checks the flag first"
         return judged
     tried = []
