@@ -446,8 +446,14 @@ class HostView:
         return None
 
     def start_epoch(self, ticks: int) -> float | None:
-        boot = self.boot if self.boot is not None else self.btime
-        return None if boot is None else boot + ticks / self.clock_ticks
+        return start_epoch(ticks, self.boot, self.btime, self.clock_ticks)
+
+
+def start_epoch(ticks: int, boot: float | None, btime: int | None, clock_ticks: int) -> float | None:
+    """When a process started ticks after boot: from the boot to a tick where known (a live host),
+    else from btime's whole second."""
+    since = boot if boot is not None else btime
+    return None if since is None else since + ticks / clock_ticks
 
 
 def _btime(data: bytes | None) -> int | None:
@@ -490,7 +496,9 @@ class ProcessFacts(Value):
     containerd_stat: ProcStat | None = None  # /proc/<Atoi(pid file)>/stat, as containerd reads it
     frozen: bool | None = None  # the process's cgroup is frozen (only readable on a live host)
     shim_root: str | None = None  # the root the shim's cwd names (when its cwd can be read)
-    other_root: str | None = None  # that root, when it is another root that exists: this one is a copy
+    # the root the shim works in, when by identity it is another dir than this root (a path, and
+    # the mount namespace when not ours): this root is a copy of it, or names the same processes
+    other_root: str | None = None
 
 
 class OwnRoot(Value):
@@ -498,7 +506,7 @@ class OwnRoot(Value):
     is compared with (the same path may name another dir in another mount namespace, and a bind
     mount gives one dir two paths)."""
 
-    real: str
+    real: str  # its path, resolved (as given where resolving names another dir: /proc/<pid>/root/...)
     dev: int
     ino: int
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from .fsread import printable
-from .host import ProcessFacts, wait_status_to_exit
+from .host import ProcessFacts, start_epoch, wait_status_to_exit
 from .records import ProcessRecord
 from .rules import Finding, finding
 from .value import Value
@@ -40,8 +40,7 @@ class HostFacts(Value):
     boot: float | None = None  # when the host booted, to a tick (a live host), else btime's second is used
 
     def start_epoch(self, ticks: int) -> float | None:
-        boot = self.boot if self.boot is not None else self.btime
-        return None if boot is None else boot + ticks / self.clock_ticks
+        return start_epoch(ticks, self.boot, self.btime, self.clock_ticks)
 
 
 class Decision(Value):

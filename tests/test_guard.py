@@ -137,6 +137,12 @@ def test_install_writes_one_exec_start_pre_line_and_uninstall_removes_exactly_it
         assert path.read_text() == "[Service]\nExecStartPre=/bin/true\n"
 
 
+def test_install_refuses_a_containerd_version_every_start_would_refuse(dirs, tmp_path):
+    refused = recover("guard", "--install", "--containerd-version", "3.0", "--systemd-dir", dirs.systemd, tmp_path)
+    assert refused.returncode == 2 and "--containerd-version 3.0: not a containerd" in refused.stderr
+    assert not (dirs.systemd / "containerd.service.d").exists()
+
+
 def test_install_warns_when_the_unit_does_not_start_the_daemon_of_the_root(dirs, tmp_path, reference):
     """Docker 20+ uses the system containerd: its state dir is containerd.service's to guard; a
     containerd 0.2 root is dockerd 1.11-1.13's (docker.service)."""

@@ -582,3 +582,4 @@ def test_a_bundle_made_again_under_its_live_shim_is_that_shims_task(builder):
     assert [(p["pid"], p["verdict"]) for p in c["processes"]] == [(t.init, "running")]
     assert c["containerd_would"] == "reconnect"
     assert doc["orphan_shims"] == []
+

@@ -70,6 +70,20 @@ def test_an_exit_under_a_live_shim_is_kept_by_16_and_lost_by_17_and_2x(builder):
     assert said(every)["R107"].startswith("containerd 1.7 and 2.x: ")
 
 
+def test_versions_that_say_a_finding_differently_say_it_in_one_finding(builder):
+    """A stopped shim with a live exec: each version leaves the task otherwise (R105's end): judged
+    for every version, one R105 (a finding's code and place are its identity), each version's part
+    named inside it."""
+    t = builder.start_task(NS, T)
+    t.exec("e1")
+    t.shim.stop()
+    every = judged(builder, "all")
+    (r105,) = [f["message"] for f in every["findings"] if f["code"] == "R105"]
+    for b in ("1.6", "1.7", "2.x"):
+        assert f"containerd {b}: its shim (pid {t.shim.pid}) is stopped" in r105, r105
+    assert r105.count("kill -CONT") == 3
+
+
 def test_a_pod_container_whose_init_exited_is_recorded_255_by_17_and_2x(builder):
     pod = builder.start_task("k8s.io", POD, sandbox=True)
     ctr = builder.start_task("k8s.io", C, ("sh", "-c", "exit 42"), pod=pod)

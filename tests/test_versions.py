@@ -9,6 +9,7 @@ whose binary is not here is skipped with its reason.
 from __future__ import annotations
 
 import os
+import socket
 import shutil
 import subprocess
 import sys
@@ -171,6 +172,31 @@ def test_without_a_unit_containerd_on_systemds_path_is_read(tmp_path, no_version
                                                                 str(image / "usr/local/bin/containerd"))
 
 
+def test_a_binary_whose_version_is_no_1x_or_2x_version_tells_nothing(tmp_path, no_version_in_the_environment):
+    image = image_with_state(tmp_path)
+    data = lab_binary("1.7.34").read_bytes()
+    assert data.count(b"version.Version=v1.7.34") >= 1  # the -X its build info records
+    target = image / "usr" / "bin" / "containerd"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(data.replace(b"version.Version=v1.7.34", b"version.Version=v9.7.34"))
+    version = judged(image)["daemon_version"]
+    assert (version["source"], version["judged_as"]) == ("unknown", ["1.6", "1.7", "2.x"])
+    assert "its version '9.7.34' is no containerd 1.x or 2.x version" in version["note"]
+
+
+def test_beside_a_captured_proc_dir_no_binary_of_this_host_is_read(tmp_path, no_version_in_the_environment):
+    """The captured host's containerd is not this host's: without --image-root none is read."""
+    image = image_with_state(tmp_path)
+    proc = tmp_path / "proc"
+    (proc / "1").mkdir(parents=True)
+    (proc / "stat").write_text("cpu 0 0 0 0\nbtime 1700000000\n")
+    result = runner.invoke(app, ["scan", str(image / "run" / "containerd"), "--proc-root", str(proc), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    version = orjson.loads(result.stdout)["daemon_version"]
+    assert (version["source"], version["binary"]) == ("unknown", None)
+    assert "this host's are not the captured host's" in version["note"]
+
+
 def test_without_a_binary_the_bundles_tell_2x_or_nothing(tmp_path, no_version_in_the_environment):
     doc = judged(image_with_state(tmp_path / "a", bootstrap=True))
     assert (doc["daemon_version"]["source"], doc["daemon_version"]["judged_as"]) == ("bundles", ["2.x"])
@@ -211,3 +237,26 @@ def test_a_fifo_for_the_shim_binary_never_blocks_a_scan(tmp_path):
                                  *args], capture_output=True, timeout=60,
                                 env={k: v for k, v in os.environ.items() if k != "RECOVER_CONTAINERD_VERSION"})
         assert result.returncode == 0, result.stderr
+
+
+def test_a_live_shim_whose_process_cannot_be_told_is_no_leaked_shim(tmp_path):
+    """1.7 and 2.x clean up a live shim that runs nothing of its task: where whether the init runs
+    cannot be told (verdict unknown, not-started), neither can the restore."""
+    from recover.fsread import OpenRoot
+    from recover.generations.runtime_v2.builder import TaskBuilder
+    from recover.generations.runtime_v2.predict import As, TaskHost, predict_task
+    from recover.generations.runtime_v2.reader import StateDir
+
+    with TaskBuilder(tmp_path) as b:
+        bundle = b.write_bundle("default", "t")
+        listening = socket.socket(socket.AF_UNIX)
+        listening.bind(str(tmp_path / "shim.sock"))  # a socket file where the address says
+        (bundle / "address").write_text(f"unix://{tmp_path / 'shim.sock'}")
+        with OpenRoot(str(b.state)) as root:
+            files = StateDir(root).read("default/t").files
+    for verdict, would in (("unknown", None), ("not-started", None), ("exited", "clean-up")):
+        host = TaskHost(proc_read=True, shim_pid=4242, shim_state="alive", grpc_address=None,
+                        verdicts={"init": verdict}, pids={"init": 4243}, runc_init=None)
+        for b in ("1.7", "2.x"):
+            assert predict_task(files, host, As(b, f"containerd {b}")).would == would, (verdict, b)
+        listening.close()

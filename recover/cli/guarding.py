@@ -68,6 +68,7 @@ def guard(
     import threading
 
     from .. import guard as gd
+    from ..generations import daemon_version_problem
 
     if policy not in gd.POLICIES:
         raise _fail(f"--policy must be one of: {', '.join(gd.POLICIES)}")
@@ -88,6 +89,8 @@ def guard(
         if proc_root is not None or image_root is not None:
             raise _fail("--install writes the command for this host's own starts: "
                         "--proc-root and --image-root cannot be given with it")
+        if containerd_version is not None and (problem := daemon_version_problem(containerd_version)):
+            raise _fail(problem)  # never a drop-in whose every start fails on its usage error
         argv = [*_recover_command(), "guard", "--policy", policy, "--unit", unit] + (
             ["--kill-orphans"] if kill_orphans else [])
         for flag, value in (("--timeout", None if timeout is None else f"{timeout:g}"),

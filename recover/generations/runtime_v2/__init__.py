@@ -90,8 +90,9 @@ class RuntimeV2:
                                     resolve=around.path if around.image_root is not None else None))
 
     def judge_daemon(self, reader: StateDir, around: Any) -> DaemonVersion:
-        return judge_version(around.containerd_version, around.path, around.unit, reader.holds_bootstrap,
-                             around.containerd_version_source)
+        # beside a captured proc dir this host's binaries are not the root's (no image was given)
+        return judge_version(around.containerd_version, around.path if around.read_runc else None, around.unit,
+                             reader.holds_bootstrap, around.containerd_version_source)
 
     def gather(self, ctx: Context, record: ContainerRecord) -> tuple[dict[str, ProcessFacts], Any]:
         task: TaskFiles = record.files

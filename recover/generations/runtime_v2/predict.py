@@ -283,6 +283,11 @@ def _leaked_shim(t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction | None:
             "left, and nothing is killed: its processes and its shim live on, untracked"))
     if live:
         return None
+    undecided = [p for p, v in h.verdicts.items() if v in ("unknown", "not-started")]
+    if undecided:  # the shim may still run them: what it reports cannot be told
+        return TaskPrediction(None, f"whether {' and '.join(undecided)} still run under its live shim (pid "
+                              f"{h.shim_pid}) cannot be told: {who.name} re-adopts the task if so, else cleans it up "
+                              "as a leaked shim")
     exited = " and ".join(p for p, v in h.verdicts.items() if v in ("exited", "zombie"))
     return TaskPrediction("clean-up", f"nothing of the task runs under its live shim ({exited or 'no process'} "
                           f"exited): {who.name} cleans it up as a leaked shim (\"cleaning leaked shim process\"): "
@@ -513,18 +518,21 @@ def _merged(outcomes: dict[Behaviour, _Outcome]) -> tuple[_Outcome, dict[Behavio
                f"Where versions differ: {others}")
     else:
         why = lead.task.why
-    # the same finding but for the daemon's name is one finding, said of each version it holds for
-    by_message: dict[tuple[str, str, str | None], list[Behaviour]] = {}
+    # one finding per code and place: the versions that say the same (but for the daemon's name)
+    # share one message, and where they differ each group says its own, named
+    by_place: dict[tuple[str, str | None], dict[str, list[Behaviour]]] = {}
     for b, o in outcomes.items():
         for f in o.findings:
-            by_message.setdefault((f.code, f.message.replace(f"containerd {b}", "{daemon}"), f.path), []).append(b)
+            said = by_place.setdefault((f.code, f.path), {})
+            said.setdefault(f.message.replace(f"containerd {b}", "{daemon}"), []).append(b)
     found = []
-    for (code, message, path), said_by in by_message.items():
-        named = f"containerd {_names(said_by)}"
-        message = message.replace("{daemon}", named)
-        if len(said_by) < len(outcomes):
-            message = f"{named}: {message}"
-        found.append(finding(code, message, path))
+    for (code, path), messages in by_place.items():
+        parts = []
+        for message, said_by in messages.items():
+            named = f"containerd {_names(said_by)}"
+            message = message.replace("{daemon}", named)
+            parts.append(message if len(said_by) == len(outcomes) else f"{named}: {message}")
+        found.append(finding(code, "; ".join(parts), path))
     task = TaskPrediction(lead.task.would, why, lead.task.cause)
     return _Outcome(task, lead.cri_would, lead.cri_why, tuple(found)), wouldn
 

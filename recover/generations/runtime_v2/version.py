@@ -128,8 +128,8 @@ def unit_exec_start(unit: str, resolve: Callable[[str], str]) -> str | None:
         if os.path.isfile(path):
             command = _exec_start(path, command)
             break
-    dropins = sorted({name for d in UNIT_DIRS if os.path.isdir(resolve(os.path.join(d, unit + ".d")))
-                      for name in os.listdir(resolve(os.path.join(d, unit + ".d"))) if name.endswith(".conf")})
+    dropins = sorted({name for d in UNIT_DIRS for name in _listing(resolve(os.path.join(d, unit + ".d")))
+                      if name.endswith(".conf")})
     for name in dropins:
         for unit_dir in UNIT_DIRS:  # the first dir that has it wins, as systemd's
             path = resolve(os.path.join(unit_dir, unit + ".d", name))
@@ -142,6 +142,14 @@ def unit_exec_start(unit: str, resolve: Callable[[str], str]) -> str | None:
     if "/" not in program:
         return _on_path(program, resolve)
     return resolve(program)
+
+
+def _listing(path: str) -> list[str]:
+    """A dir's names; none where it is not there or cannot be read (systemd, as root, may read it)."""
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def _exec_start(path: str, command: str | None) -> str | None:
@@ -169,23 +177,25 @@ def _on_path(program: str, resolve: Callable[[str], str]) -> str | None:
     return None
 
 
-def judge_version(flag: str | None, resolve: Callable[[str], str], unit: str | None,
+def judge_version(flag: str | None, resolve: Callable[[str], str] | None, unit: str | None,
                   bundles_hold_bootstrap: Callable[[], bool], flag_source: Source = "flag") -> DaemonVersion:
     """The containerd that will start (module doc).  `resolve` maps a host path to the path to
     open (inside --image-root); `bundles_hold_bootstrap` says whether any task bundle holds a
-    bootstrap.json (asked only when no binary tells)."""
+    bootstrap.json (asked only when no binary tells).  `resolve` None: no binary here is the root's
+    (beside a captured proc dir, this host's binaries are not the captured host's)."""
     if flag is not None:
         judged = from_flag(flag, flag_source)
         assert isinstance(judged, DaemonVersion), "the CLI checks the flag first"
         return judged
-    tried = []
-    for candidate in _candidates(unit, resolve):
+    tried = [] if resolve is not None else ["no binary read: this host's are not the captured host's"]
+    for candidate in _candidates(unit, resolve) if resolve is not None else ():
         version, problem = binary_version(candidate)
-        if version is not None:
-            behaviour, note = behaviour_of(version) or ("2.x", f"containerd {version} is not 1.x or 2.x")
+        judged = behaviour_of(version) if version is not None else None
+        if judged is not None:
+            behaviour, note = judged
             return DaemonVersion(version, (behaviour,), "binary", candidate,
                                  note or f"read from {candidate} (the binary that will start)")
-        tried.append(f"{candidate}: {problem}")
+        tried.append(f"{candidate}: {problem or f'its version {version!r} is no containerd 1.x or 2.x version'}")
     if bundles_hold_bootstrap():
         return DaemonVersion(None, ("2.x",), "bundles", note="no binary tells the version" + _tried(tried)
                              + "; the bundles hold bootstrap.json, which only containerd 2.x writes")
