@@ -480,6 +480,15 @@ def _hidepid(proc_real: str) -> bool:
     return False
 
 
+class ShimReport(Value):
+    """What a live shim, asked, says of one of its processes (runtime-v2: its task API's State)."""
+
+    status: str  # running, stopped, created, paused, ... (lower case)
+    pid: int
+    exit_status: int | None  # once stopped
+    exited_at: float | None  # seconds since the epoch, once stopped
+
+
 # made by position on the hot path: a new field goes last
 class ProcessFacts(Value):
     """What the host says about one recorded process: the judge's only input from /proc."""
@@ -499,6 +508,7 @@ class ProcessFacts(Value):
     # the root the shim works in, when by identity it is another dir than this root (a path, and
     # the mount namespace when not ours): this root is a copy of it, or names the same processes
     other_root: str | None = None
+    shim_reports: ShimReport | None = None  # what its live shim said of it, asked (None: not asked)
 
 
 class OwnRoot(Value):

@@ -18,7 +18,7 @@ from .rules import Finding
 from .value import Value
 
 StartSource = Literal["starttime", "runc-state"]
-ExitSource = Literal["exitStatus", "daemon-format-bug", "cri-checkpoint", "shim-memory", "zombie-stat"]
+ExitSource = Literal["exitStatus", "daemon-format-bug", "cri-checkpoint", "shim-memory", "shim", "zombie-stat"]
 
 
 # made by position on the hot path: a new field goes last

@@ -99,9 +99,14 @@ def _pid_gone(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decis
     if rec.exit_held_by_shim and facts.shim_state in ("alive", "stopped"):
         # with no daemon on the root, the shim's memory is the only copy of the status; what the
         # daemon that starts does with it is its predictor's to say (it depends on the version)
+        said = facts.shim_reports
+        told = said is not None and said.exit_status is not None and said.pid == facts.pid
+        status = f"its exit status, {said.exit_status} (the shim says so, asked)" if told else "its exit status"
         held = () if host.daemon_runs else (finding(
             "L011", f"pid {facts.pid} has exited while its shim (pid {facts.shim_pid}) lives: the shim's memory "
-            "holds its exit status, the only copy while no daemon is connected to it", rec.rel),)
+            f"holds {status}, the only copy while no daemon is connected to it", rec.rel),)
+        if told:
+            return Decision("exited", exit_status=said.exit_status, exit_status_source="shim", findings=held)
         return Decision("exited", exit_status_source="shim-memory", findings=held)
     if host.hidepid:
         return Decision("unknown", findings=(finding(

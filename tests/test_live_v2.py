@@ -106,8 +106,11 @@ def test_an_init_exit_while_containerd_is_down_is_held_by_the_live_shim(builder)
     files = sorted(os.listdir(t.bundle))
     c = task(scan(builder))
     (init,) = c["processes"]
-    assert (init["verdict"], init["exit_status"], init["exit_status_source"]) == ("exited", None, "shim-memory")
-    assert "L011" in codes(c)
+    # asked through its task API (State, read-only), the live shim says the status it holds
+    assert (init["verdict"], init["exit_status"], init["exit_status_source"]) == ("exited", 3, "shim")
+    assert c["shim"]["asked"] == "asked over task API v2"
+    assert "L011" in codes(c) and "its exit status, 3 (the shim says so, asked)" in procs(c)["init"]["findings"][0][
+        "message"]
     assert c["containerd_would"] == "reconnect" and "re-adopts the task stopped" in c["containerd_would_why"]
     assert t.shim.popen.poll() is None and t.status() == 3  # it lives on, holding the status
     assert sorted(os.listdir(t.bundle)) == files  # and wrote nothing
@@ -128,7 +131,7 @@ def test_a_daemon_running_on_the_root_has_the_exit_a_live_shim_holds(builder, tm
         daemon.wait()
     assert "H009" in {f["code"] for f in doc["findings"]}
     (init,) = task(doc)["processes"]
-    assert (init["verdict"], init["exit_status_source"]) == ("exited", "shim-memory")
+    assert (init["verdict"], init["exit_status"], init["exit_status_source"]) == ("exited", 3, "shim")
     assert "L011" not in codes(task(doc))
 
 
@@ -138,11 +141,28 @@ def test_an_exec_exit_under_the_live_shim(builder):
     assert t.wait("e1") == 5
     c = task(scan(builder))
     p = procs(c)
-    assert (p["init"]["verdict"], p["e1"]["verdict"], p["e1"]["exit_status_source"]) == (
-        "running", "exited", "shim-memory")
+    assert (p["init"]["verdict"], p["e1"]["verdict"], p["e1"]["exit_status"], p["e1"]["exit_status_source"]) == (
+        "running", "exited", 5, "shim")
     assert p["e1"]["pid"] == e1 and (t.bundle / "e1.pid").read_bytes() == str(e1).encode()  # it stays
     assert {f["code"] for f in p["e1"]["findings"]} == {"L011"}
     assert c["containerd_would"] == "reconnect"
+
+
+def test_a_shim_that_cannot_be_asked_still_holds_the_exit(builder):
+    """Its socket file gone (the shim still listens, unreachable), or the shim stopped: not asked,
+    never waited on; the status is still in its memory, unread."""
+    t = builder.start_task(NS, T, ("sh", "-c", "exit 3"))
+    assert t.wait() == 3
+    t.shim.remove_socket()
+    c = task(scan(builder))
+    assert c["shim"]["asked"] == "not asked: no socket file it listens on"
+    assert [(p["exit_status"], p["exit_status_source"]) for p in c["processes"]] == [(None, "shim-memory")]
+    t.shim.stop()
+    c = task(scan(builder))
+    assert c["shim"]["asked"] == "not asked: the shim is stopped"
+    assert [(p["exit_status"], p["exit_status_source"]) for p in c["processes"]] == [(None, "shim-memory")]
+    c = task(scan(builder, "--offline"))
+    assert c["shim"]["asked"] is None
 
 
 def test_a_stopped_shim_blocks_the_restart_and_keeps_its_zombie(builder):
@@ -547,7 +567,7 @@ def test_a_bundle_made_again_beside_its_hidden_twin_reaches_the_live_shim(builde
     assert c["shim"]["pid"] == t.shim.pid and c["shim"]["socket_listened"] is True
     assert c["containerd_would"] == "reconnect", c.get("containerd_would_why")
     (init,) = c["processes"]
-    assert (init["pid"], init["verdict"], init["exit_status_source"]) == (t.init, "exited", "shim-memory")
+    assert (init["pid"], init["verdict"], init["exit_status_source"]) == (t.init, "exited", "shim")
     # the hidden twin is skipped, and nothing of it is leaked or lost: its shim is the visible task's
     twin = task(doc, "." + T)
     assert twin["containerd_would"] == "skip", twin["containerd_would_why"]

@@ -632,8 +632,14 @@ def test_each_prediction_is_what_the_restarted_daemon_does(cycles, version):
     assert set(would.values()) == set(CONSEQUENCES)  # every prediction at least once
     # where the versions part (SPEC-v2 §2a), each was predicted as the version does
     assert would["d-init-exited"] == ("reconnect" if version.startswith("1.6") else "clean-up")
+    exited = outcome.judged[next(k for k in outcome.judged if k.endswith("/d-init-exited"))]
+    # the live shim, asked (State), says the status only its memory holds: SIGTERM made the init exit 42
+    init = next(p for p in exited["processes"] if p["id"] == "init")
+    assert (init["verdict"], init["exit_status"], init["exit_status_source"]) == ("exited", 42, "shim")
+    assert exited["shim"]["asked"] == f"asked over task API v{3 if version.startswith('2.') else 2}"
     if not version.startswith("1.6"):
-        assert "R107" in said(outcome.judged[next(k for k in outcome.judged if k.endswith("/d-init-exited"))])
+        (r107,) = [f["message"] for f in exited["findings"] if f["code"] == "R107"]
+        assert "the exit of init (42)" in r107
     if not version.startswith("1.6"):  # JSON as Go decodes it: keys in any case, a protocol required
         assert (would["y-json-no-protocol"], would["z-json-keys-capitalized"]) == ("kill-live-processes", "reconnect")
     if version.startswith("1.7"):

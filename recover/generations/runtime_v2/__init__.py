@@ -24,6 +24,7 @@ from ...records import ContainerRecord
 from ...rules import Finding, finding
 from .. import Context, ShimClaim, gather_with
 from . import predict as predict_v2
+from .asking import ask_task_shim, with_reports
 from .reader import TASKS_DIR, Paths, StateDir, TaskFiles, socket_name, unhidden
 from .version import DaemonVersion, judge_version
 
@@ -124,7 +125,10 @@ class RuntimeV2:
         dot_twin = f"{record.namespace}/.{name}" if not task.hidden else ""
         api, api_from = shim_api(ctx, task, shim_pid if shim is not None and shim_state(shim) in ("alive", "stopped")
                                  else None)
+        asked, said = ask_task_shim(ctx, record, shim, listened, api)
+        facts = with_reports(facts, said)
         return facts, predict_v2.TaskHost(
+            asked=asked,
             twin_key=twin_key if ctx.reader.holds(twin_key) else "",
             dot_twin=dot_twin if ctx.reader.holds(dot_twin) else "",
             listened=listened, shim_api=api, shim_api_from=api_from,

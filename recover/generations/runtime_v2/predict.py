@@ -67,6 +67,7 @@ class TaskHost(Value):
     shim_api: int | None = None  # the task API its shim serves: 3 (a 2.x shim), 2 (1.x); None: unknown
     shim_api_from: str = ""  # how that was told
     # the same task under two dirs (Docker re-creates a container whose dir containerd had hidden):
+    asked: str = ""  # whether its live shim was asked what it holds, and how that went
     twin_key: str = ""  # of a hidden task: the visible dir of its namespace and id, when there is one
     dot_twin: str = ""  # of a visible task: the `.<id>` beside it, when there is one
 
@@ -486,7 +487,8 @@ def _outcome(record: ContainerRecord, decisions: dict[str, Decision], h: TaskHos
                           if t.container_type == "container" else (None, ""))
     found = []
     # an exit only the live shim holds, which the restore throws away
-    held = [p for p, d in decisions.items() if d.verdict == "exited" and d.exit_status_source == "shim-memory"]
+    held = [p + (f" ({d.exit_status})" if d.exit_status is not None else "") for p, d in decisions.items()
+            if d.verdict == "exited" and d.exit_status_source in ("shim-memory", "shim")]
     if task.would == "kill-live-processes":
         found.append(finding("R101", f"{task.why}: {_what_to_do(record, h, behaviours, task)}", record.rel))
     elif task.would == "block-then-kill":
@@ -559,7 +561,7 @@ def predict_task_container(record: ContainerRecord, decisions: dict[str, Decisio
     extra = {
         "hidden": t.hidden, "empty": t.empty,
         "sandbox": t.sandbox, "container_type": t.container_type,
-        "shim": {"pid": h.shim_pid, "state": h.shim_state if h.proc_read else None,
+        "shim": {"pid": h.shim_pid, "state": h.shim_state if h.proc_read else None, "asked": h.asked or None,
                  "address": lead_dial.address, "address_file": address.name if address else None,
                  "address_problem": lead_dial.problem, "api": h.shim_api,
                  "socket": address.socket_path if address else None,
