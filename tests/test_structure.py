@@ -43,3 +43,15 @@ def test_no_module_is_over_600_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if "cri_v1" not in p.parts and "proto" not in p.parts and (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, long
+
+
+def test_every_package_is_installed():
+    """pyproject names its packages (a find would walk the fixtures' link loops): each dir of the
+    tree that is a package must be named, or an installed recover lacks it (a missing recover.cli
+    once made every installed command fail)."""
+    import tomllib
+
+    top = Path(recover.__file__).parent
+    named = set(tomllib.loads((top.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(top.parent).parts) for p in top.rglob("__init__.py")}
+    assert found == named
