@@ -383,24 +383,25 @@ def judge(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> Decisi
 
 
 def _repair(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> list[dict] | None:
-    """What `recover repair --apply [--kill-orphans]` does (no quarantine, no --force), or None
-    with the reason said when it does not run here."""
+    """What `recover repair --apply [--kill-orphans | --stop-orphans]` does (no quarantine, no
+    --force), or None with the reason said when it does not run here.  --kill-orphans asks for
+    containerd 0.2's kills, and for 1.x/2.x's clean stops; where the live root cannot be told no
+    signal is sent (a stopped shim is not resumed either: said)."""
     from . import repair as rp
 
     with open_scan() as scan:
-        if scan.generation.repairer is None:
-            say(f"no repair: repair writes only in containerd 0.2 roots ({scan.root.path} is {scan.generation.name})")
-            return None
-        if not scan.host_facts.live or scan.host is None:
-            say("no repair: it needs this host's live /proc to re-verify every target")
-            return None
+        repairer = scan.generation.repairer
         judged = list(scan.containers())
-        proc_root = scan.host.proc_root
-        kill = settings.kill_orphans
-        if kill and (refusal := rp.kill_refusal(judged, scan.root.real, proc_root, scan.live_shim_works_here(), False)):
-            say(f"no kills: {refusal}")
-            kill = False
-        opts = rp.Options(kill_orphans=kill)
+        proc_root = scan.host.proc_root if scan.host is not None else "/proc"
+        if refusal := rp.write_refusal(judged, scan.root.real, proc_root, scan.host_facts.live, scan.around.image_root):
+            say(f"no repair: {refusal}")
+            return None
+        v02 = "kill-orphan" in repairer.kinds
+        opts = rp.Options(kill_orphans=settings.kill_orphans and v02, stop_orphans=settings.kill_orphans and not v02)
+        if refusal := rp.kill_refusal(judged, scan.root.real, proc_root, scan.live_shim_works_here(), False):
+            if any(a.kind in repairer.signals for a in rp.run(repairer, judged, opts, None)):
+                say(f"no signals: {refusal}")
+            opts = rp.Options(no_signals=refusal)
 
         def said(action: rp.Action) -> None:
             if action.result in ("applied", "skipped", "failed"):
@@ -408,7 +409,7 @@ def _repair(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> list
                 say(f"repair: {action.result} {action.kind} {printable(action.rel)}{detail}")
 
         try:
-            actions = rp.apply_plan(scan.generation.repairer, judged, scan.root.real, proc_root, opts,
+            actions = rp.apply_plan(repairer, judged, scan.root.real, proc_root, opts,
                                     rp.default_journal(scan.root.real), said)
         except (rp.Refused, rp.CannotWrite) as e:
             say(f"no repair: {e}")

@@ -14,7 +14,7 @@ from typing import Literal, Protocol
 
 from .fsread import filesystem_type
 from .gobinary import GoBinary, NotGo, read_go_binary
-from .sockets import held_sockets, unix_listeners
+from .sockets import Listeners, held_sockets, unix_listeners
 from .value import Value
 
 ShimStateName = Literal["alive", "stopped", "zombie", "gone"]
@@ -205,7 +205,7 @@ class HostView:
         self._shims: dict[str, list[int]] | None = None
         self._argv: dict[int, list[str]] | None = None
         self._own_mnt: str | None = None  # our mount namespace ("": cannot be told)
-        self._listeners: dict[tuple[int, int], int] | None | bool = False  # False: not read yet
+        self._listeners: Listeners | None | bool = False  # False: not read yet
         self._sockets: dict[int, frozenset[int]] = {}
         self._children: dict[int, list[int]] | None = None
         self._roots: dict[tuple[int, int], tuple[int, int] | None] = {}
@@ -316,6 +316,13 @@ class HostView:
             self._sockets[pid] = held_sockets(os.path.join(self.proc_root, str(pid)))
         return self._sockets[pid]
 
+    def listening_paths(self, pid: int) -> list[str]:
+        """The paths the unix sockets pid holds and listens on were bound at (sorted)."""
+        listeners = self.listening_unix_sockets()
+        if listeners is None:
+            return []
+        return sorted(listeners.paths[i] for i in self.socket_inodes(pid) if i in listeners.paths)
+
     def listener_of(self, socket_file: str) -> int | None | bool:
         """The inode of the socket listening on `socket_file` (a path here); False when nobody
         listens; None where it cannot be told (see listening_unix_sockets; the file unreadable)."""
@@ -328,7 +335,7 @@ class HostView:
             return None
         return listeners.get((st.st_dev, st.st_ino), False)
 
-    def listening_unix_sockets(self) -> dict[tuple[int, int], int] | None:
+    def listening_unix_sockets(self) -> Listeners | None:
         """(st_dev, st_ino) of every socket file a live unix socket listens on, in recover's
         network namespace (the kernel's sock_diag, read once); None where it cannot be told (not
         this host's own /proc, or no sock_diag).  A socket FILE nobody listens on cannot be dialled:

@@ -501,7 +501,7 @@ RESULT_COLOUR = {"applied": "green", "skipped": "yellow", "failed": "red", "not-
 def action_json(a: Action) -> dict:
     return {"container": json_text(a.container), "process": None if a.process is None else json_text(a.process),
             "action": a.kind, "value": a.value, "result": a.result, "reason": a.reason,
-            "detail": a.detail or None, "pid": a.pid}
+            "detail": a.detail or None, "pid": a.pid, "target": a.target}
 
 
 def repair_summary(actions: list[Action]) -> dict:
@@ -512,7 +512,8 @@ def repair_summary(actions: list[Action]) -> dict:
 
 
 def render_repair_table(actions: list[Action], meta: dict, out: BinaryIO, display: Display = PLAIN) -> None:
-    rows = [(printable(a.container)[:12], printable(a.process or "-"), a.kind, a.value or "-", a.result,
+    rows = [(printable(short_id(a.container)), printable(short_process(a.process) if a.process else "-"), a.kind,
+             a.value or "-", a.result,
              a.reason + (f" [{a.detail}]" if a.detail else "")) for a in actions]
     table = _table(rows, REPAIR_HEADERS, display, shrinkable=[1, 3, 5], empty="(nothing to repair)",
                    caps=[None, None, None, None, None, 70], paint={4: lambda r: display.paint(r, RESULT_COLOUR.get(r))})

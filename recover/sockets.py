@@ -8,13 +8,28 @@ import os
 
 _NETLINK_SOCK_DIAG, _SOCK_DIAG_BY_FAMILY = 4, 20
 _NLM_F_REQUEST, _NLM_F_DUMP, _NLMSG_ERROR, _NLMSG_DONE = 0x1, 0x300, 2, 3
-_UDIAG_SHOW_VFS, _UNIX_DIAG_VFS, _TCP_LISTEN = 0x2, 1, 10
+_UDIAG_SHOW_NAME, _UDIAG_SHOW_VFS, _UNIX_DIAG_NAME, _UNIX_DIAG_VFS, _TCP_LISTEN = 0x1, 0x2, 0, 1, 10
 
 
-def unix_listeners() -> dict[tuple[int, int], int] | None:
-    """The file each listening unix socket of this network namespace was bound at, (st_dev,
-    st_ino), and the socket's own inode, which a process holding it shows as `socket:[N]`
-    (sock_diag, UNIX_DIAG_VFS); None when the kernel cannot be asked."""
+class Listeners:
+    """The listening unix sockets of this network namespace: by the file each was bound at,
+    (st_dev, st_ino), the socket's own inode (which a process holding it shows as `socket:[N]`);
+    and by that inode, the path it was bound at (as its binder named it, in its mount namespace)."""
+
+    def __init__(self) -> None:
+        self.by_file: dict[tuple[int, int], int] = {}
+        self.paths: dict[int, str] = {}
+
+    def get(self, file: tuple[int, int], default=None):
+        return self.by_file.get(file, default)
+
+    def __contains__(self, file: tuple[int, int]) -> bool:
+        return file in self.by_file
+
+
+def unix_listeners() -> Listeners | None:
+    """Every listening unix socket of this network namespace (sock_diag: UNIX_DIAG_VFS and
+    UNIX_DIAG_NAME); None when the kernel cannot be asked."""
     import socket
     import struct
 
@@ -22,10 +37,11 @@ def unix_listeners() -> dict[tuple[int, int], int] | None:
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
     except OSError:
         return None
-    found: dict[tuple[int, int], int] = {}
+    found = Listeners()
     with s:
         try:
-            request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0, _UDIAG_SHOW_VFS, 0, 0)
+            request = struct.pack("=BBHIIIII", socket.AF_UNIX, 0, 0, 1 << _TCP_LISTEN, 0,
+                                  _UDIAG_SHOW_VFS | _UDIAG_SHOW_NAME, 0, 0)
             s.send(struct.pack("=IHHII", 16 + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
                    + request)
             while True:
@@ -45,7 +61,11 @@ def unix_listeners() -> dict[tuple[int, int], int] | None:
                             break
                         if attr_type == _UNIX_DIAG_VFS and attr_len >= 12:
                             ino, kdev = struct.unpack_from("=II", data, attr + 4)
-                            found[(os.makedev(kdev >> 20, kdev & 0xFFFFF), ino)] = sock_ino  # the kernel's dev_t
+                            found.by_file[(os.makedev(kdev >> 20, kdev & 0xFFFFF), ino)] = sock_ino  # the kernel's dev_t
+                        elif attr_type == _UNIX_DIAG_NAME and attr_len > 4:
+                            name = data[attr + 4:attr + attr_len]
+                            if not name.startswith(b"\0"):  # a path, not an abstract name
+                                found.paths[sock_ino] = os.fsdecode(name.rstrip(b"\0"))
                         attr += (attr_len + 3) & ~3
                     at += (length + 3) & ~3
                 if not data:

@@ -66,7 +66,7 @@ def test_exit_codes_documented():
 def test_every_repair_action_is_documented():
     from recover.generations import GENERATION_NAMES, generation_named
 
-    rows = {r[0].strip("`") for r in table_rows("### `recover repair")[1:] if r[0].startswith("`")}
+    rows = {name for r in table_rows("### `recover repair")[1:] for name in re.findall(r"`([a-z0-9-]+)`", r[0])}
     for name in GENERATION_NAMES:
         if (repairer := generation_named(name).repairer) is not None:
             assert set(repairer.kinds) <= rows, name

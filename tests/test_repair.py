@@ -377,12 +377,13 @@ def test_another_repair_holding_the_lock_makes_apply_refuse(world, tmp_path):
     assert cli("repair", b.root, "--apply").exit_code == 0  # released: the next run goes ahead
 
 
-def test_apply_without_the_live_proc_is_a_usage_error(world, tmp_path):
+def test_apply_beside_a_captured_proc_is_refused_even_with_force(world, tmp_path):
     b, p = world
     fake_proc = capture_proc(tmp_path / "proc", [p["running"].pid])
     before = tree(b.root)
-    result = cli("repair", b.root, "--apply", "--proc-root", fake_proc)
-    assert result.exit_code == 2 and "live /proc" in result.stderr
+    for extra in ((), ("--force",)):
+        result = cli("repair", b.root, "--apply", "--proc-root", fake_proc, *extra)
+        assert result.exit_code == 4 and "live /proc" in result.stderr and "captured proc" in result.stderr
     assert tree(b.root) == before
 
 

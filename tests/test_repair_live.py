@@ -259,7 +259,7 @@ def test_apply_needs_the_live_proc(world, tmp_path):
     from recover.builders import capture_proc
 
     proc = capture_proc(tmp_path / "proc", [1])
-    assert repair(b.root, "--apply", "--proc-root", str(proc)).exit_code == 2
+    assert repair(b.root, "--apply", "--proc-root", str(proc)).exit_code == 4
 
 
 @pytest.mark.parametrize("step", ["temp-partial", "exitStatus-before-link", "exitStatus-before-unlink"])
@@ -296,7 +296,7 @@ def test_a_file_that_appears_meanwhile_is_never_clobbered(world):
     journal = rp.Journal(str(b.root.parent / "j.jsonl"))
     applier = rp.Applier(os.path.realpath(b.root), "/proc", journal)
     try:
-        result = applier.apply(REPAIRER, action)
+        result = applier.apply(REPAIRER, action, rp.Options())
     finally:
         applier.close()
         journal.close()
@@ -314,7 +314,7 @@ def test_kill_reverifies_and_never_signals_a_changed_pid(world):
     journal = rp.Journal(str(b.root.parent / "j.jsonl"))
     applier = rp.Applier(os.path.realpath(b.root), "/proc", journal)
     try:
-        result = applier.apply(REPAIRER, forged)  # as if the pid now held a process with other start ticks
+        result = applier.apply(REPAIRER, forged, rp.Options())  # as if the pid now held a process with other start ticks
     finally:
         applier.close()
         journal.close()
@@ -351,11 +351,11 @@ def test_apply_never_rewrites_a_valid_status_nor_kills_through_a_foreign_proc(wo
     foreign = rp.Applier(os.path.realpath(b.root), str(tmp_path), journal)  # not our procfs
     try:
         stale = rp.Action(EXITED, "init", "rewrite-exit-status", "255", "test")
-        assert applier.apply(REPAIRER, stale).result == "skipped" and (target / "exitStatus").read_bytes() == b"3"
+        assert applier.apply(REPAIRER, stale, rp.Options()).result == "skipped" and (target / "exitStatus").read_bytes() == b"3"
         with Scan(str(b.root)) as s:
             kill = next(a for a in (a for c in s.containers() for a in REPAIRER.plan(c, rp.Options(kill_orphans=True)))
                         if a.kind == "kill-orphan")
-        assert foreign.apply(REPAIRER, kill).result == "skipped" and alive(procs["orphan"].pid)
+        assert foreign.apply(REPAIRER, kill, rp.Options()).result == "skipped" and alive(procs["orphan"].pid)
     finally:
         applier.close()
         foreign.close()

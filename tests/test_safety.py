@@ -84,16 +84,20 @@ def test_repairing_a_copy_never_kills_the_originals_processes(tmp_path):
         assert not (copy / ORPHAN / "init" / "exitStatus").exists()
 
 
-def test_a_copy_still_takes_file_writes(tmp_path):
+def test_a_copy_takes_no_write_at_all(tmp_path):
+    """A copy is evidence, not the root the daemon will read: repair writes nothing in it, even
+    with --force (the dry run says why)."""
     with RootBuilder(tmp_path / "root") as b:
         running = b.start_process(RUNNING, "init")
         b.container(GONE)
         b.write_process(GONE, "init", pid=dead_pid())
         copy = copy_root(b.root, tmp_path / "rcopy" / "root")
-        result = cli("repair", copy, "--apply", "-f", "json")
-        assert result.exit_code == 0, result.output
-        assert (copy / GONE / "init" / "exitStatus").read_bytes() == b"255"
-        assert not (b.root / GONE / "init" / "exitStatus").exists()
+        for extra in ((), ("--force",)):
+            result = cli("repair", copy, "--apply", "-f", "json", *extra)
+            assert result.exit_code == 4 and "is a copy" in result.stderr, result.output
+            assert orjson.loads(result.stdout)["refused"].startswith("refusing: ")
+        assert not (copy / GONE / "init" / "exitStatus").exists()
+        assert "--apply will refuse" in cli("repair", copy).stderr
         assert alive(running.pid)
 
 
@@ -165,7 +169,13 @@ def test_repair_refuses_and_changes_nothing_outside_a_recognised_root(tmp_path):
     (docker / "containers" / "abc").mkdir(parents=True)
     (docker / "image").mkdir()
     quarantine = tmp_path / "q"
-    for path in (v2, docker):
+    # a containerd 1.x/2.x state dir is repaired as one: 0.2's options are usage errors there
+    before = snapshot(v2)
+    for option in (("--quarantine", quarantine), ("--kill-orphans",)):
+        result = cli("repair", v2, *option, "--apply")
+        assert result.exit_code == 2 and "does not apply to a containerd-runtime-v2 root" in result.stderr
+    assert snapshot(v2) == before and not quarantine.exists()
+    for path in (docker,):
         before = snapshot(path)
         result = cli("repair", path, "--quarantine", quarantine, "--apply", "--force")
         assert result.exit_code == 4, result.output

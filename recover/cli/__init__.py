@@ -155,7 +155,7 @@ ImageRootOpt = Annotated[Optional[str], typer.Option(
 RuncRootOpt = Annotated[Optional[str], typer.Option(
     "--runc-root", metavar="DIR", show_default=False,
     help="runc's state dir. Default: /run/runc (0.2) or each task's runc root, /run/containerd/runc "
-         "(runtime-v2); read only beside a live /proc or inside --image-root.")]
+         "(runtime-v2); read only beside a live /proc or inside an image.")]
 ContainerdRootOpt = Annotated[Optional[str], typer.Option(
     "--containerd-root", metavar="DIR", show_default=False,
     help="containerd 1.x/2.x's root dir (work dirs, CRI checkpoints). Default: as each task's work link names "

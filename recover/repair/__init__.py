@@ -18,6 +18,7 @@ from .apply import (
                     lock_path,
                     own_procfs,
                     take_lock,
+                    write_refusal,
 )
 from .files import FAULT_ENV, free_name, move_tree, read_small
 from .journal import Journal, NotAJournal, Reverted, read_journal, undo
@@ -26,4 +27,4 @@ from .plan import NONE, Action, Options, Repairer, Result, run
 __all__ = ["FAULT_ENV", "KILL_TIMEOUT_S", "NONE", "Action", "Applier", "CannotWrite", "Journal", "NotAJournal",
            "Options", "Refused", "Repairer", "Result", "Reverted", "Skip", "apply_plan", "default_journal",
            "free_name", "kill_refusal", "lock_path", "move_tree", "own_procfs", "read_journal", "read_small", "run",
-           "take_lock", "undo"]
+           "take_lock", "undo", "write_refusal"]

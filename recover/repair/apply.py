@@ -72,18 +72,32 @@ def own_procfs(proc_root: str) -> bool:
         return False
 
 
+def write_refusal(judged: Iterable[ContainerJudgement], root_real: str, proc_root: str, live: bool,
+                  image_root: str | None) -> str | None:
+    """Why repair must not write in this root at all, or None (--force never overrides it): every
+    change is re-verified on the live host, in the root the daemon will read, by its own path.  A
+    copy is evidence, not the daemon's root (its `orphaned` processes may be the live root's
+    healthy ones); beside a captured proc dir nothing can be re-verified; a root read through
+    /proc/<pid>/root is another mount namespace's, whose paths mean other files here."""
+    if image_root is not None:
+        return (f"{root_real} is read inside {image_root} (another mount namespace's view, or an image): repair "
+                "writes only where recover runs (run it in that namespace: nsenter -t PID -m)")
+    if not live or not own_procfs(proc_root):
+        return (f"{proc_root} is not this host's own live /proc: repair re-verifies every target on the live host, "
+                "never beside a captured proc dir")
+    processes = [p for c in judged for p in c.processes]
+    if copies := sorted({p.other_root for p in processes if p.other_root is not None}):
+        return f"{root_real} is a copy: its shims work in {printable(copies[0])}; repair that root"
+    return None
+
+
 def kill_refusal(judged: Iterable[ContainerJudgement], root_real: str, proc_root: str, shim_works_here: bool,
                  force: bool) -> str | None:
     """Why repair must not signal from this root, or None.  Signals act on the live root only: one
     a live shim works in (`shim_works_here`: told by the identity of its working dir, never by a
-    path), judged on this host's own /proc.  A copy is evidence, not the daemon's root: its
-    `orphaned` processes may be the live root's healthy ones."""
+    path), judged on this host's own /proc (write_refusal says the rest)."""
     if not own_procfs(proc_root):
         return f"{proc_root} is not this host's own live /proc: kills are never made from a captured proc dir"
-    processes = [p for c in judged for p in c.processes]
-    if copies := sorted({p.other_root for p in processes if p.other_root is not None}):
-        return (f"{root_real} is a copy: its shims work in {printable(copies[0])}; repair that root to kill, "
-                "or drop the kill options to write files here")
     if force or is_default_root(root_real) or shim_works_here:
         return None
     return (f"cannot tell that {root_real} is the live root (it is no default root and no live shim works "
@@ -103,9 +117,9 @@ class Applier:
     def close(self) -> None:
         os.close(self._root_fd)
 
-    def apply(self, repairer: Repairer, action: Action) -> Action:
+    def apply(self, repairer: Repairer, action: Action, opts: Options) -> Action:
         try:
-            return repairer.carry_out(self, action)
+            return repairer.carry_out(self, action, opts)
         except Skip as e:
             return replace(action, result="skipped", detail=str(e))
         except OSError as e:

@@ -67,11 +67,30 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def rename_noreplace(src: str, dest: str) -> None:
+    """rename(2) that never replaces what is at dest (renameat2 RENAME_NOREPLACE: a plain rename
+    silently replaces an empty dir); FileExistsError when something is there."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, noreplace = -100, 1
+    if libc.renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dest), noreplace) == 0:
+        return
+    err = ctypes.get_errno()
+    if err not in (errno.EINVAL, errno.ENOSYS):  # not a filesystem or kernel without the flag
+        raise OSError(err, os.strerror(err), src, None, dest)
+    if os.path.lexists(dest):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dest)
+    os.rename(src, dest)
+
+
 def move_tree(src: str, dest: str) -> None:
-    """rename on one filesystem; otherwise copy (FIFOs recreated, links kept, nothing opened but
-    regular files), fsync, verify, then remove the source."""
+    """rename on one filesystem, never over what is at dest; otherwise copy (FIFOs recreated,
+    links kept, nothing opened but regular files), fsync, verify, then remove the source."""
+    if os.path.lexists(dest):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dest)
     try:
-        os.rename(src, dest)
+        rename_noreplace(src, dest)
         fsync_dir(os.path.dirname(dest))
         return
     except OSError as e:

@@ -26,6 +26,8 @@ class Action:
     pid: int | None = None
     start_ticks: int | None = None
     ppid: int | None = None
+    target: str | None = None  # a file outside the root the action rewrites (CRI's checkpoint)
+    via: str | None = None  # the socket of the live shim it asks again before acting
     result: Result = "planned"
     detail: str = ""
 
@@ -41,18 +43,20 @@ class Options:
     grace: float = 10.0  # seconds between SIGTERM and SIGKILL (--stop-orphans)
     quarantine: str | None = None
     force: bool = False
+    no_signals: str | None = None  # why no process may be signalled here: such actions are skipped
 
 
 class Repairer(Protocol):
     """What a generation repairs, and how (recover/generations/*/repair.py)."""
 
     kinds: tuple[str, ...]  # the action kinds it plans (README's repair table lists each)
+    signals: tuple[str, ...]  # those that signal a process (refused where the live root cannot be told)
 
     def plan(self, c: ContainerJudgement, opts: Options) -> Iterator[Action]:
         """The actions for one judged container, in order.  Pure."""
         ...
 
-    def carry_out(self, applier: Applier, action: Action) -> Action:
+    def carry_out(self, applier: Applier, action: Action, opts: Options) -> Action:
         """Re-verify the target, then act through the applier's primitives (journalled); raise
         apply.Skip when the target changed since the plan."""
         ...
@@ -71,5 +75,7 @@ def run(repairer: Repairer, containers: Iterable[ContainerJudgement], opts: Opti
         for action in repairer.plan(c, opts):
             if action.kind == NONE:
                 yield replace(action, result="info")
+            elif applier is not None and opts.no_signals is not None and action.kind in repairer.signals:
+                yield replace(action, result="skipped", detail=f"no signal: {opts.no_signals}")
             else:
-                yield action if applier is None else applier.apply(repairer, action)
+                yield action if applier is None else applier.apply(repairer, action, opts)

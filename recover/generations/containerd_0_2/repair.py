@@ -187,9 +187,10 @@ class Repairer:
     """recover/repair's questions, answered for a containerd 0.2 root."""
 
     kinds = tuple(_HANDLERS)
+    signals = ("kill-orphan",)
     plan = staticmethod(plan_container)
 
-    def carry_out(self, applier: Applier, action: Action) -> Action:
+    def carry_out(self, applier: Applier, action: Action, opts: Options) -> Action:
         return _HANDLERS[action.kind](applier, action)
 
     def clean_temp_files(self, applier: Applier, c: ContainerJudgement) -> None:

@@ -22,141 +22,30 @@ is this list, in order, each rule with the behaviours it holds for; the first th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
-from ...fsread import printable
 from ...judge import ContainerPrediction, ProcessPrediction
 from ...records import ContainerRecord
 from ...rules import Finding, finding
 from ...value import Value
 from ...verdicts import Decision
-from .reader import DEFAULT_GRPC_ADDRESS, AddressFile, TaskFiles, address_for
+from .advice import restoration, what_to_do
+from .facts import As, TaskHost, TaskPrediction, TaskWould, dial
+from .reader import TaskFiles
 from .version import BEHAVIOURS, Behaviour, DaemonVersion
 
-TaskWould = Literal["reconnect", "kill-live-processes", "clean-up", "clean-up-and-leak",
-                    "delete-silently-and-leak", "skip-and-leak", "skip", "block-then-kill"]
-TASK_WOULD: tuple[TaskWould, ...] = ("reconnect", "kill-live-processes", "clean-up", "clean-up-and-leak",
-                                     "delete-silently-and-leak", "skip-and-leak", "skip", "block-then-kill")
+TASK_WOULD: tuple[TaskWould, ...] = get_args(TaskWould)
 # how bad each outcome is, where versions differ and the worst leads
 HARM: dict[TaskWould | None, int] = {None: -1, "reconnect": 0, "skip": 0, "clean-up": 1, "skip-and-leak": 2,
                                      "delete-silently-and-leak": 2, "clean-up-and-leak": 2,
                                      "kill-live-processes": 3, "block-then-kill": 4}
 CriWould = Literal["keep-running", "record-exit", "record-255-unknown"]
-CRI_WOULD: tuple[CriWould, ...] = ("keep-running", "record-exit", "record-255-unknown")
 
 LIVE = ("running", "orphaned")  # verdicts of a process that runs (a zombie has exited)
 EVERY: frozenset[Behaviour] = frozenset(BEHAVIOURS)
-
-
-class TaskHost(Value):
-    """What the host says about a task, gathered before predicting."""
-
-    proc_read: bool
-    shim_pid: int | None
-    shim_state: str  # alive, stopped, zombie, gone; unknown (the bundle cannot be listed)
-    grpc_address: str | None  # the shim's -address: the daemon's socket
-    verdicts: dict[str, str]  # process id -> verdict
-    pids: dict[str, int | None]
-    runc_init: int | None  # the live init runc's state names (same start ticks): runc can kill it
-    shim_children: tuple[int, ...] = ()  # what the live shim still watches (an empty bundle names nothing)
-    listened: dict[str, bool | None] = {}  # socket file -> a live socket listens on it (None: not told)
-    shim_api: int | None = None  # the task API its shim serves: 3 (a 2.x shim), 2 (1.x); None: unknown
-    shim_api_from: str = ""  # how that was told
-    # the same task under two dirs (Docker re-creates a container whose dir containerd had hidden):
-    asked: str = ""  # whether its live shim was asked what it holds, and how that went
-    twin_key: str = ""  # of a hidden task: the visible dir of its namespace and id, when there is one
-    dot_twin: str = ""  # of a visible task: the `.<id>` beside it, when there is one
-
-
-class Dial(Value):
-    """What a daemon of one behaviour dials for a task: the address it reads and the task API it
-    speaks, or why it cannot."""
-
-    file: AddressFile | None
-    address: str | None
-    api: int | None
-    problem: str | None = None
-    migrated: bool = False  # 2.x took `address` and writes bootstrap.json version 2 from it
-
-
-class TaskPrediction(Value):
-    would: TaskWould | None  # None: cannot be told
-    why: str
-    cause: str | None = None  # for a clean-up: why the shim cannot be reached
-    keeps_bundle: bool = False  # a clean-up that leaves the bundle (a delete that never finishes)
-
-
-class As(Value):
-    """The daemon a prediction is made for: its behaviour, and its name in what is said
-    ("containerd 2.3.4" when the version is known, else "containerd 2.x")."""
-
-    b: Behaviour
-    name: str
-
-    @classmethod
-    def of(cls, b: Behaviour, judged: DaemonVersion) -> As:
-        return cls(b, judged.name if judged.version is not None else f"containerd {b}")
-
-
-def dial(t: TaskFiles, b: Behaviour) -> Dial:
-    """The shim's address as a daemon of behaviour `b` reads it (SPEC-v2 §2a 2-3; seen on real
-    1.6.20, 1.7.34 and 2.3.4, and in their source).  Plain text is dialled as written, never
-    trimmed: a newline after the path names another, absent socket (seen on 1.6.20: the healthy
-    task was SIGKILLed).  JSON (keys matched as Go's decoder does, whatever their case) names the
-    task API `version` and the `protocol`, which must be ttrpc for a runc shim."""
-    if t.listing_problem is not None:
-        return Dial(None, None, None, f"the task dir cannot be listed ({t.listing_problem})")
-    if b == "2.x" and t.bootstrap is not None:
-        f = t.bootstrap
-        if f.problem is not None:
-            return Dial(f, None, None, f.problem)
-        if not f.is_json:
-            return Dial(f, None, None, "bootstrap.json is not JSON")
-        if f.version not in (2, 3):
-            return Dial(f, f.address, None, f"bootstrap.json names task API version {f.version}, which containerd 2.x "
-                                            "does not speak (2 or 3)")
-        return _json_dial(f, f.version)
-    f = t.address_file
-    if f is None:
-        if b == "2.x":
-            return Dial(None, None, None, "neither bootstrap.json nor address is there")
-        return Dial(None, None, None, "address is missing" + (
-            f" (containerd {b} reads no bootstrap.json)" if t.bootstrap is not None else ""))
-    if f.problem is not None:
-        return Dial(f, None, None, f.problem)
-    if f.is_json and b == "1.7" and (f.version or 0) >= 2:
-        if f.version > 2:
-            return Dial(f, f.address, None, f"address holds JSON of version {f.version}: containerd 1.7 takes "
-                                            "version 2 at most")
-        return _json_dial(f, 2)
-    if f.is_json and b == "1.7":  # JSON below version 2 is no bootstrap to 1.7: the text is dialled
-        what = "without a version" if f.version is None else f"of version {f.version}"
-        return Dial(f, None, None, f"address holds JSON {what}, which containerd 1.7 dials as written (it takes "
-                                   "JSON of version 2 only)")
-    if f.is_json:
-        return Dial(f, None, None, f"address holds JSON, which containerd {b} dials as written")
-    if not f.plain:
-        around = "a newline after the socket path" if f.text == (f.text or "").strip() + "\n" else \
-            "whitespace around the socket path"
-        return Dial(f, None, None, f"address holds {around}, which containerd dials as written")
-    return Dial(f, f.text, 2, migrated=b == "2.x")
-
-
-def _json_dial(f: AddressFile, api: int) -> Dial:
-    """What a daemon dials from JSON it takes: the address, if it is usable, over ttrpc."""
-    if f.address is None:
-        return Dial(f, None, None, f"{f.name} holds no address")
-    if f.address != f.address.strip():
-        return Dial(f, f.address, None, f"{f.name}'s address holds white space, which containerd dials as written")
-    if (f.protocol or "").lower() != "ttrpc":
-        said = f"protocol {f.protocol!r}" if f.protocol else "no protocol"
-        return Dial(f, f.address, None, f"{f.name} names {said}: containerd takes ttrpc or grpc, and a runc shim "
-                                        "serves ttrpc only")
-    return Dial(f, f.address, api)
 
 
 # --- the rules, in the daemon's order -------------------------------------------------------
@@ -420,50 +309,6 @@ def predict_cri(t: TaskFiles, task: TaskPrediction, init_verdict: str | None) ->
                                   "\"Unknown\", finished now, and keeps the stale pid")
 
 
-# --- advice that works on the version judged --------------------------------------------------
-
-def restore_address(record: ContainerRecord, h: TaskHost) -> str:
-    """The address of the task's shim socket (the shim writes it at start)."""
-    t: TaskFiles = record.files
-    return address_for(h.grpc_address or DEFAULT_GRPC_ADDRESS, t.namespace, t.shim_id)
-
-
-def restore_file(record: ContainerRecord, h: TaskHost, behaviours: tuple[Behaviour, ...]) -> tuple[str, str] | None:
-    """(file name, content) that makes every daemon judged reach the task's live shim, or None
-    when no single file does: 1.6 and 1.7 read a plain `address` and speak task API v2; 2.x reads
-    bootstrap.json, whose version must be the API the shim serves, or migrates `address` as v2."""
-    address = restore_address(record, h)
-    if h.shim_api == 3:
-        if set(behaviours) != {"2.x"}:
-            return None  # a 2.x shim: only containerd 2.x can reach it
-        return "bootstrap.json", f'{{"version":3,"address":"{address}","protocol":"ttrpc"}}'
-    return "address", address  # every version reads it (2.x migrates it, where no bootstrap.json stands first)
-
-
-def _what_to_do(record: ContainerRecord, h: TaskHost, behaviours: tuple[Behaviour, ...], task: TaskPrediction) -> str:
-    t: TaskFiles = record.files
-    unreachable_socket = any(
-        d.problem is None and d.file is not None
-        and (d.file.socket in ("missing", "not-a-socket") or h.listened.get(d.file.socket_path or "") is False)
-        for d in (dial(t, b) for b in behaviours))
-    if h.shim_state == "alive" and unreachable_socket:
-        return ("the live shim can no longer be reached (a socket cannot be re-created for it): stop the "
-                "task's processes cleanly before restarting, or accept the SIGKILL")
-    if h.shim_state == "alive" and task.cause is not None:
-        restored = restore_file(record, h, behaviours)
-        if restored is None:
-            return ("its shim is a containerd 2.x shim (task API v3), which only containerd 2.x can reach: start "
-                    "containerd 2.x, or stop the task's processes cleanly before restarting")
-        name, content = restored
-        others = (" and move bootstrap.json aside (containerd 2.x reads it first)"
-                  if name == "address" and t.bootstrap is not None and "2.x" in behaviours else "")
-        return (f"before restarting, restore the {name if name == 'address' else name + ' file'}: write "
-                f"{content!r} (no newline) to "
-                f"{printable(os.path.join(t.dir, name))}{others}; the socket name is sha256 of "
-                f"'{h.grpc_address or DEFAULT_GRPC_ADDRESS}/{t.namespace}/{t.shim_id}'")
-    return "stop them cleanly before restarting (their exit status will not be recorded), or accept the SIGKILL"
-
-
 # --- a whole task -----------------------------------------------------------------------------
 
 _LEAKS = ("skip-and-leak", "delete-silently-and-leak", "clean-up-and-leak")
@@ -490,7 +335,7 @@ def _outcome(record: ContainerRecord, decisions: dict[str, Decision], h: TaskHos
     held = [p + (f" ({d.exit_status})" if d.exit_status is not None else "") for p, d in decisions.items()
             if d.verdict == "exited" and d.exit_status_source in ("shim-memory", "shim")]
     if task.would == "kill-live-processes":
-        found.append(finding("R101", f"{task.why}: {_what_to_do(record, h, behaviours, task)}", record.rel))
+        found.append(finding("R101", f"{task.why}: {what_to_do(record, h, behaviours, task)}", record.rel))
     elif task.would == "block-then-kill":
         found.append(finding("R105", f"{task.why}: resume it first (kill -CONT {h.shim_pid})", record.rel))
     elif task.would == "clean-up" and not held:
@@ -561,7 +406,8 @@ def predict_task_container(record: ContainerRecord, decisions: dict[str, Decisio
     extra = {
         "hidden": t.hidden, "empty": t.empty,
         "sandbox": t.sandbox, "container_type": t.container_type,
-        "shim": {"pid": h.shim_pid, "state": h.shim_state if h.proc_read else None, "asked": h.asked or None,
+        "shim": {"pid": h.shim_pid, "state": h.shim_state if h.proc_read else None, "start_ticks": h.shim_start,
+                 "asked": h.asked or None,
                  "address": lead_dial.address, "address_file": address.name if address else None,
                  "address_problem": lead_dial.problem, "api": h.shim_api,
                  "socket": address.socket_path if address else None,
@@ -578,4 +424,5 @@ def predict_task_container(record: ContainerRecord, decisions: dict[str, Decisio
     }
     if by_version is not None:
         extra["containerd_would_by_version"] = by_version
+    extra["restore"] = restoration(record, h, judged.behaviours, task)
     return ContainerPrediction(task.would, processes, outcome.findings, extra)
