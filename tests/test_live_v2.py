@@ -469,6 +469,15 @@ def test_an_unprivileged_scan_of_a_live_tree_says_what_it_could_not_read(world_t
         code, _, err = cli_as_nobody(args)
         assert code == 2 and err.startswith("recover: ") and "Permission denied" in err
 
+        # the state dir listable, its tasks dir not (0711, as containerd makes it): nothing can be
+        # judged, and no command passes (never "0 containers", a gate passed)
+        os.chmod(b.state, 0o755)
+        os.chmod(b.state / "io.containerd.runtime.v2.task", 0o711)
+        for command in (args, ["check", *b.scan_args()], ["guard", str(b.state), "--policy", "block",
+                                                          "--report-dir", str(b.top / "r"), "--run-dir", str(b.top / "u")]):
+            code, out, err = cli_as_nobody(command)
+            assert code not in (0, 1) and "io.containerd.runtime.v2.task: Permission denied" in err, (command, err)
+
         # its namespaces listable, the bundles root's (0700): nothing is predicted, nothing said missing
         for d in (b.state, b.state / "io.containerd.runtime.v2.task", t.bundle.parent, pod.bundle.parent):
             os.chmod(d, 0o755)

@@ -26,6 +26,7 @@ from ...fsread import (
     OPEN_DIR,
     FileFact,
     OpenRoot,
+    RootError,
     dir_below,
     file_findings,
     kind_of,
@@ -206,15 +207,12 @@ class StateDir:
         if self._keys is not None:
             return self._keys
         keys = []
-        namespaces = _listing(self._fd, TASKS_DIR)
-        if namespaces is None:
-            namespaces = []
-        for ns, ns_is_dir in namespaces:
+        for ns, ns_is_dir in self._must_list(TASKS_DIR):
             if not ns_is_dir:
                 self.findings.append(finding("F040", "a file among the namespaces; containerd ignores it",
                                              f"{TASKS_DIR}/{printable(ns)}"))
                 continue
-            for task, is_dir in _listing(self._fd, TASKS_DIR, ns) or []:
+            for task, is_dir in self._must_list(TASKS_DIR, ns):
                 if is_dir:
                     keys.append(f"{ns}/{task}")
                 else:
@@ -225,6 +223,19 @@ class StateDir:
                                          "shim: they are not judged", V1_TASKS_DIR))
         self._keys = sorted(keys)
         return self._keys
+
+    def _must_list(self, *path: str) -> list[tuple[str, bool]]:
+        """A dir of the tasks tree that must be listed for the root to be judged at all: one that
+        cannot be (permissions: not root) is a RootError, never an empty root that passes a gate;
+        one that is not there holds nothing."""
+        try:
+            with dir_below(self._fd, *path) as fd, os.scandir(fd) as it:
+                return [(e.name, _kind(e) == "dir") for e in it]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as e:
+            where = os.path.join(self.path, *path)
+            raise RootError(f"{printable(where)}: {getattr(e, 'strerror', None) or e}") from None
 
     def holds(self, key: str) -> bool:
         """Whether `ns/id` is one of the task dirs (see containers)."""
