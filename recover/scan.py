@@ -206,7 +206,9 @@ class Scan:
         self.orphan_shims = self._find_orphan_shims()
         for shim in self.orphan_shims:
             watched = shim.container if shim.process is None else f"{shim.container}/{shim.process}"
-            self.findings.append(finding("H003", f"shim pid {shim.pid} ({printable(watched)}): {shim.reason}"))
+            # placed where the shim's container is (or was): each leaked shim its own fingerprint
+            self.findings.append(finding("H003", f"shim pid {shim.pid} ({printable(watched)}): {shim.reason}",
+                                         self.generation.rel_of(shim.container, shim.process)))
         self.summary.severities.update(f.severity for f in self.findings)
 
     def judge(self, key: str) -> ContainerJudgement:

@@ -612,3 +612,22 @@ def test_a_bundle_made_again_under_its_live_shim_is_that_shims_task(builder):
     assert c["containerd_would"] == "reconnect"
     assert doc["orphan_shims"] == []
 
+
+
+def test_each_leaked_shim_is_a_finding_of_its_own_place(builder, tmp_path):
+    """H003 is placed where its task's bundle was: two leaked shims are two fingerprints, and a
+    baseline written with one does not hide a later one."""
+    first = builder.start_task(NS, "leak-one")
+    shutil.rmtree(first.bundle)
+    baseline = tmp_path / "baseline.json"
+    written = runner.invoke(app, ["check", *builder.scan_args(), "--write-baseline", str(baseline)])
+    assert written.exit_code in (0, 1), written.output
+    second = builder.start_task(NS, "leak-two")
+    shutil.rmtree(second.bundle)
+    result = runner.invoke(app, ["check", *builder.scan_args(), "-f", "json", "--baseline", str(baseline)])
+    doc = orjson.loads(result.stdout)
+    leaks = {f["path"]: f for f in doc["findings"] if f["code"] == "H003"}
+    assert set(leaks) == {f"io.containerd.runtime.v2.task/{NS}/leak-one", f"io.containerd.runtime.v2.task/{NS}/leak-two"}
+    assert len({f["fingerprint"] for f in leaks.values()}) == 2
+    assert leaks[f"io.containerd.runtime.v2.task/{NS}/leak-one"]["baselined"]
+    assert not leaks[f"io.containerd.runtime.v2.task/{NS}/leak-two"]["baselined"] and result.exit_code == 1

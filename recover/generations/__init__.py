@@ -126,6 +126,11 @@ class Generation(Protocol):
 
     def has_process_dir(self, reader: Reader, key: str, process: str) -> bool: ...
 
+    def rel_of(self, key: str, process: str | None) -> str:
+        """The path (relative to the root) of a container's dir, or of one of its processes': where
+        a finding about it is placed (its fingerprint's place)."""
+        ...
+
     @property
     def explainer(self) -> Any:
         """recover/explain.py's Explainer for this generation's files."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-from ...fsread import OpenRoot, short_process
+from ...fsread import OpenRoot, printable, short_process
 from ...host import ProcessFacts, ShimProcess
 from ...judge import ContainerJudgement, Predictor
 from ...records import ContainerRecord
@@ -123,6 +123,10 @@ class Containerd02:
 
     def accounts_for(self, verdict: str) -> bool:
         return verdict != "exited"  # a 0.2 shim exits once it has recorded its process's exit
+
+    @staticmethod
+    def rel_of(key: str, process: str | None) -> str:
+        return printable(key) if process is None else f"{printable(key)}/{printable(process)}"
 
     def stray_reason(self, shim: ShimProcess, removed_cwd: bool) -> str:
         """Why a shim of an existing process dir is no shim of it (an orphan)."""

@@ -218,6 +218,10 @@ class RuntimeV2:
     def accounts_for(self, verdict: str) -> bool:
         return True  # a runtime-v2 shim lives on after its processes exit, holding their statuses
 
+    @staticmethod
+    def rel_of(key: str, process: str | None) -> str:
+        return f"{TASKS_DIR}/{printable(key)}"  # a task's processes share its dir
+
     def stray_reason(self, shim: ShimProcess, removed_cwd: bool) -> str:
         """Why a shim of an existing task is no shim of it (an orphan)."""
         if removed_cwd:
