@@ -8,6 +8,7 @@ container whose bundle dir is gone, and runc keeps its own idea of each containe
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 from .fsread import printable, read_regular
@@ -85,6 +86,55 @@ def read_small(path: str) -> bytes | None:
         return read_regular(fd, name, name).data
     finally:
         os.close(fd)
+
+
+_NAMESPACE_LINK = re.compile(r"/proc/(\d+)(?:/task/\d+)?/(root|cwd)")
+_MAX_HOPS = 40  # the kernel's limit on links followed in one path
+
+
+def namespace_root(path: str) -> str | None:
+    """The `/proc/<pid>/root` a path leads through (another mount namespace's view: a kind node, a
+    CI runner), its links followed as the kernel follows them (a link to it, `/proc/self`, a
+    thread's `task/<tid>/root`, a process's `cwd`); None when it leads through none.  The paths
+    the root's files name are then that namespace's: read inside it, as in an image."""
+    parts = [p for p in os.path.abspath(path).split("/") if p]
+    resolved = ""
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            resolved = resolved.rpartition("/")[0]
+            continue
+        candidate = f"{resolved}/{part}"
+        if m := _NAMESPACE_LINK.fullmatch(candidate):
+            return f"/proc/{m.group(1)}/root"
+        try:
+            target = os.readlink(candidate)
+        except (OSError, ValueError):
+            resolved = candidate
+            continue
+        hops += 1
+        if hops > _MAX_HOPS:
+            return None
+        if target.startswith("/"):
+            resolved = ""
+        parts = [p for p in target.split("/") if p] + parts
+    return None
+
+
+def unreachable_here(path: str) -> str | None:
+    """Why a root path names a dir that its own resolved path does not name here (a relative path
+    from a working dir in another mount namespace, whose path means another dir in ours), or None."""
+    try:
+        st, real = os.stat(path), os.stat(os.path.realpath(path))
+    except (OSError, ValueError):
+        return None  # said when the root is opened
+    if (st.st_dev, st.st_ino) == (real.st_dev, real.st_ino):
+        return None
+    return (f"{printable(path)} is a dir of another mount namespace ({printable(os.path.realpath(path))} names "
+            "another dir here): name it as /proc/PID/root/PATH, or run recover in that namespace (nsenter -t PID -m)")
 
 
 DAEMON_NAMES = ("containerd", "docker-containerd")

@@ -201,3 +201,23 @@ def test_a_root_reached_through_proc_pid_root_is_that_namespaces_root(hosts):
     (c,) = doc["containers"]
     assert (c["shim"]["socket"], c["shim"]["socket_state"]) == (f"{through}/s/ns2box.sock", "present")
     assert (c["runc_state"]["pid"], c["runc_state"]["problem"]) == (1, None), c["runc_state"]
+
+    # every way of reaching it leads to the same namespace (trial 3: only the literal path did):
+    # a link to the root, a thread's root, a link to the namespace's /
+    holder = ns.holder.pid
+    link, ns_link = b.top / "rootlink", b.top / "nslink"
+    link.symlink_to(through)
+    ns_link.symlink_to(f"/proc/{holder}/root")
+    for form in (str(link), f"/proc/{holder}/task/{holder}/root{b.state}", f"{ns_link}{b.state}"):
+        doc = scan(Path(form), "--runc-root", str(runc_root))
+        (c,) = doc["containers"]
+        assert (c["shim"]["socket_state"], c["runc_state"]["problem"]) == ("present", None), form
+
+
+def test_a_relative_root_from_another_namespaces_dir_is_a_usage_error(hosts, monkeypatch):
+    """From a working dir in another mount namespace, a relative path names a dir whose own path
+    means another dir here: which namespace cannot be told from it; a usage error says how to name it."""
+    b, ns, _, _, _ = hosts
+    monkeypatch.chdir(f"/proc/{ns.holder.pid}/root{b.state.parent}")
+    result = runner.invoke(app, ["scan", b.state.name])
+    assert result.exit_code == 2 and "another mount namespace" in result.stderr and "/proc/PID/root" in result.stderr

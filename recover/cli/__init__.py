@@ -190,15 +190,6 @@ def _resolve_root(root: str | None, around=None) -> str:
     return found
 
 
-def namespace_root(root: str | None) -> str | None:
-    """`/proc/<pid>/root` when root is a path under it (another mount namespace's view), else None."""
-    parts = (root or "").split("/")
-    if len(parts) >= 4 and parts[:2] == ["", "proc"] and (parts[2].isdigit() or parts[2] == "self") \
-            and parts[3] == "root":
-        return "/".join(parts[:4])
-    return None
-
-
 def _check_proc_root(proc_root: str | None, offline: bool) -> None:
     """A --proc-root that is not a proc would judge every process `vanished`: a usage error."""
     from ..host import proc_root_problem
@@ -215,7 +206,7 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
                image_root: str | None = None, runc_root: str | None = None, containerd_root: str | None = None,
                layout: str | None = None, *, containerd_version: str | None = None, unit: str | None = None,
                not_a_root: Callable[[str], typer.Exit] = _fail):
-    from ..around import Surroundings
+    from ..around import Surroundings, namespace_root, unreachable_here
     from ..fsread import RootError
     from ..generations import GENERATION_NAMES, daemon_version_problem
     from ..host import is_procfs
@@ -236,7 +227,11 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
     # a root reached through /proc/<pid>/root is that process's mount namespace's: every path its
     # files name (sockets, runc's state, the root dir, the daemon's binary) is read there too, with
     # this host's live /proc
-    ns_root = namespace_root(root) if image_root is None else None
+    ns_root = None
+    if image_root is None and root:
+        ns_root = namespace_root(root)
+        if ns_root is None and (problem := unreachable_here(root)):
+            raise _fail(problem)
     around = Surroundings(image_root or ns_root, runc_root, read_runc, containerd_root, containerd_version,
                           version_source, unit)
     for flag, value in (("--runc-root", runc_root), ("--containerd-root", containerd_root)):
