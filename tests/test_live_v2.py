@@ -431,6 +431,14 @@ def test_runc_root_from_options_json(builder, tmp_path):
     result = runner.invoke(app, ["scan", str(builder.state), "-f", "json"])  # no --runc-root
     c = task(orjson.loads(result.stdout))
     assert c["runc_state"]["path"] == str(t.runc_state) and c["runc_state"]["start"] == ticks(t.init)
+    # the shim's runc uses options.json's root whatever --runc-root says: so does recover (trial 3:
+    # a --runc-root elsewhere had turned "runc SIGKILLs it" into "nothing is killed")
+    result = runner.invoke(app, ["scan", *builder.scan_args(), "-f", "json"])
+    assert task(orjson.loads(result.stdout))["runc_state"]["path"] == str(t.runc_state)
+    # a --runc-root or --containerd-root that is not there is a usage error, never silently empty
+    for flag in ("--runc-root", "--containerd-root"):
+        result = runner.invoke(app, ["scan", str(builder.state), flag, str(tmp_path / "nonexistent")])
+        assert result.exit_code == 2 and "is no directory" in result.stderr, flag
 
 
 def test_an_empty_bundle_is_not_judged_by_another_state_dirs_shim(tmp_path):

@@ -37,6 +37,7 @@ def task(state: Path, ns: str, tid: str, *, init: bytes | None = b"", files: dic
 
 
 def scan(state: Path, *args: str) -> dict:
+    (state / "runc").mkdir(parents=True, exist_ok=True)  # a runc root of its own, never the host's
     result = runner.invoke(app, ["scan", str(state), "-f", "json", "--runc-root", str(state / "runc"), *args])
     assert result.exit_code == 0, result.output
     return orjson.loads(result.stdout)

@@ -235,9 +235,9 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
     around = Surroundings(image_root or ns_root, runc_root, read_runc, containerd_root, containerd_version,
                           version_source, unit)
     for flag, value in (("--runc-root", runc_root), ("--containerd-root", containerd_root)):
-        if value is not None and around.image_root is not None and not os.path.isdir(around.path(value)):
-            raise _fail(f"{flag} {value}: it is a path inside {around.image_root}, and "
-                        f"{around.path(value)} is no directory")
+        if value is not None and not os.path.isdir(around.path(value)):
+            inside = f"it is a path inside {around.image_root}, and " if around.image_root is not None else ""
+            raise _fail(f"{flag} {value}: {inside}{around.path(value)} is no directory")
     path = _resolve_root(root, around)
     if proc_root is None:  # a disk image has no /proc of its own: the host's would be wrong
         offline = offline or image_root is not None

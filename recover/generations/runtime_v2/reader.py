@@ -179,7 +179,7 @@ class PidFile(Value):
 class Paths:
     """Where to look outside the state dir; each path already resolved for this host or image."""
 
-    runc_root: str | None = None  # --runc-root: overrides options.json's root and the default
+    runc_root: str | None = None  # --runc-root: where options.json names no root, instead of the default
     read_runc: bool = True  # false beside a captured proc dir (this host's runc state is not its own)
     containerd_root: str | None = None  # --containerd-root: overrides the work link
     resolve: Any = None  # host path -> path to open (inside --image-root); identity when None
@@ -408,12 +408,14 @@ class StateDir:
         return host, "present" if stat.S_ISSOCK(mode) else "not-a-socket"
 
     def _runc(self, options: dict | None, ns: str, tid: str) -> RuncState:
-        """runc's state of a task: under --runc-root, else options.json's `root`, else the state
-        dir's own `runc/` (a default state dir, /run/containerd, holds it), else /run/containerd/runc
-        (where containerd 1.6 puts it whatever its state dir)."""
-        root = self.paths.runc_root
-        if root is None and isinstance(options, dict) and isinstance(options.get("root"), str) and options["root"]:
+        """runc's state of a task: under options.json's `root` (the root the shim's runc uses,
+        whatever else is said), else --runc-root, else the state dir's own `runc/` (a default state
+        dir, /run/containerd, holds it), else /run/containerd/runc (where containerd 1.6 puts it
+        whatever its state dir)."""
+        root = None
+        if isinstance(options, dict) and isinstance(options.get("root"), str) and options["root"]:
             root = options["root"]
+        root = root or self.paths.runc_root
         if root is None and self._has_runc_dir():
             path = os.path.join(self.path, "runc", ns, tid, "state.json")
             try:
