@@ -86,6 +86,15 @@ def _no_pid(rec: ProcessRecord, facts: ProcessFacts, host: HostFacts) -> Decisio
         return Decision("unknown", findings=(finding(
             "L006", f"no pid file, and its shim (pid {facts.shim_pid}) has "
             f"{facts.shim_children} children: which one is the process cannot be told", rec.rel),))
+    said = facts.shim_reports
+    if said is not None and said.status == "stopped" and said.exit_status is not None:
+        # no pid file, but its live shim, asked, says the process it started exited: a task
+        # containerd re-adopts stopped (a bundle made again beside its hidden twin)
+        held = () if host.daemon_runs else (finding(
+            "L011", f"no pid file, but its shim (pid {facts.shim_pid}), asked, says pid {said.pid} exited "
+            f"{said.exit_status}: the shim's memory holds it, the only copy while no daemon is connected to it",
+            rec.rel),)
+        return Decision("exited", exit_status=said.exit_status, exit_status_source="shim", findings=held)
     why = (f"its shim (pid {facts.shim_pid}) is {facts.shim_state} without a child"
            if facts.shim_pid else "no shim is alive for it")
     logged = f"; runc's log.json says: {quoted(rec.runtime_error)}" if rec.runtime_error is not None else ""

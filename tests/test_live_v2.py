@@ -591,6 +591,11 @@ def test_a_bundle_made_again_beside_its_hidden_twin_reaches_the_live_shim(builde
     assert f"{NS}/{T}" in twin["containerd_would_why"]
     assert not codes(twin) & {"R103", "R104", "R107"}
     assert doc["orphan_shims"] == []
+    # with no file naming its pid (runc's state gone too), the shim, asked, still says what exited
+    t.remove_runc_state()
+    (init,) = task(scan(builder))["processes"]
+    assert (init["verdict"], init["exit_status"], init["exit_status_source"]) == ("exited", 137, "shim")
+    assert [f["code"] for f in init["findings"]] == ["F101", "L011"]
     # Docker's id (whole or cut) names the visible dir; `.<id>` the hidden one; a namespace is no id
     for wanted, key in ((T, T), (T[:8], T), (f"{NS}/{T}", T), ("." + T, "." + T)):
         doc = scan(builder, "--container", wanted)
