@@ -333,6 +333,8 @@ def select_containers(keys: list[str], wanted: list[str] | None) -> list[str]:
         return keys
     chosen = set()
     for w in wanted:
+        if not w.rpartition("/")[2]:
+            raise SelectionError(f"no container id given in '{printable(w)}'")
         matches: list[str] = []
         for way in _MATCHES:
             matches = [k for k in keys if way(k, w)]

@@ -204,3 +204,25 @@ def test_the_package_is_typed():
     from importlib.resources import files
 
     assert (files("recover") / "py.typed").is_file()  # listed in package-data: installed with it
+
+
+@pytest.mark.parametrize("args", [["scan", "--bogus"], ["scan", "a", "b"], ["explain"], ["bogus"], ["scan", "-f"],
+                                  ["rules", "--bogus"]])
+def test_clicks_own_usage_errors_are_one_line_with_exit_2(args):
+    """What click itself refuses (an unknown option, an extra argument, a missing one) is said as
+    every usage error is: one `recover:` line on stderr, exit 2 (the console entry point)."""
+    r = subprocess.run([sys.executable, "-m", "recover", *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("recover: "), r.stderr
+
+
+def test_empty_ids_versions_and_a_missing_baseline_are_said_plainly(reference, tmp_path):
+    root = str(reference / "root")
+    for wanted in ("", "ns/"):
+        result = run("scan", root, "-c", wanted)
+        assert result.exit_code == 2 and "no container id given" in result.stderr, wanted
+    result = run("scan", root, "--containerd-version", "")
+    assert result.exit_code == 2 and "--containerd-version: an empty value" in result.stderr
+    result = run("check", root, "--baseline", str(tmp_path / "nope.json"))
+    assert result.exit_code == 2 and result.stderr == (
+        f"recover: --baseline {tmp_path / 'nope.json'}: No such file or directory\n")

@@ -220,6 +220,8 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
     # runc's state is this host's, beside its live /proc, or the image's own: never a capture's
     read_runc = runc_root is not None or image_root is not None or proc_root is None or is_procfs(proc_root)
     # not typer's envvar=: `guard --install` would write a variable of the shell into the drop-in
+    if containerd_version == "":
+        raise _fail("--containerd-version: an empty value (give a version such as 1.6.20, or all)")
     version_source = "flag" if containerd_version else "environment"
     containerd_version = containerd_version or os.environ.get("RECOVER_CONTAINERD_VERSION") or None
     if containerd_version is not None and (problem := daemon_version_problem(containerd_version, version_source)):
@@ -287,15 +289,23 @@ def main() -> None:
 
     install()
     try:
-        app()
+        code = app(standalone_mode=False)  # click's own usage errors come here: said in one line below
     except SystemExit:
         raise
     except Stopped as e:
         sys.exit(128 + e.signum)
-    except Exception:  # noqa: BLE001 - the top-level handler of a CLI
+    except Exception as e:  # noqa: BLE001 - the top-level handler of a CLI
+        kinds = {c.__name__ for c in type(e).__mro__}  # click's, or the copy newer typers carry
+        if "ClickException" in kinds:
+            usage = "UsageError" in kinds
+            _note(f"recover: {e.format_message()}" + (" (see --help)" if usage else ""))
+            sys.exit(EXIT_USAGE if usage else e.exit_code)
+        if "Abort" in kinds:
+            sys.exit(128 + 2)  # Ctrl-C while click itself waited
         traceback.print_exc(file=sys.stderr)
         _note("recover: internal error (a bug in recover); the traceback is above")
         sys.exit(EXIT_INTERNAL)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # the commands register themselves on `app` (imported last: they use what is defined above)

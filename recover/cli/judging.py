@@ -86,7 +86,9 @@ def check(
         raise _fail(f"--fail-on must be one of: {', '.join(SEVERITIES)}")
     try:
         known = ck.read_baseline(baseline) if baseline else frozenset()
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise _fail(f"--baseline {baseline}: {e.strerror or e}") from None
+    except ValueError as e:
         raise _fail(f"--baseline: {e}") from None
     for flag, value in (("--select", select), ("--ignore", ignore)):
         if unknown := ck.unknown_codes(ck.parse_codes(value)):
