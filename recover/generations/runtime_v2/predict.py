@@ -263,8 +263,11 @@ def _leaks(h: TaskHost) -> str:
 def _clean_up(cause: str, t: TaskFiles, h: TaskHost, who: As) -> TaskPrediction:
     live = _live(h)
     # the clean-up runs a new shim binary's `delete`: a live shim that cannot be reached is left running
-    shim = (f"; its shim (pid {h.shim_pid}) is left running, untracked (it later reports exit 137 for a task "
-            "containerd no longer lists)" if h.shim_state in ("alive", "stopped") and h.shim_pid is not None else "")
+    # (it reports, for a task containerd no longer lists, 137 for an init runc kills, else what it holds)
+    held = "the exit status it holds" if h.verdicts.get("init") in ("exited", "zombie") else "exit 137"
+    shim = (f"; its shim (pid {h.shim_pid}) is left {'stopped' if h.shim_state == 'stopped' else 'running'}, "
+            f"untracked (it later reports {held} for a task containerd no longer lists)"
+            if h.shim_state in ("alive", "stopped") and h.shim_pid is not None else "")
     if t.runtime_file is False and who.b in ("1.6", "1.7"):
         # a 1.x shim's `delete` reads the bundle's `runtime` first, and fails without it (2.x takes
         # runc): runc is never asked to delete, and containerd stops before removing the bundle
