@@ -204,6 +204,10 @@ _RULES = [
     Rule("H017", "info", "a captured proc dir: shims are told this root's by path, not by identity",
          "a capture holds no dir identities: a shim is taken as this root's where its recorded working "
          "dir lies where this root's own shims worked; judge on the live host to tell by identity"),
+    Rule("H018", "error", "a live child of the task's shim is none of its processes",
+         "an earlier run's process left under a shim the container was restarted under (Docker reuses a "
+         "leaked shim): two instances of the container run at once, and containerd never tracks this one; "
+         "stop it by hand (kill the pid after checking it)"),
     # --- what containerd 1.6-2.x and its CRI plugin would do --------------------------------
     Rule("R101", "error", "containerd 1.6+ would SIGKILL this task's live processes",
          "its shim cannot be reached (address or socket missing, shim dead): the restore runs `runc "

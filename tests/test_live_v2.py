@@ -644,3 +644,15 @@ def test_each_leaked_shim_is_a_finding_of_its_own_place(builder, tmp_path):
     assert len({f["fingerprint"] for f in leaks.values()}) == 2
     assert leaks[f"io.containerd.runtime.v2.task/{NS}/leak-one"]["baselined"]
     assert not leaks[f"io.containerd.runtime.v2.task/{NS}/leak-two"]["baselined"] and result.exit_code == 1
+
+
+def test_a_child_of_the_tasks_shim_that_is_none_of_its_processes(builder):
+    """Docker restarted a container under its leaked shim: the earlier run's process still runs
+    under that shim, named by no file; containerd never tracks it (trial 3, T5)."""
+    t = builder.start_task(NS, T)
+    old = t.exec("earlier-run")
+    (t.bundle / "earlier-run.pid").unlink()  # no file of the task names it any more
+    c = task(scan(builder))
+    (h018,) = [f["message"] for f in c["findings"] if f["code"] == "H018"]
+    assert f"pid {old} " in h018 and f"its shim (pid {t.shim.pid})" in h018
+    assert [p["id"] for p in c["processes"]] == ["init"] and c["containerd_would"] == "reconnect"

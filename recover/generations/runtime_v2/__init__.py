@@ -171,7 +171,8 @@ class RuntimeV2:
     def around_findings(self, ctx: Context, record: ContainerRecord, judged: ContainerJudgement,
                         evidence: Any) -> list[Finding]:
         init = next((p for p in judged.processes if p.id == "init"), None)
-        return runc_findings(record, init.verdict if init else None, init.pid if init else None)
+        return runc_findings(record, init.verdict if init else None, init.pid if init else None) + \
+            _strays(ctx, record, judged, evidence)
 
     def claim(self, shim: ShimProcess) -> ShimClaim | None:
         argv = list(shim.argv)
@@ -270,6 +271,24 @@ def shim_api(ctx: Context, task: TaskFiles, shim_pid: int | None) -> tuple[int |
 def _binary_at(path: str) -> GoBinary | NotGo:
     """A shim binary on disk, read once per path in a scan's process (every task names the same)."""
     return read_go_binary(path)
+
+
+def _strays(ctx: Context, record: ContainerRecord, judged: ContainerJudgement, h: Any) -> list[Finding]:
+    """A running child of the task's own live shim that is none of its processes: an earlier run's
+    process (Docker restarted the container under its leaked shim), which containerd never tracks:
+    two instances of the container run at once (seen under Docker 20.10: trial 3, T5).  A pod's
+    shim serves several containers: not told there."""
+    task: TaskFiles = record.files
+    if ctx.host is None or h.shim_pid is None or h.shim_state != "alive" or task.sandbox or task.container_type:
+        return []
+    known = {p.pid for p in judged.processes if p.pid is not None}
+    found = []
+    for pid in ctx.host.children(h.shim_pid):
+        st = ctx.host.stat(pid)
+        if pid not in known and st is not None and not st.exited:
+            found.append(finding("H018", f"pid {pid} ({st.comm!r}) is a child of its shim (pid {h.shim_pid}) but none "
+                                 "of its processes: no file names it, and containerd never tracks it", record.rel))
+    return found
 
 
 def runc_findings(record: ContainerRecord, init_verdict: str | None, init_pid: int | None) -> list[Finding]:
