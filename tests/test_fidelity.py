@@ -165,9 +165,9 @@ def test_runc_state_missing_while_the_init_runs(builder, tmp_path):
     (missing,) = found(container(doc), "H014")
     assert f"{runc_root}/{C} is missing" in missing["message"] and f"pid {live.pid}" in missing["message"]
     assert not found(container(doc, D), "H014") and not found(container(doc, D), "H011")
-    # no runc root at all: not a host that keeps runc's state there, nothing to say
-    doc = scan(builder.root, "--runc-root", tmp_path / "no-runc")
-    assert not found(container(doc), "H014")
+    # a --runc-root that is not there is a usage error (a typo never silences H014)
+    result = runner.invoke(app, ["scan", str(builder.root), "--runc-root", str(tmp_path / "no-runc")])
+    assert result.exit_code == 2 and "is no directory" in result.stderr
 
 
 def test_runc_state_missing_for_a_dead_init_says_nothing(builder, tmp_path):
