@@ -18,7 +18,10 @@ shim costs 5 or 10 s of restore):
   cri:     per version, a pod whose container's init exits 42 while the pod's shim lives: what CRI
            records after the restart (42, or 255 "Unknown"), as predicted;
   upgrade: tasks of 1.6.20, then 2.3.4 started over them, judged with --containerd-version 2.3.4.
-recover runs inside the daemon's mount namespace, where it sees the paths as containerd does.
+recover runs inside the daemon's mount namespace, where it sees the paths as containerd does.  In the
+faults, cri and upgrade cycles, a crash capture is made at the moment of the scan (the daemon's dirs
+and a mini proc, lab/capture.py) and scanned with --image-root and --proc-root: its predictions must
+come true too, and say what the live scan said (an exit status only a live shim holds is unknown).
 Each cycle puts its tasks in namespaces of its own: recover takes a live shim with the task's
 namespace and id for the task's, and another run of these tests on the host could lend it one.
 """
@@ -32,6 +35,7 @@ import re
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -347,6 +351,44 @@ def recover_scan(d: Containerd, version: str, *root: str) -> dict[str, dict]:
     return {f"{c['namespace']}/{c['id']}": c for c in doc["containers"]}
 
 
+def captured_scan(d: Containerd, version: str) -> dict[str, dict]:
+    """The daemon's dirs and processes captured as they stand (lab/capture.py), then `recover scan
+    --containerd-version V` of the capture (`--image-root`, a captured proc), on the host: task key
+    -> its JSON.  What it predicts must come true as the live scan's does."""
+    dest = d.capture(d.paths.base / "capture")
+    result = subprocess.run([sys.executable, "-m", "recover", "scan", *d.scan_capture_args(dest), "-f", "json",
+                             "--containerd-version", version], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert (doc["layout"], doc["daemon"], doc["host"]["live"]) == ("containerd-runtime-v2", f"containerd {version}",
+                                                                   False)
+    return {f"{c['namespace']}/{c['id']}": c for c in doc["containers"]}
+
+
+def capture_disagrees(live: dict[str, dict], captured: dict[str, dict]) -> list[str]:
+    """Where the capture's judgement says otherwise than the live scan's of the same moment: what
+    the daemon would do, and each process's verdict and exit status where the capture knows one
+    (an exit status only a live shim holds is unknown there, never another)."""
+    wrong = []
+    for key in sorted(set(live) | set(captured)):
+        a, b = live.get(key), captured.get(key)
+        if a is None or b is None:
+            wrong.append(f"capture: {key} {'only in the capture' if a is None else 'missing from the capture'}")
+            continue
+        if a["containerd_would"] != b["containerd_would"]:
+            wrong.append(f"capture: {key} would {b['containerd_would']}, live scan: {a['containerd_would']}")
+        live_processes = {p["id"]: p for p in a["processes"]}
+        for p in b["processes"]:
+            q = live_processes.get(p["id"])
+            if q is not None and (q["verdict"], p["verdict"]) == ("zombie", "vanished"):
+                continue  # an orphan's zombie the host's init reaped between the scan and the capture
+            if q is None or q["verdict"] != p["verdict"]:
+                wrong.append(f"capture: {key} {p['id']} {p['verdict']}, live scan: {q and q['verdict']}")
+            elif p["exit_status"] is not None and p["exit_status"] != q["exit_status"]:
+                wrong.append(f"capture: {key} {p['id']} exit {p['exit_status']}, live scan: {q['exit_status']}")
+    return wrong
+
+
 def shim_state(m: Made) -> str:
     st = proc_stat(m.task.shim)
     if st is None or st.state in ("Z", "X") or st.start != m.shim_start:
@@ -464,11 +506,16 @@ class Outcome:
 
 
 def restart_and_compare(d: Containerd, version: str, tasks: dict[str, Made], judged: dict[str, dict],
-                        **extra) -> Outcome:
+                        captured: dict[str, dict] | None = None, **extra) -> Outcome:
+    """Restart the daemon and say every prediction it did not bear out: the live scan's, and those
+    of the scan of a capture made at the same moment, if any."""
     assert set(judged) == set(tasks), f"recover reports exactly the tasks made: {sorted(judged)} {sorted(tasks)}"
     before = {key: see(d, m, judged[key]) for key, m in tasks.items()}
     took = d.start()
     wrong = mismatches(d, version, tasks, judged, before, took)
+    if captured is not None:
+        wrong += capture_disagrees(judged, captured)
+        wrong += [f"capture: {line}" for line in mismatches(d, version, tasks, captured, before, took)]
     log = "\n".join(line for line in d.log().splitlines() if "level=debug" not in line and "loading plugin" not in line)
     return Outcome(judged, tasks, wrong, log, extra)
 
@@ -518,7 +565,7 @@ def faults_cycle(version: str) -> Outcome:
         made = make(d, fault_cases(version, ns, hidden))
         tasks = crash_and_break(d, made)
         judged = recover_scan(d, version, d.paths.ns_state)
-        outcome = restart_and_compare(d, version, tasks, judged)
+        outcome = restart_and_compare(d, version, tasks, judged, captured_scan(d, version))
         # H014: re-adopted without runc's state, the task can no longer be killed through containerd
         key = f"{ns}/p-runc-state-removed"
         kill = d.ctr("task", "kill", "-s", "KILL", "p-runc-state-removed", namespace=ns, check=False)
@@ -577,10 +624,11 @@ def cri_cycle(version: str) -> dict:
         d.crash()
         kill_and_wait([pod.init], signal.SIGTERM)
         judged = recover_scan(d, version, d.paths.ns_state)
+        captured = captured_scan(d, version)
         took = d.start()
         with Cri(d) as cri:  # waits for CRI's recovery
             status = cri.status(pod.container)
-        return {"judged": judged, "pod": pod, "checkpoint": d.cri_checkpoint(pod.container), "status": status,
+        return {"judged": judged, "captured": captured, "pod": pod, "checkpoint": d.cri_checkpoint(pod.container), "status": status,
                 "took": took, "shim_alive": alive(pod.shim), "container_bundle": d.paths.bundle(
                     "k8s.io", pod.container).exists()}
 
@@ -597,7 +645,7 @@ def upgrade_cycle() -> Outcome:
         as_16 = recover_scan(d, "1.6.20", d.paths.ns_state)
         d.upgrade("2.3.4")
         judged = recover_scan(d, "2.3.4", d.paths.ns_state)
-        outcome = restart_and_compare(d, "2.3.4", tasks, judged, as_16=as_16)
+        outcome = restart_and_compare(d, "2.3.4", tasks, judged, captured_scan(d, "2.3.4"), as_16=as_16)
         b = d.paths.bundle(ns, "up1-healthy")
         outcome.extra["bootstrap"] = json.loads((b / "bootstrap.json").read_text()) if (b / "bootstrap.json").exists() \
             else None
@@ -673,21 +721,25 @@ def test_a_default_state_dir_is_scanned_without_argument_and_the_advice_works(cy
 def test_cri_records_what_recover_predicts_for_an_exit_under_the_pods_live_shim(cycles, version):
     seen = cycles[(version, "cri")]
     pod = seen["pod"]
-    c = seen["judged"][f"k8s.io/{pod.container}"]
     checkpoint = seen["checkpoint"]
+    # the live scan, and the scan of a capture made at the same moment (--image-root, a captured proc)
+    for judged in (seen["judged"], seen["captured"]):
+        c = judged[f"k8s.io/{pod.container}"]
+        if version.startswith("1.6"):
+            assert (c["containerd_would"], c["cri"]["cri_would"]) == ("reconnect", "record-exit")
+        else:
+            assert (c["containerd_would"], c["cri"]["cri_would"]) == ("clean-up", "record-255-unknown")
+            assert {"R106", "R107"} <= said(c)
+        assert judged[f"k8s.io/{pod.sandbox}"]["containerd_would"] == "reconnect"
     if version.startswith("1.6"):
-        assert (c["containerd_would"], c["cri"]["cri_would"]) == ("reconnect", "record-exit")
         assert (checkpoint["ExitCode"], checkpoint["Reason"]) == (42, "")
         assert seen["status"]["exit_code"] == 42
     else:
-        assert (c["containerd_would"], c["cri"]["cri_would"]) == ("clean-up", "record-255-unknown")
-        assert {"R106", "R107"} <= said(c)
         assert (checkpoint["ExitCode"], checkpoint["Reason"]) == (255, "Unknown")
         assert (seen["status"]["exit_code"], seen["status"]["reason"]) == (255, "Unknown")
         assert not seen["container_bundle"]
     assert seen["shim_alive"], "the pod's shim serves the sandbox: it stays"
-    sandbox = seen["judged"][f"k8s.io/{pod.sandbox}"]
-    assert sandbox["containerd_would"] == "reconnect"
+    assert not capture_disagrees(seen["judged"], seen["captured"])
 
 
 def test_an_upgrade_check_says_what_23_would_do_to_16s_tasks(cycles):

@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import signal
 import socket
 import subprocess
@@ -349,6 +350,19 @@ class Containerd:
         p = self.paths
         self.version = new
         p.config.write_text(new.config(root=p.root, state=p.ns_state, address=p.address, cri=self.cri, cni=p.cni))
+
+    def capture(self, dest: Path) -> Path:
+        """A crash capture of the daemon's dirs and processes, as it stands (lab/capture.py): scan
+        it with `scan_capture_args`."""
+        p = self.paths
+        dirs = [p.ns_state] + ([] if p.default_state else ["/run/containerd"]) + [str(p.root)]
+        self.in_ns([sys.executable, "-m", "recover.generations.runtime_v2.lab.capture", str(dest), *dirs], check=True)
+        return dest
+
+    def scan_capture_args(self, dest: Path) -> list[str]:
+        """`recover scan` of a capture (Containerd.capture) as of the host it was made on."""
+        return [str(dest / "root" / self.paths.ns_state.lstrip("/")), "--image-root", str(dest / "root"),
+                "--proc-root", str(dest / "proc"), "--containerd-root", str(self.paths.root)]
 
     # -- driving it
 
