@@ -271,6 +271,12 @@ def fitted(head: str, rest: str, severity: str, display: Display, indent: str = 
     return "\n".join(lines)
 
 
+def prose(text: str, display: Display, indent: str = "", hang: str = "    ") -> str:
+    """Lines of prose (each may be long) wrapped to the display's width as findings are."""
+    return "\n".join(fitted("", line, "", display, indent if line else "", hang) if line else ""
+                     for line in text.split("\n"))
+
+
 def finding_line(f: Finding, short_path: Callable[[str], str], display: Display = PLAIN, indent: str = "") -> str:
     """A finding as text output shows it, its path as its generation shortens it."""
     severity = f"{f.severity:<7}"
@@ -284,7 +290,7 @@ def render_text(scan: Scan, out: BinaryIO, display: Display = PLAIN) -> None:
     table = _table(table_rows(containers), TABLE_HEADERS, display, empty="(no containers)",
                    shrinkable=[TABLE_HEADERS.index(h) for h in ("PROCESS", "SHIM", "CONTAINERD WOULD")],
                    paint={verdict: lambda v: display.paint(v, VERDICT_COLOUR.get(v))})
-    lines = [table, "", summary_line(scan)]
+    lines = [table, "", fitted("", summary_line(scan), "", display)]
     for o in scan.orphan_shims:
         age = _age(o.started)
         watched = printable(short_id(o.container)) + (f"/{printable(short_process(o.process))}"

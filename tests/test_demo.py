@@ -137,6 +137,15 @@ def test_demo_shows_every_verdict_and_cleans_up():
     assert pids_mentioning(str(announced_dir(r.stderr))) == []
 
 
+def test_the_demo_fits_the_width_columns_gives():
+    """COLUMNS=80: the table, the summary and the prose below it wrap to 80 columns (at spaces)."""
+    r = subprocess.run([sys.executable, "-m", "recover", "demo"], cwd=REPO,
+                       env={**demo_env(uuid.uuid4().hex), "COLUMNS": "80"}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "What each row means:" in r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()) <= 80, r.stdout
+
+
 def test_demo_keep_leaves_the_root_but_no_process():
     tag = uuid.uuid4().hex
     r = subprocess.run([sys.executable, "-m", "recover", "demo", "--keep"], cwd=REPO,
@@ -315,8 +324,11 @@ def test_the_runtime_v2_demo_crashes_a_real_containerd_and_leaves_nothing():
         result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and str(e) in result.stderr and result.stdout == ""
         pytest.skip(str(e))
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=demo_env(uuid.uuid4().hex))
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                            env={**demo_env(uuid.uuid4().hex), "COLUMNS": "100"})
     assert result.returncode == 0, result.stderr
+    # the scan's table (run in the daemon's namespace) and the prose fit COLUMNS, save an unbreakable word
+    assert all(len(line) <= 100 or " " not in line.strip() for line in result.stdout.splitlines()), result.stdout
     did = dict(re.findall(r"^  (\w+) +([a-z-]+) \(as recover predicted\)$", result.stdout, re.M))
     # an init that exited under its live shim: 1.6 keeps the task, 1.7 and 2.x clean it up
     assert did == {"web": "reconnect", "batch": "reconnect" if version.startswith("1.6") else "clean-up",

@@ -25,7 +25,7 @@ from typing import BinaryIO
 from ...builders import become_subreaper
 from ...host import read_stat
 from ...judge import ProcessJudgement
-from ...render import PLAIN, RENDERERS, Display, ScanFormat
+from ...render import PLAIN, RENDERERS, Display, ScanFormat, prose
 from ...scan import Scan
 from ...stop import run_whole
 from .builder import RootBuilder
@@ -248,7 +248,7 @@ def run_demo(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = Fal
             "To scan your own host, run `recover scan` BEFORE restarting the daemon "
             "(`recover scan --format json` gives the same report as JSON).",
         ]) + "\n"
-        out.write(text.encode("utf-8", "backslashreplace"))
+        out.write(prose(text, display).encode("utf-8", "backslashreplace"))
         out.flush()
     finally:
         run_whole(clean_up)

@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 import orjson
 
+from ...render import PLAIN, Display, prose
 from ...stop import run_whole
 from .. import CannotRun
 from .lab import VERSIONS, Containerd, Task, alive, missing, wait_until
@@ -109,8 +110,10 @@ def newest_runnable() -> str:
                     + "; ".join(f"{v}: {r}" for v, r in reasons.items()))
 
 
-def run_demo(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = False, display: object = None) -> None:
-    """The demo (module doc); `display` is unused: its tables are the scan's, 120 columns."""
+def run_demo(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = False,
+             display: Display = PLAIN) -> None:
+    """The demo (module doc): its table is the scan's, as wide as `display` (the scan in the
+    daemon's namespace is told the width through COLUMNS), its prose wrapped to the same width."""
     version = newest_runnable()
     lab: Containerd | None = None
 
@@ -119,7 +122,7 @@ def run_demo(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = Fal
             lab.close(remove=not keep)
 
     def write(text: str) -> None:
-        out.write(text.encode("utf-8", "backslashreplace"))
+        out.write(prose(text, display, hang="      ").encode("utf-8", "backslashreplace"))
         out.flush()
 
     try:
@@ -135,10 +138,13 @@ def run_demo(out: BinaryIO, progress: Callable[[str], None], *, keep: bool = Fal
         # the lab's binary is not where a host keeps containerd: the version is named, not read
         scan = [sys.executable, "-m", "recover", "scan", lab.paths.ns_state, "--containerd-version", version]
         progress(f"scanning {lab.paths.ns_state} as containerd sees it, before restarting it ...")
-        table = lab.in_ns([*scan, "--format", "text"], env={**os.environ, "COLUMNS": "120"})
+        width = {"COLUMNS": str(display.width)} if display.width else {}
+        table = lab.in_ns([*scan, "--format", "text"], env={**{k: v for k, v in os.environ.items() if k != "COLUMNS"},
+                                                            **width})
         doc = orjson.loads(lab.in_ns([*scan, "--format", "json"], check=True).stdout)
         predicted = {c["id"].lstrip("."): c for c in doc["containers"] if c["namespace"] == NAMESPACE}
-        write(table.stdout + f"\nWhat recover says containerd {version} will do, task by task:\n")
+        out.write(table.stdout.encode("utf-8", "backslashreplace"))
+        write(f"\nWhat recover says containerd {version} will do, task by task:\n")
         for scene in SCENES:
             c = predicted[scene.name]
             write(f"  {scene.name:<6} {c['containerd_would']}: {c.get('containerd_would_why', '')}\n")
