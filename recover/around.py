@@ -65,6 +65,8 @@ class Surroundings(Value):
     containerd_version: str | None = None  # --containerd-version (runtime-v2): the daemon that will start
     containerd_version_source: str = "flag"  # or "environment": $RECOVER_CONTAINERD_VERSION gave it
     unit: str | None = None  # the systemd unit whose start is judged (guard --unit): its ExecStart is read
+    docker_root: str | None = None  # --docker-root (runtime-v2): Docker's data root; None: as dockerd or daemon.json say
+    docker_config: str | None = None  # --docker-config: dockerd's daemon.json; None: dockerd's --config-file or /etc/docker
 
     def path(self, host_path: str) -> str:
         return host_path if self.image_root is None else in_image(self.image_root, host_path)

@@ -502,7 +502,7 @@ def resolve_target(s: Scan, target: str) -> tuple[str, str | None]:
         if not head:
             break
         try:
-            (key,) = select_containers(keys, [head])
+            (key,) = select_containers(keys, [head], s.aliases)
         except SelectionError as e:
             if e.matches:  # the longest head that names containers names several: say which
                 raise ExplainError(str(e)) from None

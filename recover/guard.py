@@ -414,7 +414,7 @@ def _repair(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> list
         except (rp.Refused, rp.CannotWrite) as e:
             say(f"no repair: {e}")
             return None
-    from .render import action_json
+    from .render_repair import action_json
 
     return [action_json(a) for a in actions]
 

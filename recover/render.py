@@ -26,7 +26,6 @@ from .verdicts import VERDICTS
 
 if TYPE_CHECKING:  # a scan needs neither: they load with the commands that use them
     from .check import CheckReport, Gate, Located
-    from .repair import Action, Reverted
 
 SCHEMA = "recover.scan/1"
 
@@ -173,7 +172,8 @@ def layout_json(scan: Scan) -> dict:
     """Which reader read the root, what it looked like, and which daemon's restore is predicted."""
     c = scan.classification
     return {"layout": scan.generation.name, "daemon": scan.daemon.name, "daemon_version": scan.daemon.json(),
-            "classified_as": {"kind": c.kind, "evidence": json_text(c.evidence)}}
+            "classified_as": {"kind": c.kind, "evidence": json_text(c.evidence)},
+            **(scan.beside.json() if scan.beside is not None else {})}
 
 
 def summary_json(scan: Scan) -> dict:
@@ -232,20 +232,37 @@ def render_jsonl(scan: Scan, out: BinaryIO) -> None:
 TABLE_HEADERS = ("CONTAINER", "PROCESS", "PID", "VERDICT", "EXIT", "SHIM", "CONTAINERD WOULD", "FINDINGS")
 
 
+DOCKERD_HEADER = "DOCKERD WOULD"
+
+
 def short_key(c: ContainerJudgement) -> str:
-    """A container as the table names it: 12 characters of its id (after its namespace)."""
+    """A container as the table names it: its Docker name, else 12 characters of its id (after its
+    namespace)."""
+    docker = c.extra.get("docker")
+    if docker and docker.get("name"):
+        return printable(docker["name"])
     return printable(short_id(c.key))
 
 
-def table_rows(containers: list[ContainerJudgement]) -> list[tuple[str, ...]]:
+def _dockerd_cell(c: ContainerJudgement) -> str:
+    docker = c.extra.get("docker")
+    if not docker:
+        return "-"
+    would = docker["dockerd_would"] or "?"
+    return would if docker["exit_code"] is None else f"{would} ({docker['exit_code']})"
+
+
+def table_rows(containers: list[ContainerJudgement], dockerd: bool = False) -> list[tuple[str, ...]]:
+    """The table's rows; with `dockerd`, a column of what dockerd would do after containerd."""
     rows = []
     for c in containers:
+        tail = (_dockerd_cell(c),) if dockerd else ()
         for p in c.processes:
             shim = "-" if p.shim_state is None else (p.shim_state if p.shim_pid is None else f"{p.shim_state} {p.shim_pid}")
             rows.append((short_key(c), printable(short_process(p.id)), _dash(p.pid), p.verdict,
-                         _dash(p.exit_status), shim, p.containerd_would or "?", str(len(p.findings))))
+                         _dash(p.exit_status), shim, p.containerd_would or "?", *tail, str(len(p.findings))))
         if not c.processes:
-            rows.append((short_key(c), "-", "-", "-", "-", "-", c.containerd_would or "?",
+            rows.append((short_key(c), "-", "-", "-", "-", "-", c.containerd_would or "?", *tail,
                          str(len(c.findings))))
     return rows
 
@@ -286,11 +303,16 @@ def finding_line(f: Finding, short_path: Callable[[str], str], display: Display 
 
 def render_text(scan: Scan, out: BinaryIO, display: Display = PLAIN) -> None:
     containers = list(scan.containers())
-    verdict = TABLE_HEADERS.index("VERDICT")
-    table = _table(table_rows(containers), TABLE_HEADERS, display, empty="(no containers)",
-                   shrinkable=[TABLE_HEADERS.index(h) for h in ("PROCESS", "SHIM", "CONTAINERD WOULD")],
+    dockerd = scan.beside is not None and any("docker" in c.extra for c in containers)
+    headers = TABLE_HEADERS[:-1] + ((DOCKERD_HEADER,) if dockerd else ()) + TABLE_HEADERS[-1:]
+    verdict = headers.index("VERDICT")
+    table = _table(table_rows(containers, dockerd), headers, display, empty="(no containers)",
+                   shrinkable=[headers.index(h) for h in ("PROCESS", "SHIM", "CONTAINERD WOULD", DOCKERD_HEADER)
+                               if h in headers],
                    paint={verdict: lambda v: display.paint(v, VERDICT_COLOUR.get(v))})
     lines = [table, "", fitted("", summary_line(scan), "", display)]
+    if scan.beside is not None:
+        lines += [fitted("", line, "", display) for line in scan.beside.text()]
     for o in scan.orphan_shims:
         age = _age(o.started)
         watched = printable(short_id(o.container)) + (f"/{printable(short_process(o.process))}"
@@ -490,88 +512,6 @@ CHECK_RENDERERS: dict[CheckFormat, Callable[..., None]] = {
     CheckFormat.github: _undisplayed(check_github),
     CheckFormat.sarif: _undisplayed(check_sarif),
     CheckFormat.prometheus: _undisplayed(check_prometheus),
-}
-
-
-# --- repair -------------------------------------------------------------------------------
-
-class RepairFormat(str, enum.Enum):
-    table = "table"
-    json = "json"
-
-
-REPAIR_HEADERS = ("CONTAINER", "PROCESS", "ACTION", "VALUE", "RESULT", "REASON")
-RESULT_COLOUR = {"applied": "green", "skipped": "yellow", "failed": "red", "not-reverted": "red"}
-
-
-def action_json(a: Action) -> dict:
-    return {"container": json_text(a.container), "process": None if a.process is None else json_text(a.process),
-            "action": a.kind, "value": a.value, "result": a.result, "reason": a.reason,
-            "detail": a.detail or None, "pid": a.pid, "target": a.target}
-
-
-def repair_summary(actions: list[Action]) -> dict:
-    counts: dict[str, int] = {}
-    for a in actions:
-        counts[a.result] = counts.get(a.result, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def render_repair_table(actions: list[Action], meta: dict, out: BinaryIO, display: Display = PLAIN) -> None:
-    rows = [(printable(short_id(a.container)), printable(short_process(a.process) if a.process else "-"), a.kind,
-             a.value or "-", a.result,
-             a.reason + (f" [{a.detail}]" if a.detail else "")) for a in actions]
-    table = _table(rows, REPAIR_HEADERS, display, shrinkable=[1, 3, 5], empty="(nothing to repair)",
-                   caps=[None, None, None, None, None, 70], paint={4: lambda r: display.paint(r, RESULT_COLOUR.get(r))})
-    lines = [table, ""]
-    counts = ", ".join(f"{k} {v}" for k, v in repair_summary(actions).items()) or "no actions"
-    if not any(a.kind != "none" for a in actions):
-        mode = "nothing to do: nothing was changed"
-    elif meta["apply"]:
-        mode = f"applied; journal: {meta['journal']}"
-    else:
-        mode = "dry run: nothing was changed (add --apply)"
-    lines.append(f"{len(actions)} action(s): {counts}. {mode}")
-    out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
-
-
-def render_repair_json(actions: list[Action], meta: dict, out: BinaryIO) -> None:
-    out.write(orjson.dumps({"schema": "recover.repair/1", **meta, "actions": [action_json(a) for a in actions],
-                            "summary": repair_summary(actions)}) + b"\n")
-
-
-REPAIR_RENDERERS: dict[RepairFormat, Callable[..., None]] = {
-    RepairFormat.table: render_repair_table,
-    RepairFormat.json: _undisplayed(render_repair_json),
-}
-
-UNDO_HEADERS = ("RESULT", "ACTION", "PATH", "DETAIL")
-
-
-def undo_summary(reverted: list[Reverted]) -> dict:
-    return {result: sum(r.result == result for r in reverted) for result in ("reverted", "not-reverted")}
-
-
-def render_undo_table(reverted: list[Reverted], journal: str, out: BinaryIO, display: Display = PLAIN) -> None:
-    rows = [(r.result, r.action, printable(r.path), printable(r.detail)) for r in reverted]
-    table = _table(rows, UNDO_HEADERS, display, shrinkable=[2, 3], empty="(nothing to undo)",
-                   paint={0: lambda r: display.paint(r, RESULT_COLOUR.get(r))})
-    counts = ", ".join(f"{k} {v}" for k, v in undo_summary(reverted).items())
-    lines = [table, "", f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}: {counts}. "
-             f"journal: {printable(journal)}"]
-    out.write(("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
-
-
-def render_undo_json(reverted: list[Reverted], journal: str, out: BinaryIO) -> None:
-    out.write(orjson.dumps({"schema": "recover.undo/1", "journal": json_text(journal),
-                            "entries": [{"path": json_text(r.path), "action": r.action, "result": r.result,
-                                         "detail": json_text(r.detail)} for r in reverted],
-                            "summary": undo_summary(reverted)}) + b"\n")
-
-
-UNDO_RENDERERS: dict[RepairFormat, Callable[..., None]] = {
-    RepairFormat.table: render_undo_table,
-    RepairFormat.json: _undisplayed(render_undo_json),
 }
 
 

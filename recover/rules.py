@@ -4,7 +4,8 @@ Codes are a family letter and three digits:
   F  files and formats in the root      L  liveness of recorded processes
   R  what the daemon would do            H  the host, /proc and the shims
 The hundreds say the layout where only one has it: x0xx containerd 0.2 (R0xx: what containerd
-0.2.9 would do), x1xx runtime-v2 (R1xx: what containerd 1.6-2.x and its CRI plugin would do).
+0.2.9 would do), x1xx runtime-v2 (R1xx: what containerd 1.6-2.x and its CRI plugin would do),
+x2xx Docker's own record beside a runtime-v2 root (R2xx: what dockerd 20.10 would do).
 Every finding recover emits is made by `finding()`, so a code cannot be emitted without a
 catalog entry (and tests check that every entry is documented in the README).
 """
@@ -228,6 +229,20 @@ _RULES = [
          "the restore removes the task (1.7 and 2.x clean up a live shim that runs nothing; any version cleans "
          "up a shim it cannot reach), and with it the only copy of the exit status: read it from the shim "
          "before restarting, or restore what lets the daemon reach the shim (1.6 then keeps it)"),
+    Rule("F201", "warning", "Docker's daemon.json cannot be read",
+         "live-restore is judged off (Docker's default): fix the file, or the prediction of dockerd may be wrong"),
+    Rule("F202", "warning", "Docker's record of a container cannot be read",
+         "what dockerd does to it on its restart is not judged; dockerd itself fails to load such a container"),
+    Rule("R201", "warning", "dockerd would stop a container containerd keeps running",
+         "without live-restore dockerd stops every container containerd re-adopted (its stop signal, SIGKILL "
+         "after the stop timeout), then starts those its restart policy names: set \"live-restore\": true in "
+         "daemon.json before dockerd starts to keep them"),
+    Rule("R202", "warning", "dockerd would record exit code 255 for this container",
+         "containerd no longer has its task: the true exit code is lost (read it from a live shim first, "
+         "`recover scan` does); a restart policy then starts it again, beside any process of it still running"),
+    Rule("R203", "warning", "Docker's record contradicts what runs",
+         "`docker ps` says running for a container whose processes are gone (dockerd missed the exit while "
+         "containerd was down), or exited for one that runs: `docker stop` it, or restart dockerd"),
 ]
 
 RULES: dict[str, Rule] = {r.code: r for r in _RULES}

@@ -127,11 +127,15 @@ class Scan:
         self.ctx = Context(self.host if proc_read else None, self.host_facts, self.own, around, self.reader,
                            self.daemon)
         try:
-            self.ids = select_containers(self.reader.containers(), select)
+            self.beside = self.generation.beside(self.ctx)
+            self.aliases = self.beside.aliases if self.beside is not None else {}
+            self.ids = select_containers(self.reader.containers(), select, self.aliases)
         except BaseException:
             self.root.close()
             raise
         self.findings.extend(self.reader.findings)
+        if self.beside is not None:
+            self.findings.extend(self.beside.findings)
         self.findings.extend(daemon_found)
         self.orphan_shims: list[OrphanShim] = []
         self.summary = Summary()
@@ -324,15 +328,19 @@ def _names(key: str) -> tuple[str, str]:
     return shown, shown.rpartition("/")[2]
 
 
-def select_containers(keys: list[str], wanted: list[str] | None) -> list[str]:
+def select_containers(keys: list[str], wanted: list[str] | None, aliases: dict[str, str] | None = None) -> list[str]:
     """Resolve --container values against the root's keys: namespace/id or id, exactly as the dir is
-    named, else without the dots that hide a task or namespace dir (a hidden task is still its
-    container's: Docker's id finds it), else a unique prefix of either, in that order: the first
-    way that matches decides (Docker's id names `<id>` when both `<id>` and `.<id>` are there)."""
+    named, else a name another daemon gives it (Docker's, `/name` too), else without the dots that
+    hide a task or namespace dir (a hidden task is still its container's: Docker's id finds it),
+    else a unique prefix of either, in that order: the first way that matches decides (Docker's id
+    names `<id>` when both `<id>` and `.<id>` are there)."""
     if not wanted:
         return keys
     chosen = set()
     for w in wanted:
+        if aliases and w in aliases and not any(w in (k, k.rpartition("/")[2]) for k in keys):
+            chosen.add(aliases[w])
+            continue
         if not w.rpartition("/")[2]:
             raise SelectionError(f"no container id given in '{printable(w)}'")
         matches: list[str] = []

@@ -166,6 +166,15 @@ ContainerdVersionOpt = Annotated[Optional[str], typer.Option(
          "depends on it; `all`: each known behaviour). Default: $RECOVER_CONTAINERD_VERSION, else the version in the "
          "binary that will start (read, never run), else what the bundles show, else each known behaviour, the "
          "worst leading.")]
+DockerRootOpt = Annotated[Optional[str], typer.Option(
+    "--docker-root", metavar="DIR", show_default=False,
+    help="Docker's data root, beside a 1.x/2.x state dir whose tasks Docker runs (namespace moby): what dockerd "
+    "does on its own restart is judged too. Default: the running dockerd's --data-root, else data-root in "
+    "/etc/docker/daemon.json, else /var/lib/docker (when it holds containers).")]
+DockerConfigOpt = Annotated[Optional[str], typer.Option(
+    "--docker-config", metavar="FILE", show_default=False,
+    help="dockerd's daemon.json (live-restore, data-root). Default: the running dockerd's --config-file, else "
+    "/etc/docker/daemon.json.")]
 LayoutOpt = Annotated[Optional[str], typer.Option(
     "--layout", metavar="LAYOUT", show_default=False,
     help="Read ROOT as this layout, whatever it looks like: containerd-0.2 or containerd-runtime-v2.")]
@@ -205,7 +214,7 @@ def _check_proc_root(proc_root: str | None, offline: bool) -> None:
 def _open_scan(root: str | None, proc_root: str | None, offline: bool, container: list[str] | None,
                image_root: str | None = None, runc_root: str | None = None, containerd_root: str | None = None,
                layout: str | None = None, *, containerd_version: str | None = None, unit: str | None = None,
-               not_a_root: Callable[[str], typer.Exit] = _fail):
+               docker_root: str | None = None, docker_config: str | None = None, not_a_root: Callable[[str], typer.Exit] = _fail):
     from ..around import Surroundings, namespace_root, unreachable_here
     from ..fsread import RootError
     from ..generations import GENERATION_NAMES, daemon_version_problem
@@ -235,11 +244,14 @@ def _open_scan(root: str | None, proc_root: str | None, offline: bool, container
         if ns_root is None and (problem := unreachable_here(root)):
             raise _fail(problem)
     around = Surroundings(image_root or ns_root, runc_root, read_runc, containerd_root, containerd_version,
-                          version_source, unit)
-    for flag, value in (("--runc-root", runc_root), ("--containerd-root", containerd_root)):
+                          version_source, unit, docker_root, docker_config)
+    for flag, value in (("--runc-root", runc_root), ("--containerd-root", containerd_root),
+                        ("--docker-root", docker_root)):
         if value is not None and not os.path.isdir(around.path(value)):
             inside = f"it is a path inside {around.image_root}, and " if around.image_root is not None else ""
             raise _fail(f"{flag} {value}: {inside}{around.path(value)} is no directory")
+    if docker_config is not None and not os.path.isfile(around.path(docker_config)):
+        raise _fail(f"--docker-config {docker_config}: {around.path(docker_config)} is no file")
     path = _resolve_root(root, around)
     if proc_root is None:  # a disk image has no /proc of its own: the host's would be wrong
         offline = offline or image_root is not None

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import (EXIT_CODES_HELP, EXIT_FINDINGS, ContainerdRootOpt,
-               ContainerdVersionOpt, ContainerOpt, ImageRootOpt, LayoutOpt, OfflineOpt, ProcRootOpt, RootArg, RuncRootOpt, _display, _fail, _open_scan, _unwritable, _write_out, app)
+               ContainerdVersionOpt, ContainerOpt, DockerConfigOpt, DockerRootOpt, ImageRootOpt, LayoutOpt, OfflineOpt, ProcRootOpt, RootArg, RuncRootOpt, _display, _fail, _open_scan, _unwritable, _write_out, app)
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -21,6 +21,8 @@ def scan(
     runc_root: RuncRootOpt = None,
     containerd_root: ContainerdRootOpt = None,
     containerd_version: ContainerdVersionOpt = None,
+    docker_root: DockerRootOpt = None,
+    docker_config: DockerConfigOpt = None,
     layout: LayoutOpt = None,
     format: Annotated[str, typer.Option(
         "--format", "-f", metavar="FORMAT", help="text (a table; `table` is the same), json (one document), "
@@ -40,7 +42,7 @@ def scan(
         raise _fail(f"--format must be one of: {', '.join(f.value for f in ScanFormat)}") from None
     display = _display()
     with _open_scan(root, proc_root, offline, container, image_root, runc_root, containerd_root, layout,
-                    containerd_version=containerd_version) as s:
+                    containerd_version=containerd_version, docker_root=docker_root, docker_config=docker_config) as s:
         _write_out(lambda out: RENDERERS[fmt](s, out, display=display))
 
 
@@ -53,6 +55,8 @@ def check(
     runc_root: RuncRootOpt = None,
     containerd_root: ContainerdRootOpt = None,
     containerd_version: ContainerdVersionOpt = None,
+    docker_root: DockerRootOpt = None,
+    docker_config: DockerConfigOpt = None,
     layout: LayoutOpt = None,
     container: ContainerOpt = None,
     select: Annotated[Optional[str], typer.Option(
@@ -97,7 +101,7 @@ def check(
         raise _fail(problem)
     gate = ck.Gate(ck.parse_codes(select), ck.parse_codes(ignore), fail_on, known)
     with _open_scan(root, proc_root, offline, container, image_root, runc_root, containerd_root, layout,
-                    containerd_version=containerd_version) as s:
+                    containerd_version=containerd_version, docker_root=docker_root, docker_config=docker_config) as s:
         containers = list(s.containers())
         report = ck.CheckReport(
             root=s.root.path, findings=tuple(ck.locate(containers, s.findings)),
@@ -142,6 +146,8 @@ def explain(
     runc_root: RuncRootOpt = None,
     containerd_root: ContainerdRootOpt = None,
     containerd_version: ContainerdVersionOpt = None,
+    docker_root: DockerRootOpt = None,
+    docker_config: DockerConfigOpt = None,
     layout: LayoutOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="text or json.")] = "text",
 ) -> None:
@@ -157,7 +163,7 @@ def explain(
     if (problem := target_problem(target)) is not None:
         raise _fail(problem)
     with _open_scan(root, proc_root, offline, None, image_root, runc_root, containerd_root, layout,
-                    containerd_version=containerd_version) as s:
+                    containerd_version=containerd_version, docker_root=docker_root, docker_config=docker_config) as s:
         try:
             doc = build_explanation(s, target)
         except ExplainError as e:

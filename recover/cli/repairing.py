@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import (EXIT_CODES_HELP, EXIT_FINDINGS, EXIT_REFUSED, ContainerdRootOpt, ContainerdVersionOpt, ContainerOpt,
+from . import (EXIT_CODES_HELP, EXIT_FINDINGS, EXIT_REFUSED, ContainerdRootOpt, ContainerdVersionOpt, ContainerOpt, DockerConfigOpt, DockerRootOpt,
                RepairProcRootOpt, RootArg, RuncRootOpt, _display, _fail, _note, _open_scan, _unwritable, _write_out,
                app)
 
@@ -38,6 +38,8 @@ def repair(
     runc_root: RuncRootOpt = None,
     containerd_root: ContainerdRootOpt = None,
     containerd_version: ContainerdVersionOpt = None,
+    docker_root: DockerRootOpt = None,
+    docker_config: DockerConfigOpt = None,
     container: ContainerOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", metavar="FORMAT", help="table or json.")] = "table",
 ) -> None:
@@ -63,7 +65,7 @@ def repair(
     from .. import repair as rp
     from ..around import daemons_on_root
     from ..fsread import printable
-    from ..render import REPAIR_RENDERERS, RepairFormat
+    from ..render_repair import REPAIR_RENDERERS, RepairFormat
 
     proc_root = proc_root or "/proc"
 
@@ -90,7 +92,7 @@ def repair(
         return _fail(message, EXIT_REFUSED)
 
     with _open_scan(root, proc_root, False, container, runc_root=runc_root, containerd_root=containerd_root,
-                    containerd_version=containerd_version, not_a_root=refuse) as s:
+                    containerd_version=containerd_version, docker_root=docker_root, docker_config=docker_config, not_a_root=refuse) as s:
         meta["root"] = s.root.path
         repairer = s.generation.repairer
         v02 = "kill-orphan" in repairer.kinds
@@ -151,7 +153,7 @@ def repair(
 
 def _undo(journal_path: str, fmt, display) -> None:
     from .. import repair as rp
-    from ..render import UNDO_RENDERERS
+    from ..render_repair import UNDO_RENDERERS
 
     try:
         entries = rp.read_journal(journal_path)

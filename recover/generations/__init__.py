@@ -87,6 +87,22 @@ class ShimClaim(Value):
     root: str | None  # the state root its cwd lies in (None: cwd unreadable)
 
 
+class Beside(Protocol):
+    """Another daemon's record beside a root (Generation.beside): the names it gives containers, what
+    it says of its own containers that have no task, its own findings."""
+
+    aliases: dict[str, str]  # a name (e.g. Docker's) -> the container key it names
+    findings: tuple[Finding, ...]
+
+    def json(self) -> dict:
+        """Top-level fields of the scan's JSON document (e.g. {"docker": {...}})."""
+        ...
+
+    def text(self) -> list[str]:
+        """Lines the text report shows after its table."""
+        ...
+
+
 class Generation(Protocol):
     name: str  # the value of --layout, and of "layout" in the JSON output
     shim_depth: int  # how many dirs above a shim's working dir the state root is
@@ -143,6 +159,11 @@ class Generation(Protocol):
 
     def short_path(self, path: str) -> str:
         """A finding's path (relative to the root) as text output shows it: ids cut as the table cuts them."""
+        ...
+
+    def beside(self, ctx: Context) -> Beside | None:
+        """Another daemon's own record beside the root, which decides again on its restart (Docker's):
+        None where there is none."""
         ...
 
     def demo(self, out: Any, progress: Any, *, keep: bool, display: Any) -> None:

@@ -109,6 +109,9 @@ class Containerd02:
         process, slash2, rest = rest.partition("/")
         return first[:12] + slash + (short_process(process) if slash2 else process) + slash2 + rest
 
+    def beside(self, ctx: Any) -> None:
+        return None  # Docker 1.11-1.13's files around the root are read by around.py
+
     def demo(self, out: Any, progress: Any, *, keep: bool, display: Any) -> None:
         from .demo import run_demo
 

@@ -25,6 +25,7 @@ from ...rules import Finding, finding
 from .. import Context, ShimClaim, gather_with
 from . import predict as predict_v2
 from .asking import ask_task_shim, with_reports
+from .docker.beside import DockerBeside, docker_view, with_docker
 from .reader import DEFAULT_GRPC_ADDRESS, TASKS_DIR, Paths, StateDir, TaskFiles, address_for, socket_name, unhidden
 from .version import DaemonVersion, judge_version
 
@@ -164,9 +165,15 @@ class RuntimeV2:
     def predictor(self, ctx: Context, facts: dict[str, ProcessFacts], evidence: Any) -> Predictor:
         def predict(record: ContainerRecord, decisions: dict) -> ContainerPrediction:
             host = msgspec.structs.replace(evidence, verdicts={k: d.verdict for k, d in decisions.items()})
-            return predict_v2.predict_task_container(record, decisions, host, ctx.daemon)
+            prediction = predict_v2.predict_task_container(record, decisions, host, ctx.daemon)
+            return with_docker(ctx, record, decisions, evidence, prediction)
 
         return predict
+
+    def beside(self, ctx: Context) -> DockerBeside | None:
+        view = docker_view(ctx.around, ctx.host)
+        ctx.reader.docker = view  # the predictor's, in this process and the workers forked after
+        return None if view is None else DockerBeside(ctx, view)
 
     def around_findings(self, ctx: Context, record: ContainerRecord, judged: ContainerJudgement,
                         evidence: Any) -> list[Finding]:
@@ -195,6 +202,8 @@ class RuntimeV2:
         """A path relative to the state dir as text output shows it: namespace/id (the id cut to 12
         characters), without the task dir every one of them starts with; an exec's pid file
         `<exec id>.pid` cut as the table cuts exec ids."""
+        if path.startswith("docker:"):  # a Docker container with no task: its id, cut as the table cuts ids
+            return path[:len("docker:") + 12]
         if not path.startswith(TASKS_DIR + "/"):
             return path
         namespace, _, rest = path[len(TASKS_DIR) + 1:].partition("/")

@@ -192,6 +192,7 @@ class StateDir:
     """An open runtime-v2 state dir: `containers()` lists tasks as `ns/id`, `read()` reads one."""
 
     def __init__(self, root: OpenRoot, paths: Paths = Paths()):
+        self.docker = None  # Docker's record beside the root (docker/), set by the generation's beside()
         self._root = root
         self._fd = root.fd
         self.path = root.path

@@ -1,0 +1,97 @@
+"""Docker's record put beside the tasks: each Docker task's `docker` object (JSON) and findings,
+Docker's names for --container and explain, and Docker's containers that have no task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ....fsread import printable
+from ....judge import ContainerPrediction
+from ....records import ContainerRecord
+from ....rules import Finding
+from ..reader import unhidden
+from . import DockerRecord, DockerView, docker_view, read_record
+from .predict import DockerPrediction, predict_dockerd
+
+
+def docker_json(rec: DockerRecord, view: DockerView, p: DockerPrediction) -> dict:
+    return {"id": rec.id, "name": printable(rec.name) if rec.name is not None else None,
+            "status": None if rec.problem else rec.status, "pid": rec.pid or None,
+            "recorded_exit_code": rec.exit_code, "restart_policy": rec.restart_policy,
+            "auto_remove": rec.auto_remove, "live_restore": view.live_restore,
+            "stop_signal": rec.stop_signal, "stop_timeout_s": rec.stop_timeout,
+            "dockerd_would": p.would, "exit_code": p.exit_code, "stale": p.stale, "why": p.why}
+
+
+def _task_id(record: ContainerRecord) -> str:
+    return unhidden(record.id)
+
+
+def with_docker(ctx: Any, record: ContainerRecord, decisions: dict, evidence: Any,
+                prediction: ContainerPrediction) -> ContainerPrediction:
+    """The task's prediction with what dockerd then does, for a task of Docker's namespace that
+    Docker has a record of (a hidden task with a visible twin is the twin's to say)."""
+    view: DockerView | None = ctx.reader.docker
+    if view is None or record.namespace != view.namespace or evidence.twin_key:
+        return prediction
+    cid = _task_id(record)
+    if cid not in view.records:
+        return prediction
+    rec = read_record(view.records[cid])
+    init = decisions.get("init")
+    judged_init = None
+    if init is not None:
+        judged_init = _Init(init.verdict, evidence.pids.get("init"), init.exit_status)
+    p = predict_dockerd(rec, view, prediction.would, judged_init, ctx.host, record.rel, ctx.daemon.name)
+    return msgspec.structs.replace(prediction, findings=prediction.findings + p.findings,
+                                   extra={**prediction.extra, "docker": docker_json(rec, view, p)})
+
+
+class _Init(msgspec.Struct, frozen=True):
+    verdict: str
+    pid: int | None
+    exit_status: int | None
+
+
+class DockerBeside:
+    """Generation.beside for a Docker host."""
+
+    def __init__(self, ctx: Any, view: DockerView):
+        self.view = view
+        keys = ctx.reader.containers()
+        tasks = {unhidden(k.partition("/")[2]): k for k in reversed(keys)  # the visible dir wins
+                 if k.partition("/")[0] == view.namespace}
+        self.aliases: dict[str, str] = {}
+        self.without_task: list[dict] = []
+        found: list[Finding] = list(view.findings)
+        for cid, path in view.records.items():
+            rec = read_record(path)
+            if cid in tasks:
+                if rec.name:
+                    self.aliases[rec.name] = self.aliases["/" + rec.name] = tasks[cid]
+                continue
+            p = predict_dockerd(rec, view, None, None, ctx.host, f"docker:{cid}", ctx.daemon.name)
+            found.extend(p.findings)
+            self.without_task.append(docker_json(rec, view, p))
+        self.findings = tuple(found)
+
+    def json(self) -> dict:
+        return {"docker": {**self.view.json(), "without_task": self.without_task}}
+
+    def text(self) -> list[str]:
+        v = self.view
+        lines = [f"docker: data root {printable(v.data_root)} ({v.data_root_from}); live-restore "
+                 f"{'on' if v.live_restore else 'off'} ({v.live_restore_from}); dockerd "
+                 + (f"runs (pid {v.dockerd.pid})" if v.dockerd else "is not running")]
+        for d in self.without_task:
+            code = d["recorded_exit_code"]
+            lines.append(f"docker container {d['name'] or d['id'][:12]} ({d['id'][:12]}), no task: {d['status']}"
+                         f"{'' if code is None or d['status'] == 'running' else f' (exit {code})'}; "
+                         f"dockerd would {d['dockerd_would'] or '?'}: "
+                         f"{d['why']}")
+        return lines
+
+
+__all__ = ["DockerBeside", "docker_view", "with_docker"]

@@ -1,0 +1,144 @@
+"""Docker's record beside a runtime-v2 state dir (recover/generations/runtime_v2/docker): what
+dockerd decides on its own restart, after containerd's restore, per container; its names; its
+containers with no task.  Real processes under stand-in shims, Docker's files as dockerd 20.10
+writes them.  What a real dockerd then does is tests/test_docker_restart.py's."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+
+import pytest
+from typer.testing import CliRunner
+
+from recover.builders import become_subreaper
+from recover.cli import app
+from recover.generations.runtime_v2.builder import TaskBuilder
+from recover.generations.runtime_v2.docker.builder import write_docker_record
+
+runner = CliRunner()
+NS = "moby"
+
+
+def cid(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def subreaper():
+    become_subreaper()
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A Docker host: tasks in namespace moby, Docker's record of each, daemon.json (live-restore off)."""
+    with TaskBuilder(tmp_path / "containerd") as b:
+        data_root = tmp_path / "docker"
+        config = tmp_path / "daemon.json"
+        config.write_text("{}")
+        web = b.start_task(NS, cid("web"))
+        write_docker_record(data_root, cid("web"), "web", pid=web.init, restart_policy="always")
+        db = b.start_task(NS, cid("db"))
+        write_docker_record(data_root, cid("db"), "db", pid=db.init, restart_policy="no", stop_timeout=3)
+        gone = b.start_task(NS, cid("gone"))
+        write_docker_record(data_root, cid("gone"), "gone", pid=gone.init, restart_policy="unless-stopped")
+        gone.shim.kill()
+        done = b.start_task(NS, cid("done"))
+        write_docker_record(data_root, cid("done"), "done", pid=done.init, restart_policy="no")
+        done.kill(sig=signal.SIGTERM)  # under its live shim: 1.6 re-adopts it stopped, with the status
+        write_docker_record(data_root, cid("ghost"), "ghost", pid=4194000, restart_policy="no")  # no task
+        write_docker_record(data_root, cid("old"), "old", running=False, exit_code=3, restart_policy="always")
+        bad = b.start_task(NS, cid("bad"))
+        (write_docker_record(data_root, cid("bad"), "bad", pid=bad.init) / "config.v2.json").write_text("{not json")
+        yield b, data_root, config
+
+
+def scan(b, data_root, config, *args) -> dict:
+    result = runner.invoke(app, ["scan", *b.scan_args(), "-f", "json", "--containerd-version", "1.6.20",
+                                 "--docker-root", str(data_root), "--docker-config", str(config), *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def by_name(doc: dict) -> dict[str, dict]:
+    return {c["docker"]["name"]: c for c in doc["containers"] if c.get("docker")}
+
+
+def codes(c: dict) -> set[str]:
+    return {f["code"] for f in c["findings"]}
+
+
+@pytest.mark.emits("R201", "R202", "R203", "F202")
+def test_dockerd_after_containerd_without_live_restore(host):
+    doc = scan(*host)
+    got = by_name(doc)
+    docker = {n: (c["containerd_would"], c["docker"]["dockerd_would"], c["docker"]["exit_code"]) for n, c in got.items()}
+    assert docker["web"] == ("reconnect", "stop-then-restart", None)
+    # `sleep` under a stand-in shim is no pid namespace's init and has no handler: SIGTERM ends it
+    assert docker["db"] == ("reconnect", "stop", 143)
+    assert docker["gone"] == ("kill-live-processes", "record-exit-then-restart", None)
+    assert docker["done"] == ("reconnect", "record-exit", 143)  # the status its live shim holds
+    assert {"R201"} <= codes(got["web"]) and "R202" in codes(got["gone"])
+    assert "3 s" in got["db"]["docker"]["why"] or got["db"]["docker"]["stop_timeout_s"] == 3
+    (bad,) = [c for c in doc["containers"] if c["id"] == cid("bad")]
+    assert bad["docker"]["name"] is None and bad["docker"]["dockerd_would"] is None and "F202" in codes(bad)
+    top = doc["docker"]
+    assert (top["live_restore"], top["namespace"], top["data_root"]) == (False, "moby", str(host[1]))
+    without = {d["name"]: d for d in top["without_task"]}
+    assert set(without) == {"ghost", "old"}
+    assert (without["ghost"]["dockerd_would"], without["ghost"]["exit_code"], without["ghost"]["stale"]) == \
+        ("record-exit", 255, True)
+    assert (without["old"]["dockerd_would"], without["old"]["recorded_exit_code"]) == ("start", 3)
+    assert any(f["code"] == "R203" and "ghost" in f["message"] for f in doc["findings"])
+
+
+def test_live_restore_keeps_what_containerd_keeps(host):
+    b, data_root, config = host
+    config.write_text(json.dumps({"live-restore": True}))
+    got = by_name(scan(b, data_root, config))
+    assert got["web"]["docker"]["dockerd_would"] == "keep-running" and got["web"]["docker"]["live_restore"]
+    assert "R201" not in codes(got["web"])
+    assert got["gone"]["docker"]["dockerd_would"] == "record-exit-then-restart"  # the task is gone either way
+
+
+@pytest.mark.emits("F201")
+def test_an_unreadable_daemon_json_is_said_and_judged_off(host):
+    b, data_root, config = host
+    config.write_text("{")
+    doc = scan(b, data_root, config)
+    assert any(f["code"] == "F201" for f in doc["findings"]) and doc["docker"]["live_restore"] is False
+
+
+def test_docker_names_select_and_explain(host):
+    b, data_root, config = host
+    doc = scan(b, data_root, config, "--container", "web", "--container", "/db")
+    assert sorted(c["docker"]["name"] for c in doc["containers"]) == ["db", "web"]
+    result = runner.invoke(app, ["explain", "web", "--root", str(b.state), "--runc-root", str(b.runc_root),
+                                 "--containerd-version", "1.6.20", "--docker-root", str(data_root),
+                                 "--docker-config", str(config), "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert cid("web") in result.stdout and "stop-then-restart" in result.stdout
+
+
+def test_the_table_names_docker_containers_and_says_what_dockerd_would_do(host):
+    b, data_root, config = host
+    result = runner.invoke(app, ["scan", *b.scan_args(), "--containerd-version", "1.6.20", "--docker-root",
+                                 str(data_root), "--docker-config", str(config)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "DOCKERD WOULD" in lines[0]
+    assert any(line.startswith("web ") and "stop-then-restart" in line for line in lines)
+    assert any(line.startswith("db ") and "stop (143)" in line for line in lines)
+    assert any("docker container ghost" in line and "no task" in line for line in lines)
+
+
+def test_no_docker_record_no_docker_output(tmp_path):
+    with TaskBuilder(tmp_path / "containerd") as b:
+        b.start_task(NS, cid("web"))
+        result = runner.invoke(app, ["scan", *b.scan_args(), "-f", "json", "--docker-root", str(tmp_path / "none")])
+        assert result.exit_code == 2 and "--docker-root" in result.stderr
+        (tmp_path / "empty").mkdir()
+        result = runner.invoke(app, ["scan", *b.scan_args(), "-f", "json", "--docker-root", str(tmp_path / "empty")])
+        doc = json.loads(result.stdout)
+        assert "docker" not in doc and not any("docker" in c for c in doc["containers"])
