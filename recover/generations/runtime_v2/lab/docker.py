@@ -269,8 +269,8 @@ class Dockerd:
         config: dict = {
             "Image": image, "Cmd": ["/bin/sh", "-c", cmd], "Env": ["PATH=/bin"],
             "HostConfig": {"NetworkMode": "none", "AutoRemove": auto_remove, "Binds": [f"{events}:/log"],
-                           "RestartPolicy": {"Name": "" if restart_policy == "no" else restart_policy,
-                                             "MaximumRetryCount": max_retries}},
+                           # "no" as the docker CLI sends it (dockerd also takes "" for it)
+                           "RestartPolicy": {"Name": restart_policy, "MaximumRetryCount": max_retries}},
         }
         if stop_timeout is not None:
             config["StopTimeout"] = stop_timeout
