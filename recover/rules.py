@@ -240,6 +240,9 @@ _RULES = [
     Rule("R202", "warning", "dockerd would record exit code 255 for this container",
          "containerd no longer has its task: the true exit code is lost (read it from a live shim first, "
          "`recover scan` does); a restart policy then starts it again, beside any process of it still running"),
+    Rule("R204", "error", "dockerd's start would hang on a stopped shim",
+         "a container whose restart policy starts it again gets a new shim that reaches the stopped shim's socket: "
+         "the start waits on it and dockerd's API never answers: resume the shim (kill -CONT) before dockerd starts"),
     Rule("R203", "warning", "Docker's record contradicts what runs",
          "`docker ps` says running for a container whose processes are gone (dockerd missed the exit while "
          "containerd was down), or exited for one that runs: `docker stop` it, or restart dockerd"),

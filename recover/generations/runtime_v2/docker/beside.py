@@ -44,7 +44,8 @@ def with_docker(ctx: Any, record: ContainerRecord, decisions: dict, evidence: An
     judged_init = None
     if init is not None:
         judged_init = _Init(init.verdict, evidence.pids.get("init"), init.exit_status)
-    p = predict_dockerd(rec, view, prediction.would, judged_init, ctx.host, record.rel, ctx.daemon.name)
+    p = predict_dockerd(rec, view, prediction.would, judged_init, ctx.host, record.rel, ctx.daemon.name,
+                        evidence.shim_pid if evidence.shim_state == "stopped" else None)
     return msgspec.structs.replace(prediction, findings=prediction.findings + p.findings,
                                    extra={**prediction.extra, "docker": docker_json(rec, view, p)})
 

@@ -19,6 +19,8 @@ import os
 import signal
 from typing import Any
 
+import msgspec
+
 from ....fsread import printable
 from ....host import read_proc_file
 from ....rules import Finding, finding
@@ -106,9 +108,10 @@ def _then(rec: DockerRecord, restart: bool | None, ec: int | None) -> str:
 
 
 def predict_dockerd(rec: DockerRecord, view: DockerView, containerd_would: str | None, init: Any | None,
-                    host: Any, rel: str, daemon: str) -> DockerPrediction:
+                    host: Any, rel: str, daemon: str, shim_stopped: int | None = None) -> DockerPrediction:
     """dockerd's restore of one container, after `containerd_would` (None: no task at all).
-    `init`: the task's init judgement (verdict, pid, exit_status), if there is a task."""
+    `init`: the task's init judgement (verdict, pid, exit_status), if there is a task;
+    `shim_stopped`: the pid of its task's shim when that is stopped (SIGSTOP)."""
     where = f"{printable(rec.name or rec.id[:12])}"
     if rec.problem is not None:
         return DockerPrediction(None, None, f"Docker's record cannot be read: {rec.problem}", False,
@@ -137,37 +140,65 @@ def predict_dockerd(rec: DockerRecord, view: DockerView, containerd_would: str |
         return DockerPrediction("keep-exited", rec.exit_code, f"Docker shows it {rec.status}: nothing changes",
                                 stale, tuple(found))
     # Docker shows it running: what containerd's restore left decides
-    if containerd_would == "reconnect" and runs:
+    outcome = _running_outcome(rec, view, containerd_would, init, host, where, rel)
+    if outcome is None:
+        return DockerPrediction(None, None, f"what {daemon} does to the task ({containerd_would or 'unknown'}) leaves "
+                                "dockerd's decision open", stale, tuple(found))
+    would, exit_code, why, more = outcome
+    found += more
+    if shim_stopped is not None and would.endswith("restart"):
+        # containerd gave up on the stopped shim and removed the task, but the shim still holds the
+        # socket of that name: the new task's shim reaches it, and the start waits forever
+        found.append(finding("R204", f"dockerd's start hangs on {where}'s stopped shim (pid {shim_stopped}): its "
+                             "restart policy starts it again, the new shim reaches the stopped one's socket, and "
+                             f"dockerd's API never answers; resume it first: kill -CONT {shim_stopped}", rel))
+        return DockerPrediction("hang", exit_code, f"dockerd hangs on the stopped shim (pid {shim_stopped}) until it "
+                                f"is resumed; then: {why}", stale, tuple(found))
+    if view.dockerd is not None and containerd_would in GONE_WOULD:
+        found.append(finding("R203", f"dockerd runs (pid {view.dockerd.pid}): when containerd's restore removes the "
+                             f"task of {where}, dockerd, not yet reconnected, misses the exit and `docker ps` keeps "
+                             "showing it Up until `docker stop` or dockerd's restart", rel))
+    return DockerPrediction(would, exit_code, why, stale, tuple(found))
+
+
+def _running_outcome(rec: DockerRecord, view: DockerView, containerd_would: str | None, init: Any | None, host: Any,
+                     where: str, rel: str) -> tuple[str, int | None, str, list[Finding]] | None:
+    """What dockerd's restore does to a container Docker shows running: (would, the exit code it
+    then shows, why, findings); None when containerd's outcome leaves it open."""
+    verdict = init.verdict if init is not None else None
+    if containerd_would == "reconnect" and verdict in LIVE:
+        if rec.auto_remove:  # never restarted (--rm has no policy): restore force-removes it
+            how = "SIGKILLs it (restore force-removes an --rm container, live-restore or not)" if view.live_restore \
+                else "stops it, then removes it (--rm)"
+            return "remove", None, f"containerd keeps the task; dockerd {how}", []
         if view.live_restore:
-            return DockerPrediction("keep-running", None, f"containerd keeps the task and live-restore is on "
-                                    f"({view.live_restore_from}): dockerd keeps it running", stale, tuple(found))
+            return "keep-running", None, (f"containerd keeps the task and live-restore is on "
+                                          f"({view.live_restore_from}): dockerd keeps it running"), []
         ec, how = stop_outcome(rec, signal_facts(host, init.pid, rec.stop_signal))
-        restart = restarts(rec, ec)
-        would = "stop-then-restart" if restart else "remove" if rec.auto_remove and restart is False else "stop"
+        # restore's stop marks it stopped by hand: unless-stopped stays down, on-failure goes by the code
+        restart = restarts(msgspec.structs.replace(rec, manually_stopped=True), ec)
         why = (f"containerd keeps the task but live-restore is off ({view.live_restore_from}): dockerd stops it "
                f"(`shutting down container considered alive by containerd`) with {how}, {_then(rec, restart, ec)}")
-        found.append(finding("R201", f"dockerd stops {where} when it restarts, although containerd keeps it running "
-                             f"(live-restore is off): the stop sends {how}; {_then(rec, restart, ec)}. To keep it "
-                             "running, set \"live-restore\": true in daemon.json before dockerd starts", rel))
-        return DockerPrediction(would, None if restart else ec, why, stale, tuple(found))
+        finding_ = finding("R201", f"dockerd stops {where} when it restarts, although containerd keeps it running "
+                           f"(live-restore is off): the stop sends {how}; {_then(rec, restart, ec)}. To keep it "
+                           "running, set \"live-restore\": true in daemon.json before dockerd starts", rel)
+        return ("stop-then-restart" if restart else "stop"), None if restart else ec, why, [finding_]
     if containerd_would == "reconnect" and verdict == "exited":
         ec = init.exit_status
         restart = restarts(rec, ec)
-        would = "record-exit-then-restart" if restart else "remove" if rec.auto_remove and restart is False \
-            else "record-exit"
         code = f"its exit code, {ec}" if ec is not None else "the exit code its shim holds (unknown here)"
-        return DockerPrediction(would, None if restart else ec, f"containerd re-adopts the stopped task: dockerd "
-                                f"records {code}, {_then(rec, restart, ec)}", stale, tuple(found))
+        would = "record-exit-then-restart" if restart else "remove" if rec.auto_remove else "record-exit"
+        return would, None if restart or rec.auto_remove else ec, (f"containerd re-adopts the stopped task: dockerd "
+                                                                    f"records {code}, {_then(rec, restart, ec)}"), []
     if containerd_would in GONE_WOULD or init is None:
         restart = restarts(rec, LOST)
         would = "record-exit-then-restart" if restart else "remove" if rec.auto_remove else "record-exit"
         what = "containerd has no task for it" if init is None else \
             f"containerd's restore removes the task ({containerd_would})"
-        found.append(finding("R202", f"dockerd records exit code 255 for {where} ({what}: its true exit is lost)"
-                             + (f", then starts it again (restart policy {rec.restart_policy})" if restart else "")
-                             + (" while its processes, leaked, still run: two instances at once"
-                                if restart and containerd_would in LEAKS else ""), rel))
-        return DockerPrediction(would, None if restart else LOST, f"{what}: dockerd records exit code 255, "
-                                f"{_then(rec, restart, LOST)}", stale, tuple(found))
-    return DockerPrediction(None, None, f"what {daemon} does to the task ({containerd_would or 'unknown'}) leaves "
-                            "dockerd's decision open", stale, tuple(found))
+        lost = finding("R202", f"dockerd records exit code 255 for {where} ({what}: its true exit is lost)"
+                       + (f", then starts it again (restart policy {rec.restart_policy})" if restart else "")
+                       + (" while its processes, leaked, still run: two instances at once"
+                          if restart and containerd_would in LEAKS else ""), rel)
+        return would, None if restart or rec.auto_remove else LOST, (f"{what}: dockerd records exit code 255, "
+                                                                      f"{_then(rec, restart, LOST)}"), [lost]
+    return None

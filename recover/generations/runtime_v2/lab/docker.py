@@ -261,9 +261,9 @@ class Dockerd:
 
     def run(self, name: str, cmd: str = LOGGING_INIT_CMD, restart_policy: str = "no", auto_remove: bool = False,
             stop_timeout: int | None = None, stop_signal: str | None = None, max_retries: int = 0,
-            image: str = IMAGE) -> DockerContainer:
+            image: str = IMAGE, traps: bool = True) -> DockerContainer:
         """Create and start a container (network none, /log bound to its events file's dir);
-        return once its init runs and has set its SIGTERM trap."""
+        return once its init runs and (`traps`: a cmd that sets one) has set its SIGTERM trap."""
         events = self.base / "events" / name
         events.mkdir()
         config: dict = {
@@ -279,7 +279,8 @@ class Dockerd:
         cid = self.api("POST", f"/containers/create?name={name}", config)["Id"]
         self.api("POST", f"/containers/{cid}/start")
         pid = self.inspect(cid)["State"]["Pid"]
-        wait_until(lambda: traps_sigterm(pid), 10, f"container {name}'s init (pid {pid}) to set its trap")
+        if traps:
+            wait_until(lambda: traps_sigterm(pid), 10, f"container {name}'s init (pid {pid}) to set its trap")
         box = DockerContainer(name, cid, pid, proc_stat(pid).start, events / "events")
         self.made.append(box)
         return box
