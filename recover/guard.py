@@ -35,6 +35,9 @@ POLICIES: tuple[Policy, ...] = ("report", "block", "repair")
 # What makes a start hazardous: the daemon's restore (R), where the catalog calls it an error, in
 # every layout (0.2: delete, kill, crash, hang, decide wrongly, take a live exit; 1.6+: kill, leak, block)
 HAZARD_CODES = frozenset(code for code, rule in RULES.items() if code.startswith("R") and rule.severity == "error")
+# guarding docker.service over a 1.x/2.x root: containerd has restored already, dockerd's restore is judged
+DOCKERD_HAZARD_CODES = frozenset(code for code in HAZARD_CODES if code.startswith("R2"))
+DOCKER_UNIT = "docker.service"
 PREVIOUS_BOOT = "L009"
 DAEMON_RUNS = "H009"
 
@@ -95,16 +98,16 @@ class Decision:
 
 # --- deciding (pure) -------------------------------------------------------------------------
 
-def hazards(doc: dict) -> list[Hazard]:
-    """Every hazardous finding of a recover.scan/1 document, with its place."""
+def hazards(doc: dict, codes: frozenset[str] = HAZARD_CODES) -> list[Hazard]:
+    """Every hazardous finding (of `codes`) of a recover.scan/1 document, with its place."""
     out = []
     for c in doc["containers"]:
         key = c["id"] if c.get("namespace") is None else f"{c['namespace']}/{c['id']}"
-        out += [Hazard(key, None, f["code"], f["message"]) for f in c["findings"] if f["code"] in HAZARD_CODES]
+        out += [Hazard(key, None, f["code"], f["message"]) for f in c["findings"] if f["code"] in codes]
         for p in c["processes"]:
             out += [Hazard(key, p["id"], f["code"], f["message"]) for f in p["findings"]
-                    if f["code"] in HAZARD_CODES]
-    out += [Hazard(None, None, f["code"], f["message"]) for f in doc["findings"] if f["code"] in HAZARD_CODES]
+                    if f["code"] in codes]
+    out += [Hazard(None, None, f["code"], f["message"]) for f in doc["findings"] if f["code"] in codes]
     return out
 
 
@@ -115,8 +118,8 @@ def from_previous_boot(doc: dict) -> bool:
     return bool(pending) and all(any(f["code"] == PREVIOUS_BOOT for f in p["findings"]) for p in pending)
 
 
-def decide(settings: Settings, doc: dict) -> Decision:
-    found = tuple(hazards(doc))
+def decide(settings: Settings, doc: dict, codes: frozenset[str] = HAZARD_CODES) -> Decision:
+    found = tuple(hazards(doc, codes))
     if from_previous_boot(doc):
         return Decision(False, "previous-boot", found)
     if not found:
@@ -126,6 +129,14 @@ def decide(settings: Settings, doc: dict) -> Decision:
     if settings.policy == "block":
         return Decision(True, "hazards", found)
     return Decision(False, "hazards-reported", found)
+
+
+def dockerd_on_root(scan: Scan) -> str | None:
+    """Before dockerd starts (docker.service) containerd runs already: what matters is whether a
+    dockerd runs on Docker's data root (by identity)."""
+    d = scan.beside.view.dockerd
+    return f"dockerd (pid {d.pid}) runs on Docker's data root {scan.beside.view.data_root}" \
+        if d is not None and d.same_root else None
 
 
 def daemon_on_root(root_findings: list[Finding]) -> str | None:
@@ -279,11 +290,12 @@ def unit_mismatch(unit: str, root_path: str, kind: str) -> str | None:
     """Why the unit to guard is not the one whose start restores this root (a root of that kind,
     `recover/classify.py`), and which one is; None when it is, or cannot be told."""
     real = os.path.realpath(root_path)
-    if unit == "docker.service" and kind == "containerd-runtime-v2" and real != os.path.realpath(
+    if unit == DOCKER_UNIT and kind == "containerd-runtime-v2" and real != os.path.realpath(
             DOCKERS_OWN_CONTAINERD):
         return (f"{root_path} is the state dir of the system containerd, which Docker 20+ uses and "
-                "containerd.service starts: guarding docker.service judges nothing useful (containerd runs "
-                "already when dockerd starts); guard that unit: recover guard --install --unit containerd.service")
+                "containerd.service starts: guarding docker.service judges dockerd's restore only (containerd runs "
+                "already when dockerd starts); guard containerd's too: recover guard --install --unit "
+                "containerd.service")
     if unit == "containerd.service" and kind == "containerd-0.2":
         return (f"{root_path} is a containerd 0.2 root, which dockerd 1.11-1.13 starts (docker.service), not "
                 "containerd.service: guard that unit: recover guard --install --unit docker.service")
@@ -352,7 +364,8 @@ def judge(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> Decisi
 
     started = time.time()
     with open_scan() as scan:
-        if (daemon := daemon_on_root(scan.findings)) is not None:
+        dockerd_start = scan.around.unit == DOCKER_UNIT and scan.beside is not None
+        if (daemon := dockerd_on_root(scan) if dockerd_start else daemon_on_root(scan.findings)) is not None:
             say(f"{scan.root.path}: {daemon}; not judged, the start goes on")
             return None
         fault("judge")
@@ -366,7 +379,7 @@ def judge(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> Decisi
             with open_scan() as scan:
                 doc = scan_document(scan)
                 summary = summary_line(scan)
-    decision = decide(settings, doc)
+    decision = decide(settings, doc, DOCKERD_HAZARD_CODES if dockerd_start else HAZARD_CODES)
     finished = time.time()
     doc["guard"] = guard_json(settings, decision, started, finished, repairs)
     report = None

@@ -142,3 +142,28 @@ def test_no_docker_record_no_docker_output(tmp_path):
         result = runner.invoke(app, ["scan", *b.scan_args(), "-f", "json", "--docker-root", str(tmp_path / "empty")])
         doc = json.loads(result.stdout)
         assert "docker" not in doc and not any("docker" in c for c in doc["containers"])
+
+
+def test_guarding_docker_service_judges_dockerds_restore(tmp_path):
+    """Before docker.service starts, containerd has restored already: a containerd hazard (a shim
+    killed) does not block dockerd's start; a stopped shim dockerd would hang on does."""
+    with TaskBuilder(tmp_path / "containerd") as b:
+        data_root, config = tmp_path / "docker", tmp_path / "daemon.json"
+        config.write_text("{}")
+        gone = b.start_task(NS, cid("gone"))
+        write_docker_record(data_root, cid("gone"), "gone", pid=gone.init)
+        gone.shim.kill()
+
+        def guard(unit: str):
+            return runner.invoke(app, ["guard", str(b.state), "--policy", "block", "--unit", unit, "--containerd-version",
+                                       "1.6.20", "--docker-root", str(data_root), "--docker-config", str(config),
+                                       "--report-dir", str(tmp_path / "reports"), "--run-dir", str(tmp_path / "run")])
+
+        assert guard("containerd.service").exit_code == 1  # R101: containerd would SIGKILL its init
+        assert guard("docker.service").exit_code == 0  # dockerd records 255: said, not a hazard of its start
+        hung = b.start_task(NS, cid("hung"))
+        write_docker_record(data_root, cid("hung"), "hung", pid=hung.init, restart_policy="always")
+        hung.shim.stop()
+        result = guard("docker.service")
+        assert result.exit_code == 1 and "R204" in result.stderr
+        hung.shim.resume()

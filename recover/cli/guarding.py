@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_REFUSED, ContainerdVersionOpt, ImageRootOpt, ProcRootOpt, RootArg, _fail, _note, _open_scan, app)
+from . import (EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_REFUSED, ContainerdVersionOpt, DockerConfigOpt, DockerRootOpt, ImageRootOpt, ProcRootOpt, RootArg, _fail, _note, _open_scan, app)
 
 
 GUARD_EXIT_CODES_HELP = """\b
@@ -48,6 +48,8 @@ def guard(
     proc_root: ProcRootOpt = None,
     image_root: ImageRootOpt = None,
     containerd_version: ContainerdVersionOpt = None,
+    docker_root: DockerRootOpt = None,
+    docker_config: DockerConfigOpt = None,
     install: Annotated[bool, typer.Option(
         "--install", help="Write the systemd drop-in that runs this command (with these options) before --unit.")]
         = False,
@@ -95,6 +97,8 @@ def guard(
             ["--kill-orphans"] if kill_orphans else [])
         for flag, value in (("--timeout", None if timeout is None else f"{timeout:g}"),
                             ("--containerd-version", containerd_version),
+                            ("--docker-root", docker_root and os.path.abspath(docker_root)),
+                            ("--docker-config", docker_config and os.path.abspath(docker_config)),
                             ("--keep", None if keep is None else str(keep)),
                             ("--report-dir", report_dir and os.path.abspath(report_dir)),
                             ("--run-dir", run_dir and os.path.abspath(run_dir))):
@@ -138,7 +142,8 @@ def guard(
                            keep=gd.DEFAULT_KEEP if keep is None else keep, kill_orphans=kill_orphans,
                            overridden=overridden)
     try:
-        decision = _guard_judge(root, proc_root, image_root, settings, say, containerd_version, unit)
+        decision = _guard_judge(root, proc_root, image_root, settings, say, containerd_version, unit,
+                                docker_root, docker_config)
     except typer.Exit:  # ROOT cannot be read as a root: said in one line already
         say(f"not judged; {goes_on}")
         if blocking:
@@ -158,7 +163,8 @@ def guard(
 
 
 def _guard_judge(root: str | None, proc_root: str | None, image_root: str | None, settings, say,
-                 containerd_version: str | None, unit: str):
+                 containerd_version: str | None, unit: str, docker_root: str | None = None,
+                 docker_config: str | None = None):
     from .. import guard as gd
     from ..around import Surroundings
     from ..classify import DEFAULT_ROOTS
@@ -171,7 +177,7 @@ def _guard_judge(root: str | None, proc_root: str | None, image_root: str | None
         say(f"no state root at {path or ' or '.join(DEFAULT_ROOTS)}: nothing to judge; the start goes on")
         return None
     return gd.judge(lambda: _open_scan(path, proc_root, False, None, image_root, containerd_version=containerd_version,
-                                       unit=unit), settings, say)
+                                       unit=unit, docker_root=docker_root, docker_config=docker_config), settings, say)
 
 
 def _unit_mismatch(unit: str, root: str | None) -> str | None:
