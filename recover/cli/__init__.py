@@ -321,5 +321,5 @@ def main() -> None:
 
 
 # the commands register themselves on `app` (imported last: they use what is defined above)
-from . import guarding, judging, repairing  # noqa: E402,F401
+from . import guarding, judging, repairing, watching  # noqa: E402,F401
 

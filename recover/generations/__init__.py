@@ -161,6 +161,11 @@ class Generation(Protocol):
         """A finding's path (relative to the root) as text output shows it: ids cut as the table cuts them."""
         ...
 
+    def harm_of(self, would: str) -> str:
+        """What a restart's outcome for a process does to it, for metrics: none, kill, lose-exit,
+        leak, block, crash (recover/metrics.py HARMS), or unknown."""
+        ...
+
     def beside(self, ctx: Context) -> Beside | None:
         """Another daemon's own record beside the root, which decides again on its restart (Docker's):
         None where there is none."""

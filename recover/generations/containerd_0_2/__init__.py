@@ -40,6 +40,11 @@ def shim_root(cwd: str | None) -> str | None:
     return None if cwd is None else os.path.dirname(os.path.dirname(cwd.rstrip("/"))) or "/"
 
 
+# what containerd 0.2.9's restore does to a process, for metrics (recover/metrics.py)
+HARM_OF = {"keep-running": "none", "use-exit-status": "none", "record-255": "lose-exit", "kill-record-137": "kill",
+           "skip-process": "leak", "drop-container": "leak", "crash-daemon": "crash", "hang-daemon": "block"}
+
+
 class Shim(Value):
     """The shim of one process: `<shim> <container-id> <bundle> <runtime>`, cwd the process dir."""
 
@@ -108,6 +113,9 @@ class Containerd02:
         first, slash, rest = path.partition("/")
         process, slash2, rest = rest.partition("/")
         return first[:12] + slash + (short_process(process) if slash2 else process) + slash2 + rest
+
+    def harm_of(self, would: str) -> str:
+        return HARM_OF.get(would, "unknown")
 
     def beside(self, ctx: Any) -> None:
         return None  # Docker 1.11-1.13's files around the root are read by around.py

@@ -30,6 +30,10 @@ from .reader import DEFAULT_GRPC_ADDRESS, TASKS_DIR, Paths, StateDir, TaskFiles,
 from .version import DaemonVersion, judge_version
 
 SHIM_PREFIX = "containerd-shim"
+# what containerd 1.6-2.x's restore does to a task's processes, for metrics (recover/metrics.py)
+HARM_OF = {"reconnect": "none", "skip": "none", "clean-up": "lose-exit", "clean-up-and-leak": "leak",
+           "delete-silently-and-leak": "leak", "skip-and-leak": "leak", "kill-live-processes": "kill",
+           "block-then-kill": "block"}
 
 
 def _socket_of(address: str | None) -> str | None:
@@ -169,6 +173,9 @@ class RuntimeV2:
             return with_docker(ctx, record, decisions, evidence, prediction)
 
         return predict
+
+    def harm_of(self, would: str) -> str:
+        return HARM_OF.get(would, "unknown")
 
     def beside(self, ctx: Context) -> DockerBeside | None:
         view = docker_view(ctx.around, ctx.host)

@@ -1,0 +1,79 @@
+"""`recover watch`: the root rescanned every interval, its metrics (recover/metrics.py) written
+whole to a node_exporter textfile, until SIGTERM.
+
+The only file it writes is the textfile (a temp file beside it, renamed over it: node_exporter
+reads only `*.prom`, so never the half-written one).  A scan that cannot judge the root (gone,
+unreadable, not a root) writes `recover_scan_ok 0` and the loop goes on.  Each scan is streamed
+(counts only): memory stays flat in the root's size; one scan per interval is its CPU."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from .guard import HAZARD_CODES
+from .metrics import Outcome, textfile
+from .scan import Scan
+from .stop import run_whole
+
+OpenScan = Callable[[], AbstractContextManager[Scan]]
+
+
+class CannotScan(Exception):
+    """The root could not be scanned this time (said already)."""
+
+
+def judge(open_scan: OpenScan) -> tuple[Outcome, dict[str, str]]:
+    with open_scan() as scan:
+        version = scan.daemon.json()
+        outcome = Outcome(version.get("version") or "unknown", scan.generation.harm_of)
+        for c in scan.containers():
+            outcome.add(c, HAZARD_CODES)
+        outcome.add_root_findings(scan.findings)  # after the containers: the orphan shims are known then
+        info = {"layout": scan.generation.name, "daemon": scan.daemon.name,
+                "version": outcome.version, "version_from": str(version.get("source") or "unknown")}
+        return outcome, info
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """The whole file or the old one: a temp file in the same dir, fsync, rename."""
+    directory, name = os.path.split(os.path.abspath(path))
+    temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temp, path)
+
+
+def watch(root_label: str, open_scan: OpenScan, upgrades: list[OpenScan], path: str, interval: float,
+          say: Callable[[str], None], count: int | None = None) -> int:
+    """Scan, write, sleep, until stopped (a stop signal raises recover.stop.Stopped out of the
+    sleep) or `count` scans are made.  Returns how many were made."""
+    made = 0
+    while count is None or made < count:
+        started, began = time.monotonic(), time.time()
+        try:
+            outcome, info = judge(open_scan)
+            upgraded = [judge(u)[0] for u in upgrades]
+            ok = True
+        except CannotScan:
+            outcome, info, upgraded, ok = None, None, [], False
+        ended = time.time()
+        data = textfile(root_label, ok, ended - began, ended, outcome, upgraded, info)
+        run_whole(lambda: write_atomically(path, data))  # a stop signal waits for the rename
+        made += 1
+        if ok:
+            say(f"{root_label}: {sum(outcome.verdicts.values())} process(es), "
+                f"{sum(n for (_, s), n in outcome.findings.items() if s == 'error')} error finding(s), "
+                f"{ended - began:.2f} s; wrote {path}")
+        if count is not None and made >= count:
+            break
+        time.sleep(max(0.0, started + interval - time.monotonic()))
+    return made
