@@ -61,7 +61,9 @@ class Outcome:
 
 
 def _block(name: str, help_text: str, samples: list[str]) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples]
+    """A metric's HELP, TYPE and samples; nothing for a metric without samples (node_exporter
+    counts a family with none as a textfile error)."""
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples] if samples else []
 
 
 def textfile(root: str, ok: bool, duration: float, ended: float, outcome: Outcome | None,

@@ -27,6 +27,7 @@ Facts measured on Debian 12 (bookworm), installed by .ci/run as the packages `pr
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 
@@ -55,3 +56,14 @@ def check_metrics(text: str) -> list[str]:
     if done.returncode != 0 and not problems:
         problems = [f"promtool check metrics exited {done.returncode} and said nothing"]
     return problems if done.returncode != 0 else []
+
+
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+
+
+def node_exporter_missing() -> str | None:
+    """Why Debian's node_exporter cannot be run here (a reason for pytest.skip), or None."""
+    if not os.access(NODE_EXPORTER, os.X_OK):
+        return (f"{NODE_EXPORTER} is not installed (Debian's `prometheus-node-exporter` package; .ci/run installs "
+                "it without starting the service)")
+    return None

@@ -4,7 +4,6 @@ a textfile of the metrics `recover watch` writes, linted by `promtool check metr
 
 from __future__ import annotations
 
-import copy
 import re
 import shutil
 from pathlib import Path

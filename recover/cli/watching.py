@@ -3,6 +3,7 @@ Annotations here are evaluated when the module loads (no `from __future__ import
 typer reads them."""
 
 import os
+import re
 from typing import Annotated, Optional
 
 import typer
@@ -70,7 +71,11 @@ def watch(
 
     from ..scan import default_root
 
+    # the root as its node names it: one reached through /proc/<pid>/root (a DaemonSet's view of
+    # the host's mount namespace) is labelled with the path inside
     label = os.path.abspath(root) if root else default_root() or "/run/containerd"
+    if (inside := re.fullmatch(r"/proc/\d+/root(/.*)", label)) is not None:
+        label = inside.group(1)
     try:
         watch_loop(label, opener(containerd_version), [opener(v) for v in upgrade_to or []], textfile, interval,
                    lambda line: _note(f"recover watch: {line}"), count)
