@@ -45,7 +45,7 @@ def test_every_containerd_would_value_is_documented():
 
 def test_every_command_option_and_format_is_documented():
     runner = CliRunner()
-    for command in ("scan", "check", "explain", "rules", "repair", "demo", "guard"):
+    for command in ("scan", "check", "explain", "rules", "repair", "demo", "guard", "watch"):
         assert f"### `recover {command}" in README
         help_text = runner.invoke(app, [command, "--help"]).stdout
         for option in re.findall(r"(--[a-z][a-z-]+)", help_text):
