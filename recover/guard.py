@@ -175,27 +175,30 @@ def _temp_root(name: str) -> str | None:
 
 
 def write_report(report_dir: str, name: str, doc: dict) -> str:
-    """Write the report whole or not at all: a temp file in the same dir, fsync, rename, fsync
-    the dir.  Returns its path."""
+    """Write the report whole or not at all (write_whole).  Returns its path."""
     os.makedirs(report_dir, mode=0o700, exist_ok=True)
     final = os.path.join(report_dir, name)
-    temp = os.path.join(report_dir, _temp_name(name))
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    write_whole(final, os.path.join(report_dir, _temp_name(name)), orjson.dumps(doc) + b"\n", 0o600)
+    return final
+
+
+def write_whole(path: str, temp: str, data: bytes, mode: int) -> None:
+    """`data` at `path`, whole or not at all: written to `temp` (in the same dir), fsynced,
+    renamed over `path`, the dir fsynced."""
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        data = orjson.dumps(doc) + b"\n"
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.rename(temp, final)
-    dir_fd = os.open(report_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.rename(temp, path)
+    dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return final
 
 
 def rotate(report_dir: str, root_path: str, keep: int, now: float) -> list[str]:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from .guard import HAZARD_CODES
+from .guard import HAZARD_CODES, write_whole
 from .metrics import Outcome, textfile
 from .scan import Scan
 from .stop import run_whole
@@ -38,18 +38,9 @@ def judge(open_scan: OpenScan) -> tuple[Outcome, dict[str, str]]:
 
 
 def write_atomically(path: str, data: bytes) -> None:
-    """The whole file or the old one: a temp file in the same dir, fsync, rename."""
+    """The whole file or the old one (guard.write_whole), its temp file not a `*.prom`."""
     directory, name = os.path.split(os.path.abspath(path))
-    temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(temp, path)
+    write_whole(os.path.join(directory, name), os.path.join(directory, f".{name}.{os.getpid()}.tmp"), data, 0o644)
 
 
 def watch(root_label: str, open_scan: OpenScan, upgrades: list[OpenScan], path: str, interval: float,
