@@ -167,3 +167,30 @@ def test_guarding_docker_service_judges_dockerds_restore(tmp_path):
         result = guard("docker.service")
         assert result.exit_code == 1 and "R204" in result.stderr
         hung.shim.resume()
+
+
+def test_bad_docker_files_are_findings_never_a_crash(tmp_path):
+    """Empty, NUL-filled and FIFO records are F202 (the FIFO never opened); a container dir that is
+    a link (out of the data root) is not read."""
+    import os
+
+    with TaskBuilder(tmp_path / "c") as b:
+        data_root, config = tmp_path / "docker", tmp_path / "daemon.json"
+        config.write_text("{}")
+        for name, content in (("empty", b""), ("nul", b"\0" * 4096), ("fifo", None)):
+            t = b.start_task(NS, cid(name))
+            path = write_docker_record(data_root, cid(name), name, pid=t.init) / "config.v2.json"
+            path.unlink()
+            if content is None:
+                os.mkfifo(path)
+            else:
+                path.write_bytes(content)
+        outside = tmp_path / "outside"
+        write_docker_record(outside, cid("linked"), "linked", pid=1)
+        (data_root / "containers" / cid("linked")).symlink_to(outside / "containers" / cid("linked"))
+        doc = scan(b, data_root, config)
+        bad = {c["id"]: c for c in doc["containers"]}
+        for name in ("empty", "nul", "fifo"):
+            c = bad[cid(name)]
+            assert c["docker"]["dockerd_would"] is None and "F202" in codes(c), name
+        assert cid("linked") not in {d["id"] for d in doc["docker"]["without_task"]}

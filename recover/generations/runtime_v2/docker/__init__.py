@@ -167,8 +167,9 @@ def docker_view(around: Any, host: Any) -> DockerView | None:
             containers = around.path(os.path.join(data_root, "containers"))
         else:
             data_root, data_root_from = DATA_ROOT, "Docker's default"
-    try:
-        names = sorted(n for n in os.listdir(containers) if _ID.fullmatch(n))
+    try:  # a container's dir, never a link (which could lead out of the data root or the image)
+        with os.scandir(containers) as entries:
+            names = sorted(e.name for e in entries if _ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False))
     except OSError:
         return None
     flag = _bool_flag(dockerd.argv, "--live-restore") if dockerd else None
