@@ -194,3 +194,22 @@ def test_bad_docker_files_are_findings_never_a_crash(tmp_path):
             c = bad[cid(name)]
             assert c["docker"]["dockerd_would"] is None and "F202" in codes(c), name
         assert cid("linked") not in {d["id"] for d in doc["docker"]["without_task"]}
+
+
+def test_docker_is_read_only_for_a_root_that_holds_its_namespace(tmp_path):
+    """The default data root (here inside an image) belongs to a root only when that root holds
+    tasks of Docker's namespace: another containerd's root never takes this host's Docker."""
+    image = tmp_path / "image"
+    write_docker_record(image / "var/lib/docker", cid("web"), "web", pid=1)
+    with TaskBuilder(image / "c") as b:
+        b.write_bundle("k8s.io", cid("pod"))
+
+        def docker_of() -> dict | None:
+            result = runner.invoke(app, ["scan", str(b.state), "--image-root", str(image), "-f", "json"])
+            assert result.exit_code == 0, result.output
+            return json.loads(result.stdout).get("docker")
+
+        assert docker_of() is None
+        b.write_bundle(NS, cid("web"))
+        found = docker_of()
+        assert found is not None and found["data_root"] == "/var/lib/docker"

@@ -178,7 +178,7 @@ class RuntimeV2:
         return HARM_OF.get(would, "unknown")
 
     def beside(self, ctx: Context) -> DockerBeside | None:
-        view = docker_view(ctx.around, ctx.host)
+        view = docker_view(ctx.around, ctx.host, {unhidden(k.partition("/")[0]) for k in ctx.reader.containers()})
         ctx.reader.docker = view  # the predictor's, in this process and the workers forked after
         return None if view is None else DockerBeside(ctx, view)
 

@@ -133,8 +133,10 @@ def _same_dir(proc_root: str, pid: int, inside: str, ours: str) -> bool | None:
     return (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino)
 
 
-def docker_view(around: Any, host: Any) -> DockerView | None:
-    """Docker's record beside the root, or None where there is none (no containers dir)."""
+def docker_view(around: Any, host: Any, namespaces: set[str]) -> DockerView | None:
+    """Docker's record beside the root, or None where there is none (no containers dir), or
+    where the root holds no task of Docker's namespace and no --docker-root names it (a root of
+    another containerd, e.g. a test's, never takes this host's Docker for its own)."""
     live = host is not None and host.live and around.image_root is None
     running = dockerds(host)
     ours = [d for d in running if live and host.in_other_mount_namespace(d.pid) is False]
@@ -180,6 +182,8 @@ def docker_view(around: Any, host: Any) -> DockerView | None:
     else:
         live_restore, source = False, f"Docker's default: no live-restore in {config_path}"
     namespace = (_flag(dockerd.argv, "--containerd-namespace") if dockerd else None) or NAMESPACE
+    if around.docker_root is None and namespace not in namespaces:
+        return None
     return DockerView(data_root, data_root_from, namespace, live_restore, source, dockerd,
                       {n: os.path.join(containers, n) for n in names}, tuple(findings))
 
