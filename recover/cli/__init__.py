@@ -37,7 +37,8 @@ Exit codes:
   4  repair refused: ROOT is not a root recover writes in, a containerd daemon runs
      on ROOT, another repair holds the lock, or kills are refused (a copy of the
      live root, a captured proc dir)
-  129, 130, 143  stopped by SIGHUP, SIGINT (Ctrl-C) or SIGTERM (128 + the signal)"""
+  129, 130, 143  stopped by SIGHUP, SIGINT (Ctrl-C) or SIGTERM (128 + the signal);
+       watch: 0, its textfile holding the last scan"""
 
 app = typer.Typer(
     name="recover",
@@ -47,7 +48,8 @@ app = typer.Typer(
          "healthy containers whose shim it cannot reach, loses exit statuses, leaks live containers and "
          "blocks on a stopped shim; containerd 0.2 deletes evidence, kills the wrong process or crashes. "
          "recover reads the root and /proc, says what really happened to every process, and what the "
-         "daemon would do.\n\n" + EXIT_CODES_HELP,
+         "daemon would do (and, on a Docker host, what dockerd's own restart then does); `watch` feeds "
+         "the same judgement to Prometheus on every node.\n\n" + EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
