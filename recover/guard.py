@@ -131,14 +131,6 @@ def decide(settings: Settings, doc: dict, codes: frozenset[str] = HAZARD_CODES) 
     return Decision(False, "hazards-reported", found)
 
 
-def dockerd_on_root(scan: Scan) -> str | None:
-    """Before dockerd starts (docker.service) containerd runs already: what matters is whether a
-    dockerd runs on Docker's data root (by identity)."""
-    d = scan.beside.view.dockerd
-    return f"dockerd (pid {d.pid}) runs on Docker's data root {scan.beside.view.data_root}" \
-        if d is not None and d.same_root else None
-
-
 def daemon_on_root(root_findings: list[Finding]) -> str | None:
     """The message of H009 (a containerd daemon runs on the root), if the scan said it."""
     return next((f.message for f in root_findings if f.code == DAEMON_RUNS), None)
@@ -187,13 +179,20 @@ def write_whole(path: str, temp: str, data: bytes, mode: int) -> None:
     renamed over `path`, the dir fsynced."""
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(temp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, path)
+    except BaseException:  # a full disk, a signal: no half-written temp file is left behind
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
     dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)
@@ -367,8 +366,11 @@ def judge(open_scan: Callable[[], Scan], settings: Settings, say: Say) -> Decisi
 
     started = time.time()
     with open_scan() as scan:
-        dockerd_start = scan.around.unit == DOCKER_UNIT and scan.beside is not None
-        if (daemon := dockerd_on_root(scan) if dockerd_start else daemon_on_root(scan.findings)) is not None:
+        # dockerd's start over the system containerd (running already): dockerd's restore is judged;
+        # over dockerd's own containerd, which starts with it, containerd's too
+        dockerd_start = scan.around.unit == DOCKER_UNIT and scan.beside is not None and \
+            os.path.realpath(scan.root.path) != os.path.realpath(DOCKERS_OWN_CONTAINERD)
+        if (daemon := scan.beside.daemon_running() if dockerd_start else daemon_on_root(scan.findings)) is not None:
             say(f"{scan.root.path}: {daemon}; not judged, the start goes on")
             return None
         fault("judge")

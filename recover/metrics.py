@@ -14,7 +14,6 @@ from .judge import ContainerJudgement
 from .verdicts import VERDICTS
 
 HAZARD_SERIES_CAP = 50
-HARMS = ("none", "kill", "lose-exit", "leak", "block", "crash")
 
 
 def _label(value: str) -> str:

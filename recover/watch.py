@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -32,6 +33,8 @@ def judge(open_scan: OpenScan) -> tuple[Outcome, dict[str, str]]:
         for c in scan.containers():
             outcome.add(c, HAZARD_CODES)
         outcome.add_root_findings(scan.findings)  # after the containers: the orphan shims are known then
+        if scan.beside is not None:
+            outcome.dockerd.update(scan.beside.task_less())
         info = {"layout": scan.generation.name, "daemon": scan.daemon.name,
                 "version": outcome.version, "version_from": str(version.get("source") or "unknown")}
         return outcome, info
@@ -47,7 +50,7 @@ def watch(root_label: str, open_scan: OpenScan, upgrades: list[OpenScan], path: 
           say: Callable[[str], None], count: int | None = None) -> int:
     """Scan, write, sleep, until stopped (a stop signal raises recover.stop.Stopped out of the
     sleep) or `count` scans are made.  Returns how many were made."""
-    made = 0
+    made, told = 0, set()
     while count is None or made < count:
         started, began = time.monotonic(), time.time()
         try:
@@ -56,9 +59,19 @@ def watch(root_label: str, open_scan: OpenScan, upgrades: list[OpenScan], path: 
             ok = True
         except CannotScan:
             outcome, info, upgraded, ok = None, None, [], False
+        except Exception as e:  # noqa: BLE001 - a bug in recover: said (its traceback once), the watch goes on
+            if type(e) not in told:
+                told.add(type(e))
+                say("internal error (a bug in recover) while scanning:\n" + traceback.format_exc().rstrip())
+            else:
+                say(f"internal error again while scanning: {e!r}")
+            outcome, info, upgraded, ok = None, None, [], False
         ended = time.time()
         data = textfile(root_label, ok, ended - began, ended, outcome, upgraded, info)
-        run_whole(lambda: write_atomically(path, data))  # a stop signal waits for the rename
+        try:
+            run_whole(lambda: write_atomically(path, data))  # a stop signal waits for the rename
+        except OSError as e:  # a full disk, the dir gone: said, and tried again next time
+            say(f"cannot write {path}: {e.strerror or e}")
         made += 1
         if ok:
             say(f"{root_label}: {sum(outcome.verdicts.values())} process(es), "

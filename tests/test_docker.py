@@ -213,3 +213,50 @@ def test_docker_is_read_only_for_a_root_that_holds_its_namespace(tmp_path):
         b.write_bundle(NS, cid("web"))
         found = docker_of()
         assert found is not None and found["data_root"] == "/var/lib/docker"
+
+
+@pytest.mark.emits("R204")
+def test_what_the_review_found(tmp_path):
+    """An exited --rm container is removed by restore; a NUL in daemon.json's data-root is F201,
+    never a crash; an unknown stop signal is SIGTERM (as moby takes it); a stop with no timeout
+    that the init does not act on hangs dockerd; a Docker name picks the visible twin of a hidden
+    task dir."""
+    with TaskBuilder(tmp_path / "c") as b:
+        data_root, config = tmp_path / "docker", tmp_path / "daemon.json"
+        config.write_text(json.dumps({"data-root": "/var/lib/do\u0000cker"}))
+        write_docker_record(data_root, cid("gone-rm"), "gone-rm", running=False, exit_code=1, auto_remove=True)
+        forever = b.start_task(NS, cid("forever"))
+        write_docker_record(data_root, cid("forever"), "forever", pid=forever.init, stop_timeout=-1,
+                            stop_signal="FOO")
+        twin = b.start_task(NS, cid("twin"))
+        write_docker_record(data_root, cid("twin"), "twin", pid=twin.init)
+        hidden = twin.bundle.with_name("." + twin.bundle.name)
+        hidden.mkdir()
+        (hidden / "config.json").write_text((twin.bundle / "config.json").read_text())
+        doc = scan(b, data_root, config)
+        assert any(f["code"] == "F201" and "data-root" in f["message"] for f in doc["findings"])
+        assert {d["name"]: d["dockerd_would"] for d in doc["docker"]["without_task"]} == {"gone-rm": "remove"}
+        got = by_name(doc)
+        assert (got["forever"]["docker"]["stop_signal"], got["forever"]["docker"]["dockerd_would"]) == \
+            ("SIGTERM", "hang")
+        assert "R204" in codes(got["forever"])
+        picked = scan(b, data_root, config, "--container", "twin")
+        assert [c["id"] for c in picked["containers"]] == [cid("twin")]
+
+
+def test_dockerd_started_over_a_running_containerd_is_judged_on_the_task_as_it_is():
+    """docker.service starts after containerd.service: a stopped shim hangs dockerd whatever the
+    policy, and a task whose files are broken but whose shim lives is alive to dockerd."""
+    from recover.generations.runtime_v2.docker import DockerRecord, DockerView
+    from recover.generations.runtime_v2.docker.beside import _Init
+    from recover.generations.runtime_v2.docker.predict import predict_dockerd
+
+    view = DockerView("/var/lib/docker", "default", NS, True, "daemon.json", None, {})
+    rec = DockerRecord(cid("x"), name="x", running=True, pid=10, started_before=True)
+    running = _Init("running", 10, None)
+    assert predict_dockerd(rec, view, "block-then-kill", running, None, "r", "containerd 1.6.20", 9,
+                           containerd_runs=True).would == "hang"
+    assert predict_dockerd(rec, view, "block-then-kill", running, None, "r", "containerd 1.6.20", 9).would == \
+        "record-exit"  # containerd restarts first: it removes the task, and `no` starts nothing
+    assert predict_dockerd(rec, view, "kill-live-processes", running, None, "r", "containerd 1.6.20",
+                           containerd_runs=True).would == "keep-running"

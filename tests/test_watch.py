@@ -189,3 +189,25 @@ def test_a_real_node_exporter_serves_what_watch_writes(tmp_path):
     finally:
         exporter.terminate()
         exporter.wait(10)
+
+
+def test_a_textfile_dir_that_goes_away_is_said_and_written_again(tmp_path):
+    out = tmp_path / "collector"
+    out.mkdir()
+    with TaskBuilder(tmp_path / "c") as b:
+        b.start_task(NS, "t")
+        textfile = out / "recover.prom"
+        watch = start_watch(b, textfile, "--interval", "0.3")
+        try:
+            wait_for(textfile.exists, 20, "a textfile")
+            textfile.unlink()
+            out.rmdir()
+            time.sleep(1)
+            assert watch.poll() is None
+            out.mkdir()
+            wait_for(textfile.exists, 5, "the textfile written again")
+        finally:
+            watch.send_signal(signal.SIGTERM)
+            _, err = watch.communicate(timeout=20)
+        assert watch.returncode == 0 and b"cannot write" in err
+        assert os.listdir(out) == ["recover.prom"]

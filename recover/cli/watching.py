@@ -59,6 +59,9 @@ def watch(
     for version in [*(upgrade_to or []), *([containerd_version] if containerd_version else [])]:
         if (problem := daemon_version_problem(version)) is not None:
             raise _fail(problem)
+    if "all" in (upgrade_to or []):
+        raise _fail("--upgrade-to all: name the version the upgrade installs (e.g. 2.3.4)")
+    upgrade_to = list(dict.fromkeys(upgrade_to or []))  # one judgement (one set of series) per version
 
     def opener(version: Optional[str]):
         def open_scan():

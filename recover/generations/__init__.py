@@ -102,6 +102,14 @@ class Beside(Protocol):
         """Lines the text report shows after its table."""
         ...
 
+    def task_less(self) -> dict[str, int]:
+        """What the other daemon's restart would do to its containers that have no task, counted."""
+        ...
+
+    def daemon_running(self) -> str | None:
+        """That the other daemon runs on its own record (by identity), said; None when it does not."""
+        ...
+
 
 class Generation(Protocol):
     name: str  # the value of --layout, and of "layout" in the JSON output

@@ -41,8 +41,6 @@ class DockerRecord(Value):
     dead: bool = False
     pid: int = 0
     exit_code: int | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
     started_before: bool = False  # HasBeenStartedBefore: the restart policy applies only then
     manually_stopped: bool = False  # HasBeenManuallyStopped: `docker stop` (unless-stopped stays down)
     stop_signal: str = "SIGTERM"
@@ -128,52 +126,69 @@ def _same_dir(proc_root: str, pid: int, inside: str, ours: str) -> bool | None:
     """Whether `inside` (a path in pid's mount namespace) is the dir `ours`: by device and inode."""
     try:
         theirs, mine = os.stat(os.path.join(proc_root, str(pid), "root", inside.lstrip("/"))), os.stat(ours)
-    except OSError:
+    except (OSError, ValueError):
         return None
     return (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _absolute(value: object) -> str | None:
+    """A path a file or an argv names, when it is one (absolute, no NUL)."""
+    return value if isinstance(value, str) and value.startswith("/") and "\0" not in value else None
+
+
+def _mount_namespace(proc_root: str, pid: int | str) -> str | None:
+    try:
+        return os.readlink(os.path.join(proc_root, str(pid), "ns", "mnt"))
+    except OSError:
+        return None
 
 
 def docker_view(around: Any, host: Any, namespaces: set[str]) -> DockerView | None:
     """Docker's record beside the root, or None where there is none (no containers dir), or
     where the root holds no task of Docker's namespace and no --docker-root names it (a root of
     another containerd, e.g. a test's, never takes this host's Docker for its own)."""
-    live = host is not None and host.live and around.image_root is None
+    # this host's own /proc, and its own paths or another mount namespace's through /proc/<pid>/root
+    # (a DaemonSet's view of its node): identities compare there; in an image or beside a capture not
+    in_namespace = re.fullmatch(r"/proc/(\d+)/root", around.image_root or "")
+    live = host is not None and host.live and (around.image_root is None or in_namespace is not None)
     running = dockerds(host)
-    ours = [d for d in running if live and host.in_other_mount_namespace(d.pid) is False]
-    if around.docker_root is not None:
-        data_root, data_root_from = around.docker_root, "--docker-root"
-    elif ours and _flag(ours[0].argv, "--data-root"):
-        data_root, data_root_from = _flag(ours[0].argv, "--data-root"), f"dockerd's --data-root (pid {ours[0].pid})"
-    else:
-        data_root, data_root_from = None, ""
-    containers = around.path(os.path.join(data_root or DATA_ROOT, "containers"))
-    # the dockerd of this data root: the same dir by identity on a live host (another mount
-    # namespace's dockerd with the same paths is another Docker); beside a capture it cannot be told
-    dockerd = None
-    for d in running:
-        same = _same_dir(host.proc_root, d.pid, _flag(d.argv, "--data-root") or DATA_ROOT,
-                         around.path(data_root or DATA_ROOT)) if live else None
-        if same or (same is None and not live):
-            dockerd = Dockerd(d.pid, d.argv, same)
-            break
-    config_path = around.docker_config or (_flag(dockerd.argv, "--config-file") if dockerd else None) or DAEMON_JSON
+    # the dockerds of the namespace the root's paths are read in, whose argv name its paths
+    home = _mount_namespace(host.proc_root, in_namespace.group(1) if in_namespace else "self") if live else None
+    ours = [d for d in running if home is not None and _mount_namespace(host.proc_root, d.pid) == home]
+    argv = ours[0].argv if ours else ()
+    config_path = around.docker_config or _absolute(_flag(argv, "--config-file")) or DAEMON_JSON
     config, config_problem = _json(around.path(config_path))
     findings: list[Finding] = []
     if config_problem is not None and config_problem != "missing":
         findings.append(finding("F201", f"{printable(config_path)} {config_problem}: live-restore cannot be read from "
                                 "it (judged off, Docker's default)"))
         config = None
-    if data_root is None:
-        if config is not None and isinstance(config.get("data-root"), str):
-            data_root, data_root_from = config["data-root"], f"data-root in {config_path}"
-            containers = around.path(os.path.join(data_root, "containers"))
-        else:
-            data_root, data_root_from = DATA_ROOT, "Docker's default"
+    if config is not None and "data-root" in config and _absolute(config["data-root"]) is None:
+        findings.append(finding("F201", f"{printable(config_path)}: its data-root is no absolute path "
+                                f"({printable(repr(config['data-root']))}): Docker's default is read"))
+    if around.docker_root is not None:
+        data_root, data_root_from = around.docker_root, "--docker-root"
+    elif _absolute(_flag(argv, "--data-root")):
+        data_root, data_root_from = _flag(argv, "--data-root"), f"dockerd's --data-root (pid {ours[0].pid})"
+    elif config is not None and _absolute(config.get("data-root")):
+        data_root, data_root_from = config["data-root"], f"data-root in {config_path}"
+    else:
+        data_root, data_root_from = DATA_ROOT, "Docker's default"
+    # the dockerd of this data root: the same dir by identity (another mount namespace's dockerd
+    # with the same paths is another Docker); beside a capture or in an image it cannot be told
+    dockerd = None
+    for d in running:
+        same = _same_dir(host.proc_root, d.pid, _absolute(_flag(d.argv, "--data-root")) or DATA_ROOT,
+                         around.path(data_root)) if live else None
+        if same or (same is None and not live):
+            dockerd = Dockerd(d.pid, d.argv, same)
+            break
     try:  # a container's dir, never a link (which could lead out of the data root or the image)
-        with os.scandir(containers) as entries:
+        with os.scandir(around.path(os.path.join(data_root, "containers"))) as entries:
             names = sorted(e.name for e in entries if _ID.fullmatch(e.name) and e.is_dir(follow_symlinks=False))
-    except OSError:
+    except (OSError, ValueError):
         return None
+    containers = around.path(os.path.join(data_root, "containers"))
     flag = _bool_flag(dockerd.argv, "--live-restore") if dockerd else None
     if flag is not None:
         live_restore, source = flag, f"dockerd's argv (pid {dockerd.pid})"
@@ -189,15 +204,15 @@ def docker_view(around: Any, host: Any, namespaces: set[str]) -> DockerView | No
 
 
 def _signal_name(value: object) -> str:
-    if not isinstance(value, str) or not value:
-        return "SIGTERM"
-    name = value.upper()
+    """Config.StopSignal as a signal's name; what moby cannot parse is SIGTERM, as for moby."""
+    name = value.upper() if isinstance(value, str) else ""
     if name.isdigit():
         try:
             return signal.Signals(int(name)).name
         except ValueError:
-            return name
-    return name if name.startswith("SIG") else "SIG" + name
+            return "SIGTERM"
+    name = name if name.startswith("SIG") else "SIG" + name
+    return name if name in signal.Signals.__members__ else "SIGTERM"
 
 
 def read_record(container_dir: str) -> DockerRecord:
@@ -220,8 +235,6 @@ def read_record(container_dir: str) -> DockerRecord:
         running=state.get("Running") is True, paused=state.get("Paused") is True,
         restarting=state.get("Restarting") is True, dead=state.get("Dead") is True, pid=num(state.get("Pid")),
         exit_code=num(state.get("ExitCode")) if "ExitCode" in state else None,
-        started_at=state.get("StartedAt") if isinstance(state.get("StartedAt"), str) else None,
-        finished_at=state.get("FinishedAt") if isinstance(state.get("FinishedAt"), str) else None,
         started_before=config.get("HasBeenStartedBefore") is True,
         manually_stopped=config.get("HasBeenManuallyStopped") is True,
         stop_signal=_signal_name(conf.get("StopSignal")),

@@ -3,6 +3,7 @@ Docker's names for --container and explain, and Docker's containers that have no
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import msgspec
@@ -25,18 +26,14 @@ def docker_json(rec: DockerRecord, view: DockerView, p: DockerPrediction) -> dic
             "dockerd_would": p.would, "exit_code": p.exit_code, "stale": p.stale, "why": p.why}
 
 
-def _task_id(record: ContainerRecord) -> str:
-    return unhidden(record.id)
-
-
 def with_docker(ctx: Any, record: ContainerRecord, decisions: dict, evidence: Any,
                 prediction: ContainerPrediction) -> ContainerPrediction:
     """The task's prediction with what dockerd then does, for a task of Docker's namespace that
     Docker has a record of (a hidden task with a visible twin is the twin's to say)."""
     view: DockerView | None = ctx.reader.docker
-    if view is None or record.namespace != view.namespace or evidence.twin_key:
+    if view is None or unhidden(record.namespace or "") != view.namespace or evidence.twin_key:
         return prediction
-    cid = _task_id(record)
+    cid = unhidden(record.id)
     if cid not in view.records:
         return prediction
     rec = read_record(view.records[cid])
@@ -45,7 +42,7 @@ def with_docker(ctx: Any, record: ContainerRecord, decisions: dict, evidence: An
     if init is not None:
         judged_init = _Init(init.verdict, evidence.pids.get("init"), init.exit_status)
     p = predict_dockerd(rec, view, prediction.would, judged_init, ctx.host, record.rel, ctx.daemon.name,
-                        evidence.shim_pid if evidence.shim_state == "stopped" else None)
+                        evidence.shim_pid if evidence.shim_state == "stopped" else None, ctx.facts.daemon_runs)
     return msgspec.structs.replace(prediction, findings=prediction.findings + p.findings,
                                    extra={**prediction.extra, "docker": docker_json(rec, view, p)})
 
@@ -62,8 +59,11 @@ class DockerBeside:
     def __init__(self, ctx: Any, view: DockerView):
         self.view = view
         keys = ctx.reader.containers()
-        tasks = {unhidden(k.partition("/")[2]): k for k in reversed(keys)  # the visible dir wins
-                 if k.partition("/")[0] == view.namespace}
+        tasks: dict[str, str] = {}
+        for k in keys:  # the visible dir wins (keys are sorted: `.<id>` comes first)
+            ns, _, tid = k.partition("/")
+            if unhidden(ns) == view.namespace:
+                tasks[unhidden(tid)] = k if not tid.startswith(".") else tasks.get(unhidden(tid), k)
         self.aliases: dict[str, str] = {}
         self.without_task: list[dict] = []
         found: list[Finding] = list(view.findings)
@@ -81,6 +81,14 @@ class DockerBeside:
     def json(self) -> dict:
         return {"docker": {**self.view.json(), "without_task": self.without_task}}
 
+    def task_less(self) -> dict[str, int]:
+        return dict(Counter(d["dockerd_would"] or "unknown" for d in self.without_task))
+
+    def daemon_running(self) -> str | None:
+        d = self.view.dockerd
+        return f"dockerd (pid {d.pid}) runs on Docker's data root {self.view.data_root}" \
+            if d is not None and d.same_root else None
+
     def text(self) -> list[str]:
         v = self.view
         lines = [f"docker: data root {printable(v.data_root)} ({v.data_root_from}); live-restore "
@@ -88,8 +96,9 @@ class DockerBeside:
                  + (f"runs (pid {v.dockerd.pid})" if v.dockerd else "is not running")]
         for d in self.without_task:
             code = d["recorded_exit_code"]
-            lines.append(f"docker container {d['name'] or d['id'][:12]} ({d['id'][:12]}), no task: {d['status']}"
-                         f"{'' if code is None or d['status'] == 'running' else f' (exit {code})'}; "
+            status = d["status"] or "its record cannot be read"
+            lines.append(f"docker container {d['name'] or d['id'][:12]} ({d['id'][:12]}), no task: {status}"
+                         f"{'' if code is None or d['status'] in ('running', None) else f' (exit {code})'}; "
                          f"dockerd would {d['dockerd_would'] or '?'}: "
                          f"{d['why']}")
         return lines

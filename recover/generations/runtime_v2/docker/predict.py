@@ -97,7 +97,7 @@ def stop_outcome(rec: DockerRecord, facts: SignalFacts) -> tuple[int | None, str
     return None, f"{sig}, then SIGKILL after {timeout} s if it has not exited"
 
 
-def _then(rec: DockerRecord, restart: bool | None, ec: int | None) -> str:
+def _then(rec: DockerRecord, restart: bool | None) -> str:
     if restart:
         return f"then starts it again (restart policy {rec.restart_policy})"
     if restart is None:
@@ -108,10 +108,13 @@ def _then(rec: DockerRecord, restart: bool | None, ec: int | None) -> str:
 
 
 def predict_dockerd(rec: DockerRecord, view: DockerView, containerd_would: str | None, init: Any | None,
-                    host: Any, rel: str, daemon: str, shim_stopped: int | None = None) -> DockerPrediction:
+                    host: Any, rel: str, daemon: str, shim_stopped: int | None = None,
+                    containerd_runs: bool = False) -> DockerPrediction:
     """dockerd's restore of one container, after `containerd_would` (None: no task at all).
     `init`: the task's init judgement (verdict, pid, exit_status), if there is a task;
-    `shim_stopped`: the pid of its task's shim when that is stopped (SIGSTOP)."""
+    `shim_stopped`: the pid of its task's shim when that is stopped (SIGSTOP); `containerd_runs`:
+    containerd runs on the root already (docker.service starts after containerd.service), so the
+    task is judged as it is now, not after a restore of containerd's."""
     where = f"{printable(rec.name or rec.id[:12])}"
     if rec.problem is not None:
         return DockerPrediction(None, None, f"Docker's record cannot be read: {rec.problem}", False,
@@ -126,7 +129,7 @@ def predict_dockerd(rec: DockerRecord, view: DockerView, containerd_would: str |
         shown = "Up" if rec.pid else "running"
         found.append(finding("R203", f"Docker's record says {where} is running (pid {rec.pid}), but "
                              + (f"its init is {verdict}" if init is not None else "containerd has no task for it")
-                             + f": `docker ps` shows it {shown} while nothing of it runs"
+                             + f": Docker shows it {shown} while nothing of it runs"
                              + (" (dockerd runs: it missed the exit while containerd was down; `docker stop` it, or "
                                 "restart dockerd, to make Docker see it)" if view.dockerd is not None else ""), rel))
     if not rec.running:
@@ -137,24 +140,32 @@ def predict_dockerd(rec: DockerRecord, view: DockerView, containerd_would: str |
         if restart:
             return DockerPrediction("start", None, f"Docker shows it {rec.status} (exit {rec.exit_code}); its restart "
                                     f"policy ({rec.restart_policy}) starts it when dockerd starts", stale, tuple(found))
+        if rec.auto_remove:  # restore removes every --rm container it does not start
+            return DockerPrediction("remove", None, f"Docker shows it {rec.status}; dockerd's restore removes it "
+                                    "(--rm)", stale, tuple(found))
         return DockerPrediction("keep-exited", rec.exit_code, f"Docker shows it {rec.status}: nothing changes",
                                 stale, tuple(found))
-    # Docker shows it running: what containerd's restore left decides
+    # Docker shows it running: what containerd's restore left decides (or, containerd running
+    # already, what is there now: a live shim keeps its task, whatever its files say)
+    if containerd_runs:
+        containerd_would = "reconnect" if shim_stopped is None and verdict in LIVE + ("exited",) else "clean-up"
     outcome = _running_outcome(rec, view, containerd_would, init, host, where, rel)
     if outcome is None:
         return DockerPrediction(None, None, f"what {daemon} does to the task ({containerd_would or 'unknown'}) leaves "
                                 "dockerd's decision open", stale, tuple(found))
     would, exit_code, why, more = outcome
     found += more
-    if shim_stopped is not None and would.endswith("restart"):
-        # containerd gave up on the stopped shim and removed the task, but the shim still holds the
-        # socket of that name: the new task's shim reaches it, and the start waits forever
-        found.append(finding("R204", f"dockerd's start hangs on {where}'s stopped shim (pid {shim_stopped}): its "
-                             "restart policy starts it again, the new shim reaches the stopped one's socket, and "
-                             f"dockerd's API never answers; resume it first: kill -CONT {shim_stopped}", rel))
+    if shim_stopped is not None and (containerd_runs or (would or "").endswith("restart")):
+        # containerd up: restore's kill goes to the stopped shim; containerd restarted: it gave up on
+        # the shim and removed the task, but the shim still holds the socket of that name, and a
+        # restart's new shim reaches it.  Either way the call never returns
+        how = "its restore's call to the stopped shim never returns" if containerd_runs else \
+            "its restart policy starts it again and the new shim reaches the stopped one's socket"
+        found.append(finding("R204", f"dockerd's start hangs on {where}'s stopped shim (pid {shim_stopped}): {how}, "
+                             f"and dockerd's API never answers; resume it first: kill -CONT {shim_stopped}", rel))
         return DockerPrediction("hang", exit_code, f"dockerd hangs on the stopped shim (pid {shim_stopped}) until it "
                                 f"is resumed; then: {why}", stale, tuple(found))
-    if view.dockerd is not None and containerd_would in GONE_WOULD:
+    if view.dockerd is not None and not containerd_runs and containerd_would in GONE_WOULD:
         found.append(finding("R203", f"dockerd runs (pid {view.dockerd.pid}): when containerd's restore removes the "
                              f"task of {where}, dockerd, not yet reconnected, misses the exit and `docker ps` keeps "
                              "showing it Up until `docker stop` or dockerd's restart", rel))
@@ -174,22 +185,29 @@ def _running_outcome(rec: DockerRecord, view: DockerView, containerd_would: str 
         if view.live_restore:
             return "keep-running", None, (f"containerd keeps the task and live-restore is on "
                                           f"({view.live_restore_from}): dockerd keeps it running"), []
-        ec, how = stop_outcome(rec, signal_facts(host, init.pid, rec.stop_signal))
+        facts = signal_facts(host, init.pid, rec.stop_signal)
+        if rec.stop_timeout < 0 and not facts.caught:  # a stop with no timeout waits for an exit that never comes
+            why = (f"live-restore is off: dockerd stops it with {rec.stop_signal} and no timeout (StopTimeout "
+                   f"{rec.stop_timeout}), which its init does not act on: the restore waits forever")
+            return "hang", None, why, [finding("R204", f"dockerd's start hangs on {where}: {why}", rel)]
+        ec, how = stop_outcome(rec, facts)
         # restore's stop marks it stopped by hand: unless-stopped stays down, on-failure goes by the code
         restart = restarts(msgspec.structs.replace(rec, manually_stopped=True), ec)
         why = (f"containerd keeps the task but live-restore is off ({view.live_restore_from}): dockerd stops it "
-               f"(`shutting down container considered alive by containerd`) with {how}, {_then(rec, restart, ec)}")
+               f"(`shutting down container considered alive by containerd`) with {how}, {_then(rec, restart)}")
         finding_ = finding("R201", f"dockerd stops {where} when it restarts, although containerd keeps it running "
-                           f"(live-restore is off): the stop sends {how}; {_then(rec, restart, ec)}. To keep it "
+                           f"(live-restore is off): the stop sends {how}; {_then(rec, restart)}. To keep it "
                            "running, set \"live-restore\": true in daemon.json before dockerd starts", rel)
-        return ("stop-then-restart" if restart else "stop"), None if restart else ec, why, [finding_]
+        # on-failure after a code only the handler decides: started again or not, that cannot be told
+        would = "stop-then-restart" if restart else None if restart is None else "stop"
+        return would, None if restart else ec, why, [finding_]
     if containerd_would == "reconnect" and verdict == "exited":
         ec = init.exit_status
         restart = restarts(rec, ec)
         code = f"its exit code, {ec}" if ec is not None else "the exit code its shim holds (unknown here)"
         would = "record-exit-then-restart" if restart else "remove" if rec.auto_remove else "record-exit"
         return would, None if restart or rec.auto_remove else ec, (f"containerd re-adopts the stopped task: dockerd "
-                                                                    f"records {code}, {_then(rec, restart, ec)}"), []
+                                                                    f"records {code}, {_then(rec, restart)}"), []
     if containerd_would in GONE_WOULD or init is None:
         restart = restarts(rec, LOST)
         would = "record-exit-then-restart" if restart else "remove" if rec.auto_remove else "record-exit"
@@ -200,5 +218,5 @@ def _running_outcome(rec: DockerRecord, view: DockerView, containerd_would: str 
                        + (" while its processes, leaked, still run: two instances at once"
                           if restart and containerd_would in LEAKS else ""), rel)
         return would, None if restart or rec.auto_remove else LOST, (f"{what}: dockerd records exit code 255, "
-                                                                      f"{_then(rec, restart, LOST)}"), [lost]
+                                                                      f"{_then(rec, restart)}"), [lost]
     return None
