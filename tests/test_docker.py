@@ -260,3 +260,19 @@ def test_dockerd_started_over_a_running_containerd_is_judged_on_the_task_as_it_i
         "record-exit"  # containerd restarts first: it removes the task, and `no` starts nothing
     assert predict_dockerd(rec, view, "kill-live-processes", running, None, "r", "containerd 1.6.20",
                            containerd_runs=True).would == "keep-running"
+
+
+def test_a_root_reached_through_proc_pid_root_finds_dockers_record_there(host):
+    """The DaemonSet's way: the node's paths through /proc/<pid>/root; Docker's data root is read
+    in that mount namespace too, and the prediction is the same."""
+    import os
+
+    b, data_root, config = host
+    through = f"/proc/{os.getpid()}/root"
+    result = runner.invoke(app, ["scan", f"{through}{b.state}", "--runc-root", str(b.runc_root), "-f", "json",
+                                 "--containerd-version", "1.6.20", "--docker-root", str(data_root),
+                                 "--docker-config", str(config)])
+    assert result.exit_code == 0, result.output
+    got = by_name(json.loads(result.stdout))
+    assert got["web"]["docker"]["dockerd_would"] == "stop-then-restart"
+    assert got["db"]["docker"]["exit_code"] == 143
