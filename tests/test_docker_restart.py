@@ -2,14 +2,15 @@
 recover/generations/runtime_v2/lab/docker.py): each container given a fault while the daemons are
 down, `recover scan --docker-root ...` in the daemons' mount namespace, then both restarted
 (containerd first, as systemd orders them): what recover said dockerd would do (`docker.dockerd_would`,
-`docker.exit_code`) against what `docker inspect` then shows.  Three cycles, run at once:
+`docker.exit_code`) against what `docker inspect` then shows.  Four cycles, run at once:
 
   off:  live-restore off, both daemons SIGKILLed: stops (a handler's code; 137 for an init with
         none, after the stop timeout), restarts by policy (unless-stopped stays down after
         restore's stop), --rm removed, exits kept (the shim's) or lost (255);
   on:   live-restore on: kept running, yet an --rm container removed; a stopped shim hangs
         dockerd when a restart policy starts its container again, until it is resumed;
-  ctrd: only containerd crashes and restarts while dockerd stays up: `docker ps` stays stale.
+  ctrd: only containerd crashes and restarts while dockerd stays up: `docker ps` stays stale;
+  dockerd: only dockerd crashes and restarts, over a containerd that runs on.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ ON = [Case("no"), Case("rm", auto_remove=True), Case("exited", "init-exited"),
       Case("shim-killed-always", "shim-killed", policy="always"), Case("stopped", "shim-stopped", policy="always"),
       Case("stopped-no", "shim-stopped")]
 CTRD = [Case("healthy"), Case("dead", "shim-killed")]
+DOCKERD = [Case("no"), Case("always", policy="always"), Case("unless", policy="unless-stopped"),
+           Case("killed", "shim-killed", policy="always"), Case("address-removed", "address-removed"),
+           Case("exited", "init-exited")]
 HANG_WAIT = 15  # s: dockerd must not answer this long while a shim is stopped
 
 
@@ -159,12 +163,32 @@ def ctrd_cycle() -> dict:
                     "old_alive": {n: alive(b.pid, b.pid_start) for n, b in boxes.items()}}
 
 
+def dockerd_cycle() -> dict:
+    """Only dockerd crashes and restarts; containerd runs on (recover judges what is there now)."""
+    with Containerd.create(namespace=DOCKER_NAMESPACE) as c:
+        c.start()
+        with Dockerd.create(c, live_restore=False) as d:
+            d.start()
+            d.import_image()
+            boxes = {k.name: d.run(k.name, k.cmd, k.policy) for k in DOCKERD}
+            d.crash()
+            for k in DOCKERD:
+                break_it(c, d, boxes[k.name], k.fault)
+            time.sleep(1)  # containerd, up, has handled the killed shim (it kills the init, drops the task)
+            doc = recover_scan(c, d)
+            d.start()
+            return {"judged": docker_of(doc), "daemon_runs": any(f["code"] == "H009" for f in doc["findings"]),
+                    "boxes": boxes, "after": settled(d, [k.name for k in DOCKERD]), "hung": None,
+                    "old_alive": {n: alive(b.pid, b.pid_start) for n, b in boxes.items()}}
+
+
 @pytest.fixture(scope="module")
 def cycles():
     skip_unless_docker()
     found = run_concurrently({("1.6.20", "off"): functools.partial(both_cycle, False, OFF),
                               ("1.6.20", "on"): functools.partial(both_cycle, True, ON),
-                              ("1.6.20", "ctrd"): ctrd_cycle})  # Docker 20.10's containerd
+                              ("1.6.20", "ctrd"): ctrd_cycle,
+                              ("1.6.20", "dockerd"): dockerd_cycle})  # Docker 20.10's containerd
     return found
 
 
@@ -236,3 +260,16 @@ def test_dockerd_up_over_a_crashed_containerd_keeps_a_stale_view(cycles):
     assert seen["after"]["healthy"]["Running"] and seen["old_alive"]["healthy"]
     rescan = seen["rescan"]["dead"]["docker"]  # its task is gone: Docker's record alone says it runs
     assert rescan["stale"] is True and rescan["dockerd_would"] == "record-exit" and rescan["exit_code"] == 255
+
+
+def test_dockerd_alone_restarted_over_a_running_containerd(cycles):
+    """containerd runs (H009): recover judges the tasks as they are, not after a restore of
+    containerd's; dockerd's restart then does what it says."""
+    seen = cycles[("1.6.20", "dockerd")]
+    assert seen["daemon_runs"]
+    assert not mismatches(seen), "\n".join(mismatches(seen))
+    would = {n: (c["docker"]["dockerd_would"], c["docker"]["exit_code"]) for n, c in seen["judged"].items()}
+    # a removed `address` changes nothing while containerd runs; a killed shim's task is gone (255)
+    assert would == {"no": ("stop", None), "always": ("stop-then-restart", None), "unless": ("stop", None),
+                     "killed": ("record-exit-then-restart", None), "address-removed": ("stop", None),
+                     "exited": ("record-exit", 42)}
