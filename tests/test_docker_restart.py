@@ -15,6 +15,7 @@ down, `recover scan --docker-root ...` in the daemons' mount namespace, then bot
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -111,75 +112,75 @@ def settled(d: Dockerd, names: list[str], quiet: float = 3, limit: float = 30) -
     return seen
 
 
-def both_cycle(live_restore: bool, cases: list[Case]) -> dict:
+@contextlib.contextmanager
+def docker_lab(live_restore: bool, cases: list[Case]):
+    """A lab containerd 1.6.20 and a dockerd over it, the image imported and a container per case
+    running: (containerd, dockerd, boxes by name)."""
     with Containerd.create(namespace=DOCKER_NAMESPACE) as c:
         c.start()
         with Dockerd.create(c, live_restore=live_restore) as d:
             d.start()
             d.import_image()
-            boxes = {k.name: d.run(k.name, k.cmd, k.policy, k.auto_remove, k.stop_timeout, traps=k.cmd != PLAIN)
-                     for k in cases}
-            d.crash()
-            c.crash()
-            for k in cases:
-                break_it(c, d, boxes[k.name], k.fault)
-            judged = docker_of(recover_scan(c, d))
-            by_name = docker_of(recover_scan(c, d, "--container", "always" if "always" in boxes else "no"))
-            c.start()
-            stopped = [d.shim_pid(boxes[k.name]) or 0 for k in cases if k.fault == "shim-stopped"]
-            hung = None
-            if stopped:
-                try:
-                    d.start(timeout=HANG_WAIT)
-                    hung = False
-                except HarnessError:
-                    hung = True
-                for pid in stopped:
-                    os.kill(pid, signal.SIGCONT)
-                wait_until(d._answers, 60, "dockerd to answer once the shims resume")
-            else:
-                d.start()
-            after = settled(d, [k.name for k in cases])
-            return {"judged": judged, "by_name": by_name, "boxes": boxes, "after": after, "hung": hung,
-                    "old_alive": {n: alive(b.pid, b.pid_start) for n, b in boxes.items()}}
+            yield c, d, {k.name: d.run(k.name, k.cmd, k.policy, k.auto_remove, k.stop_timeout, traps=k.cmd != PLAIN)
+                         for k in cases}
+
+
+def old_alive(boxes: dict) -> dict[str, bool]:
+    return {n: alive(b.pid, b.pid_start) for n, b in boxes.items()}
+
+
+def both_cycle(live_restore: bool, cases: list[Case]) -> dict:
+    with docker_lab(live_restore, cases) as (c, d, boxes):
+        d.crash()
+        c.crash()
+        for k in cases:
+            break_it(c, d, boxes[k.name], k.fault)
+        judged = docker_of(recover_scan(c, d))
+        by_name = docker_of(recover_scan(c, d, "--container", "always" if "always" in boxes else "no"))
+        c.start()
+        stopped = [d.shim_pid(boxes[k.name]) or 0 for k in cases if k.fault == "shim-stopped"]
+        hung = None
+        if stopped:
+            try:
+                d.start(timeout=HANG_WAIT)
+                hung = False
+            except HarnessError:
+                hung = True
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+            wait_until(d._answers, 60, "dockerd to answer once the shims resume")
+        else:
+            d.start()
+        after = settled(d, [k.name for k in cases])
+        return {"judged": judged, "by_name": by_name, "boxes": boxes, "after": after, "hung": hung,
+                "old_alive": old_alive(boxes)}
 
 
 def ctrd_cycle() -> dict:
     """Only containerd crashes; dockerd stays up over it."""
-    with Containerd.create(namespace=DOCKER_NAMESPACE) as c:
+    with docker_lab(False, CTRD) as (c, d, boxes):
+        c.crash()
+        for k in CTRD:
+            break_it(c, d, boxes[k.name], k.fault)
+        before = docker_of(recover_scan(c, d))
         c.start()
-        with Dockerd.create(c, live_restore=False) as d:
-            d.start()
-            d.import_image()
-            boxes = {k.name: d.run(k.name, k.cmd, k.policy) for k in CTRD}
-            c.crash()
-            for k in CTRD:
-                break_it(c, d, boxes[k.name], k.fault)
-            before = docker_of(recover_scan(c, d))
-            c.start()
-            time.sleep(5)  # dockerd has reconnected; a missed exit stays missed
-            return {"before": before, "boxes": boxes, "after": settled(d, [k.name for k in CTRD], quiet=2),
-                    "rescan": docker_of(recover_scan(c, d)),
-                    "old_alive": {n: alive(b.pid, b.pid_start) for n, b in boxes.items()}}
+        time.sleep(5)  # dockerd has reconnected; a missed exit stays missed
+        return {"before": before, "boxes": boxes, "after": settled(d, [k.name for k in CTRD], quiet=2),
+                "rescan": docker_of(recover_scan(c, d)), "old_alive": old_alive(boxes)}
 
 
 def dockerd_cycle() -> dict:
     """Only dockerd crashes and restarts; containerd runs on (recover judges what is there now)."""
-    with Containerd.create(namespace=DOCKER_NAMESPACE) as c:
-        c.start()
-        with Dockerd.create(c, live_restore=False) as d:
-            d.start()
-            d.import_image()
-            boxes = {k.name: d.run(k.name, k.cmd, k.policy) for k in DOCKERD}
-            d.crash()
-            for k in DOCKERD:
-                break_it(c, d, boxes[k.name], k.fault)
-            time.sleep(1)  # containerd, up, has handled the killed shim (it kills the init, drops the task)
-            doc = recover_scan(c, d)
-            d.start()
-            return {"judged": docker_of(doc), "daemon_runs": any(f["code"] == "H009" for f in doc["findings"]),
-                    "boxes": boxes, "after": settled(d, [k.name for k in DOCKERD]), "hung": None,
-                    "old_alive": {n: alive(b.pid, b.pid_start) for n, b in boxes.items()}}
+    with docker_lab(False, DOCKERD) as (c, d, boxes):
+        d.crash()
+        for k in DOCKERD:
+            break_it(c, d, boxes[k.name], k.fault)
+        time.sleep(1)  # containerd, up, has handled the killed shim (it kills the init, drops the task)
+        doc = recover_scan(c, d)
+        d.start()
+        return {"judged": docker_of(doc), "daemon_runs": any(f["code"] == "H009" for f in doc["findings"]),
+                "boxes": boxes, "after": settled(d, [k.name for k in DOCKERD]), "hung": None,
+                "old_alive": old_alive(boxes)}
 
 
 @pytest.fixture(scope="module")
